@@ -1,0 +1,38 @@
+"""Shared fixtures: a handler with an in-memory sink, and the reference graph."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from vital_callbacks import InMemorySink, Settings, VitalCallbackHandler
+
+
+def require_service(available: bool, reason: str) -> None:
+    """Skip on a laptop without the service; fail in CI, where it must be there."""
+    if available:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def memory_sink() -> InMemorySink:
+    return InMemorySink()
+
+
+@pytest.fixture
+def handler(memory_sink: InMemorySink) -> Iterator[VitalCallbackHandler]:
+    h = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    yield h
+    h.shutdown()
+
+
+@pytest.fixture
+def graph():  # type: ignore[no-untyped-def]
+    from tests.graphs import build_graph
+
+    return build_graph()

@@ -1,0 +1,98 @@
+"""Building pipelines from settings: sinks by entry-point name, the enricher, and sharing.
+
+Handlers with equal settings share one pipeline so that a handler per request does not mean a set
+of threads per request.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+from typing import Any
+
+from vital_callbacks import tokens
+from vital_callbacks.enrich import Enricher
+from vital_callbacks.pipeline import Pipeline, set_exit_timeout
+from vital_callbacks.pricing import PriceBook
+from vital_callbacks.settings import Settings
+from vital_callbacks.sinks.base import Sink
+
+logger = logging.getLogger("vital_callbacks")
+
+GROUP = "vital_callbacks.sinks"
+# Used when the package is not installed (no entry-point metadata), e.g. from a source tree.
+_BUILTIN = {
+    "sql": "vital_callbacks.sinks.sql:SQLSink",
+    "memory": "vital_callbacks.sinks.memory:InMemorySink",
+    "prometheus": "vital_callbacks.sinks.prometheus:PrometheusSink",
+    "langfuse": "vital_callbacks.sinks.langfuse:LangfuseSink",
+    "otel": "vital_callbacks.sinks.otel:OTelSink",
+    "logs": "vital_callbacks.sinks.logs:LogSink",
+}
+
+_lock = threading.Lock()
+_shared: dict[str, Pipeline] = {}
+
+
+class UnknownSinkError(ValueError):
+    pass
+
+
+def sink_class(name: str) -> type[Sink]:
+    """The sink class registered under ``name`` in the ``vital_callbacks.sinks`` group."""
+    for ep in entry_points(group=GROUP):
+        if ep.name == name:
+            cls = ep.load()
+            return cls  # type: ignore[no-any-return]
+    target = _BUILTIN.get(name)
+    if target is None:
+        known = sorted({ep.name for ep in entry_points(group=GROUP)} | set(_BUILTIN))
+        raise UnknownSinkError(f"unknown sink {name!r} in VITAL_SINKS; known: {', '.join(known)}")
+    module_name, _, attr = target.partition(":")
+    module = __import__(module_name, fromlist=[attr])
+    return getattr(module, attr)  # type: ignore[no-any-return]
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    return [sink_class(name).from_settings(settings) for name in settings.resolved_sinks()]
+
+
+def build_pipeline(settings: Settings, sinks: Sequence[Sink] | None = None) -> Pipeline:
+    tokens.configure(settings.tiktoken_encodings_dir)
+    set_exit_timeout(settings.shutdown_timeout_s)
+    prices = PriceBook([settings.pricing_dir] if settings.pricing_dir else [])
+    enricher = Enricher(prices, capture_content=settings.capture_content)
+    pipeline = Pipeline(
+        list(sinks) if sinks is not None else build_sinks(settings),
+        [enricher],
+        queue_size=settings.queue_size,
+        batch_size=settings.batch_size,
+        flush_interval_s=settings.flush_interval_s,
+        max_retries=settings.max_retries,
+        retry_backoff_s=settings.retry_backoff_s,
+    )
+    return pipeline
+
+
+def get_pipeline(settings: Settings, sinks: Sequence[Any] | None = None) -> Pipeline:
+    if sinks is not None:
+        return build_pipeline(settings, sinks)
+    key = settings.model_dump_json()
+    with _lock:
+        pipeline = _shared.get(key)
+        if pipeline is None:
+            pipeline = _shared[key] = build_pipeline(settings)
+        return pipeline
+
+
+def release_pipeline(pipeline: Pipeline) -> None:
+    with _lock:
+        for key, shared in list(_shared.items()):
+            if shared is pipeline:
+                del _shared[key]
+
+
+def enricher_of(pipeline: Pipeline) -> Enricher | None:
+    return next((p for p in pipeline.processors if isinstance(p, Enricher)), None)

@@ -1,0 +1,406 @@
+"""LangChain / LangGraph callbacks -> immutable events, on the caller's thread, in microseconds.
+
+The hot path only records timestamps and identities in a small run map and, when a run ends, builds
+one frozen event and appends it to the pipeline's queue. Reading usage, counting tokens and pricing
+happen on the worker (see :mod:`vital_callbacks.enrich`). Every hook goes through one error guard,
+so a surprise payload is logged once and counted, and never reaches the user's workflow.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+from uuid import UUID
+
+from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, GraphResumeEvent
+from langgraph.errors import GraphBubbleUp, GraphInterrupt
+
+from vital_callbacks import attribution
+from vital_callbacks.attribution import Attribution
+from vital_callbacks.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Status, ToolCall
+from vital_callbacks.pipeline import Pipeline, PipelineStats
+from vital_callbacks.settings import Settings
+
+logger = logging.getLogger("vital_callbacks")
+
+F = TypeVar("F", bound=Callable[..., Any])
+_MAX_ERROR_CHARS = 2000
+
+
+class _Run:
+    """What the hot path remembers about an open run (freed when the run ends)."""
+
+    __slots__ = ("checkpoint_ns", "first_token", "graph", "interrupts", "kind", "max_tokens", "model", "name",
+                 "node", "node_ns", "params_temperature", "provider", "raw_input", "record_id", "resumed",
+                 "root", "run_id", "start_perf", "start_wall", "step", "tags", "trace_id", "attr")
+
+    def __init__(self, kind: str, run_id: str, name: str) -> None:
+        self.kind = kind
+        self.run_id = run_id
+        self.name = name
+        self.start_wall = time.time()
+        self.start_perf = time.perf_counter()
+        self.record_id: str | None = None
+        self.trace_id = run_id
+        self.root: _Run = self
+        self.attr = attribution.EMPTY
+        self.graph: str | None = None
+        self.node: str | None = None
+        self.node_ns: str | None = None
+        self.tags: tuple[str, ...] = ()
+        self.step: int | None = None
+        self.checkpoint_ns: str | None = None
+        self.first_token: float | None = None
+        self.provider: str | None = None
+        self.model: str | None = None
+        self.params_temperature: float | None = None
+        self.max_tokens: int | None = None
+        self.raw_input: object = None
+        self.interrupts = 0
+        self.resumed = False
+
+    def child_parent_id(self) -> str | None:
+        """The id a child event names as its parent: ours if we get a row, else our own parent's."""
+        return self.run_id if self.kind in ("graph", "node") else self.record_id
+
+
+def _guard(fn: F) -> F:
+    """The one place that keeps handler bugs and odd payloads out of the user's workflow."""
+
+    @functools.wraps(fn)
+    def wrapper(self: VitalCallbackHandler, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except Exception as exc:
+            self._internal_error(fn.__name__, exc)
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _error_fields(error: BaseException) -> tuple[Status, str | None, str | None]:
+    if isinstance(error, GraphInterrupt):
+        return "interrupted", None, None
+    if isinstance(error, GraphBubbleUp):  # control flow (e.g. Command to a parent graph), not a failure
+        return "success", None, None
+    return "error", type(error).__name__, str(error)[:_MAX_ERROR_CHARS]
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+class VitalCallbackHandler(GraphCallbackHandler):
+    """Pass one to ``config["callbacks"]``; every run under it becomes priced, attributed events.
+
+    Handlers built from equal settings share one pipeline (one set of worker threads), so creating
+    a handler per request is cheap. Pass ``sinks=[...]`` for a private pipeline with your own sinks.
+    """
+
+    run_inline = True  # never blocks, so skip LangChain's thread-executor hop under async
+    raise_error = False
+
+    def __init__(self, settings: Settings | None = None, *, sinks: Sequence[Any] | None = None,
+                 **overrides: Any) -> None:
+        super().__init__()
+        if settings is None:
+            settings = Settings(**overrides)
+        elif overrides:
+            settings = settings.model_copy(update=overrides)
+        self.settings = settings
+        from vital_callbacks._factory import get_pipeline
+
+        self._pipeline: Pipeline = get_pipeline(settings, sinks)
+        self._submit = self._pipeline.submit
+        self._defaults = Attribution(settings.tenant_id, settings.user_id, settings.session_id)
+        self._capture = settings.capture_content
+        self._runs: dict[UUID, _Run] = {}
+        self._lock = threading.Lock()
+        self._errors = 0
+        self._logged_errors: set[tuple[str, type[BaseException]]] = set()
+        self.last_trace_id: str | None = None
+        """The trace id of the most recent root run (link it to your Langfuse / tracing UI)."""
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event so far is delivered to every sink; False on timeout or loss."""
+        return self._pipeline.flush(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush and stop this handler's pipeline (shared by handlers with equal settings)."""
+        from vital_callbacks._factory import release_pipeline
+
+        ok = self._pipeline.shutdown(self.settings.shutdown_timeout_s if timeout is None else timeout)
+        release_pipeline(self._pipeline)
+        return ok
+
+    def __enter__(self) -> VitalCallbackHandler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def stats(self) -> dict[str, Any]:
+        """Delivery counters, unpriced models and handler errors, for health checks."""
+        from vital_callbacks._factory import enricher_of
+
+        pipeline_stats: PipelineStats = self._pipeline.stats()
+        enricher = enricher_of(self._pipeline)
+        return {
+            "submitted": pipeline_stats.submitted,
+            "exported": pipeline_stats.exported,
+            "dropped": pipeline_stats.dropped,
+            "failed_exports": pipeline_stats.failed_exports,
+            "queue_depth": pipeline_stats.queue_depth,
+            "processor_errors": pipeline_stats.processor_errors,
+            "unpriced_calls": dict(enricher.prices.unpriced) if enricher else {},
+            "estimated_calls": enricher.estimated_calls if enricher else 0,
+            "handler_errors": self._errors,
+            "open_runs": len(self._runs),
+        }
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self._pipeline
+
+    def _internal_error(self, hook: str, exc: Exception) -> None:
+        self._errors += 1
+        key = (hook, type(exc))
+        if key not in self._logged_errors:
+            self._logged_errors.add(key)
+            logger.warning("vital-callbacks: %s failed on an unexpected payload (%r); the run continues, "
+                           "further errors of this kind are only counted", hook, exc, exc_info=True)
+
+    # -- run map -----------------------------------------------------------------------------------
+    def _open(self, kind: str, run_id: UUID, parent_run_id: UUID | None, name: str,
+              metadata: Mapping[str, Any] | None, tags: list[str] | None) -> _Run:
+        run = _Run(kind, str(run_id), name)
+        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+        if parent is None:
+            attr = attribution.from_metadata(metadata).merged_over(attribution.current()).merged_over(self._defaults)
+            run.attr = attr
+            run.graph = attr.agent_id or name
+            run.tags = tuple(tags) if tags else ()
+            self.last_trace_id = run.run_id
+        else:
+            run.record_id = parent.child_parent_id()
+            run.trace_id = parent.trace_id
+            run.root = parent.root
+            run.attr = parent.attr
+            run.graph = parent.graph
+            run.node = parent.node
+            run.node_ns = parent.node_ns
+            run.tags = parent.root.tags
+        with self._lock:
+            self._runs[run_id] = run
+        return run
+
+    def _close(self, run_id: UUID) -> _Run | None:
+        with self._lock:
+            return self._runs.pop(run_id, None)
+
+    def _base(self, run: _Run, status: Status, error_type: str | None, error_message: str | None) -> dict[str, Any]:
+        duration = time.perf_counter() - run.start_perf
+        attr = run.attr
+        return {
+            "run_id": run.run_id,
+            "parent_run_id": run.record_id,
+            "trace_id": run.trace_id,
+            "tenant_id": attr.tenant_id,
+            "user_id": attr.user_id,
+            "session_id": attr.session_id,
+            "graph": run.graph,
+            "node": run.node,
+            "tags": run.tags,
+            "start_time": run.start_wall,
+            "end_time": run.start_wall + duration,
+            "duration_s": duration,
+            "status": status,
+            "error_type": error_type,
+            "error_message": error_message,
+        }
+
+    # -- chains: graph runs and node runs ----------------------------------------------------------
+    @_guard
+    def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "chain"
+        if parent_run_id is None or parent_run_id not in self._runs:
+            self._open("graph", run_id, None, name, metadata, tags)
+            return
+        run = self._open("chain", run_id, parent_run_id, name, metadata, tags)
+        node = metadata.get("langgraph_node") if metadata else None
+        if node is not None and node == name:
+            ns = metadata.get("langgraph_checkpoint_ns") if metadata else None
+            # A subgraph's inner root inherits the node's keys (and may even share its name): it runs
+            # in the same checkpoint namespace, a real node execution in a new one.
+            if ns != run.node_ns:
+                run.kind = "node"
+                run.node = name
+                run.node_ns = ns
+                run.checkpoint_ns = ns
+                step = metadata.get("langgraph_step") if metadata else None
+                run.step = step if isinstance(step, int) else None
+
+    @_guard
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_chain(run_id, "success", None, None)
+
+    @_guard
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_chain(run_id, *_error_fields(error))
+
+    def _end_chain(self, run_id: UUID, status: Status, error_type: str | None, error_message: str | None) -> None:
+        run = self._close(run_id)
+        if run is None or run.kind == "chain":
+            return
+        base = self._base(run, status, error_type, error_message)
+        if run.kind == "node":
+            self._submit(NodeRun(step=run.step, checkpoint_ns=run.checkpoint_ns, **base))
+        else:
+            if run.interrupts and status == "success":
+                base["status"] = "interrupted"
+            self._submit(GraphRun(name=run.name, interrupts=run.interrupts, resumed=run.resumed, **base))
+
+    # -- LangGraph lifecycle (only GraphCallbackHandler subclasses receive these) ------------------
+    @_guard
+    def on_interrupt(self, event: GraphInterruptEvent) -> None:
+        run = self._runs.get(event.run_id) if event.run_id is not None else None
+        if run is not None:
+            run.root.interrupts += len(event.interrupts) or 1
+
+    @_guard
+    def on_resume(self, event: GraphResumeEvent) -> None:
+        run = self._runs.get(event.run_id) if event.run_id is not None else None
+        if run is not None:
+            run.root.resumed = True
+
+    # -- LLM calls ---------------------------------------------------------------------------------
+    @_guard
+    def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *, run_id: UUID,
+                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._start_llm(serialized, messages, run_id, parent_run_id, tags, metadata, kwargs)
+
+    @_guard
+    def on_llm_start(self, serialized: dict[str, Any] | None, prompts: list[str], *, run_id: UUID,
+                     parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._start_llm(serialized, prompts, run_id, parent_run_id, tags, metadata, kwargs)
+
+    def _start_llm(self, serialized: dict[str, Any] | None, raw_input: object, run_id: UUID,
+                   parent_run_id: UUID | None, tags: list[str] | None, metadata: Mapping[str, Any] | None,
+                   kwargs: Mapping[str, Any]) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
+        run = self._open("llm", run_id, parent_run_id, name, metadata, tags)
+        md = metadata or {}
+        params = kwargs.get("invocation_params") or {}
+        run.provider = md.get("ls_provider") or params.get("_type")
+        model = md.get("ls_model_name") or params.get("model") or params.get("model_name") or params.get("model_id")
+        run.model = model if isinstance(model, str) else None
+        run.params_temperature = _number(md.get("ls_temperature", params.get("temperature")))
+        max_tokens = md.get("ls_max_tokens") or params.get("max_tokens") or params.get("max_completion_tokens")
+        run.max_tokens = max_tokens if isinstance(max_tokens, int) else None
+        run.raw_input = raw_input
+
+    @_guard
+    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and run.first_token is None:
+            run.first_token = time.perf_counter()
+
+    @_guard
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_llm(run_id, response, "success", None, None)
+
+    @_guard
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_llm(run_id, kwargs.get("response"), *_error_fields(error))
+
+    def _end_llm(self, run_id: UUID, response: Any, status: Status, error_type: str | None,
+                 error_message: str | None) -> None:
+        run = self._close(run_id)
+        if run is None:
+            return
+        ttft = run.first_token - run.start_perf if run.first_token is not None else None
+        self._submit(LLMCall(
+            provider=run.provider,
+            model=run.model,
+            requested_model=run.model,
+            temperature=run.params_temperature,
+            max_tokens=run.max_tokens,
+            token_source="none",
+            time_to_first_token_s=ttft,
+            streamed=ttft is not None,
+            raw_input=run.raw_input,
+            raw_output=response,
+            **self._base(run, status, error_type, error_message),
+        ))
+
+    # -- tools and retrievers ----------------------------------------------------------------------
+    @_guard
+    def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID,
+                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
+        run = self._open("tool", run_id, parent_run_id, name, metadata, tags)
+        if self._capture:
+            run.raw_input = input_str
+
+    @_guard
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_tool(run_id, output, "success", None, None)
+
+    @_guard
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_tool(run_id, None, *_error_fields(error))
+
+    def _end_tool(self, run_id: UUID, output: Any, status: Status, error_type: str | None,
+                  error_message: str | None) -> None:
+        run = self._close(run_id)
+        if run is None:
+            return
+        self._submit(ToolCall(
+            name=run.name,
+            input=run.raw_input if isinstance(run.raw_input, str) else None,
+            raw_output=output if self._capture else None,
+            **self._base(run, status, error_type, error_message),
+        ))
+
+    @_guard
+    def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
+                           parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                           metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
+        run = self._open("retriever", run_id, parent_run_id, name, metadata, tags)
+        if self._capture:
+            run.raw_input = query
+
+    @_guard
+    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_retriever(run_id, len(documents) if documents is not None else 0, "success", None, None)
+
+    @_guard
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_retriever(run_id, 0, *_error_fields(error))
+
+    def _end_retriever(self, run_id: UUID, documents: int, status: Status, error_type: str | None,
+                       error_message: str | None) -> None:
+        run = self._close(run_id)
+        if run is None:
+            return
+        self._submit(RetrieverCall(
+            name=run.name,
+            documents=documents,
+            query=run.raw_input if isinstance(run.raw_input, str) else None,
+            **self._base(run, status, error_type, error_message),
+        ))
+
+    def submit(self, event: Event) -> None:
+        """Queue an event built elsewhere (e.g. a score); same path as the callbacks'."""
+        self._submit(event)

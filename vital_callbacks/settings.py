@@ -1,0 +1,92 @@
+"""Configuration from ``VITAL_*`` environment variables (pydantic-settings).
+
+Read when a handler is built, never at import, so tests and apps can set the environment first.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob of the library; each field is also the env var ``VITAL_<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="VITAL_", extra="ignore", validate_default=True)
+
+    sinks: CommaList | None = Field(
+        default=None,
+        description="Comma-separated sink names (entry points of group vital_callbacks.sinks). "
+        "Unset: sql, plus prometheus / langfuse when their settings are present.",
+    )
+    database_url: str = Field(
+        default="sqlite:///vital_callbacks.db",
+        description="SQLAlchemy URL of the SQL store; postgresql:// URLs use asyncpg.",
+    )
+    database_auto_migrate: bool | None = Field(
+        default=None, description="Create or upgrade the schema on first use (default: on for SQLite)."
+    )
+    capture_content: bool = Field(default=False, description="Store prompt / response / tool text.")
+    tenant_id: str | None = Field(default=None, description="Default tenant when a run names none.")
+    user_id: str | None = Field(default=None, description="Default user when a run names none.")
+    session_id: str | None = Field(default=None, description="Default session when a run names none.")
+    pricing_dir: Path | None = Field(
+        default=None, description="Extra folder of price-override YAML files, above the shipped ones."
+    )
+    tiktoken_encodings_dir: Path | None = Field(
+        default=None,
+        description="Folder with o200k_base.tiktoken / cl100k_base.tiktoken (optionally .gz) for "
+        "offline token estimates; the `offline` extra ships them too.",
+    )
+    queue_size: int = Field(default=100_000, ge=1, description="Events buffered per stage before counting drops.")
+    batch_size: int = Field(default=512, ge=1, description="Events per sink export.")
+    flush_interval_s: float = Field(default=1.0, gt=0, description="Longest wait before a partial batch is sent.")
+    max_retries: int = Field(default=5, ge=0, description="Retries of a failed export before counting it lost.")
+    retry_backoff_s: float = Field(default=0.2, gt=0, description="First retry delay; doubles, capped at 10 s.")
+    shutdown_timeout_s: float = Field(default=5.0, ge=0, description="Longest wait at interpreter exit.")
+    spill_dir: Path | None = Field(
+        default=None, description="Folder where the SQL sink spills events it cannot deliver (replayed later)."
+    )
+    # Prometheus
+    prometheus_prefix: str = Field(default="vital_", description="Metric name prefix.")
+    prometheus_port: int | None = Field(default=None, description="Start an exposition server on this port.")
+    prometheus_addr: str = Field(default="0.0.0.0", description="Address of the exposition server.")
+    prometheus_max_tenants: int = Field(default=100, ge=1, description="Distinct tenant labels before 'other'.")
+    prometheus_user_label: bool = Field(default=False, description="Add user_id as a label (high cardinality).")
+    pushgateway_url: str | None = Field(default=None, description="Push metrics here at flush (batch jobs).")
+    # Langfuse
+    langfuse_enabled: bool | None = Field(
+        default=None, description="Force the Langfuse sink on/off (default: on when LANGFUSE_* keys are set)."
+    )
+    langfuse_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="Share of traces sent.")
+
+    _split = field_validator("sinks", mode="before")(_split_commas)
+
+    def resolved_sinks(self) -> list[str]:
+        """The sink names to load: explicit ``VITAL_SINKS``, else defaults by what is configured."""
+        if self.sinks is not None:
+            return list(self.sinks)
+        names = ["sql"]
+        if self.prometheus_port is not None or self.pushgateway_url or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            names.append("prometheus")
+        langfuse_keys = bool(os.environ.get("LANGFUSE_PUBLIC_KEY") and os.environ.get("LANGFUSE_SECRET_KEY"))
+        if self.langfuse_enabled or (self.langfuse_enabled is None and langfuse_keys):
+            names.append("langfuse")
+        return names
+
+    def auto_migrate(self) -> bool:
+        if self.database_auto_migrate is not None:
+            return self.database_auto_migrate
+        return self.database_url.startswith("sqlite")

@@ -1,0 +1,194 @@
+"""The SQL store: events as rows of five SQLModel tables, written in batches on the sink's worker.
+
+Inserts are idempotent (``ON CONFLICT (run_id) DO NOTHING``), so a retried batch never counts a call
+twice. A batch that the database rejects for its *data* is retried row by row, so one bad row is
+logged and skipped without losing the rest; a connection failure fails the batch for the pipeline to
+retry. Text is made storable first: NUL bytes and lone surrogates removed, over-long names truncated.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import fields
+from typing import Any
+
+from sqlalchemy import event as sa_event
+from sqlalchemy import insert
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlmodel import SQLModel, create_engine
+
+from vital_callbacks import tables
+from vital_callbacks.events import Event, GraphRun, LLMCall, TokenUsage
+from vital_callbacks.settings import Settings
+from vital_callbacks.sinks.base import ExportResult, Sink
+
+logger = logging.getLogger("vital_callbacks")
+
+_SKIP = {"start_time", "end_time", "usage", "cost", "raw_input", "raw_output", "tags"}
+MAX_TEXT = 1_000_000
+
+
+def clean_text(value: str, limit: int | None = None) -> str:
+    """Storable text: no NUL (PostgreSQL rejects it), no lone surrogates (not UTF-8), bounded."""
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    if limit is not None and len(value) > limit:
+        value = value[:limit]
+    return value
+
+
+def _limits(row_type: type[SQLModel]) -> dict[str, int | None]:
+    out: dict[str, int | None] = {}
+    for column in row_type.__table__.columns:  # type: ignore[attr-defined]
+        length = getattr(column.type, "length", None)
+        out[column.name] = length if isinstance(length, int) else None
+    return out
+
+
+_LIMITS = {kind: _limits(row_type) for kind, row_type in tables.ROW_TYPES.items()}
+
+
+def _usage_columns(usage: TokenUsage) -> dict[str, int]:
+    return {
+        "input_tokens": usage.input,
+        "output_tokens": usage.output,
+        "total_tokens": usage.total,
+        "cache_read_tokens": usage.cache_read,
+        "cache_write_tokens": usage.cache_write,
+        "reasoning_tokens": usage.reasoning,
+    }
+
+
+def to_row(event: Event) -> dict[str, Any]:
+    """The column values of an event's row."""
+    row: dict[str, Any] = {f.name: getattr(event, f.name) for f in fields(event) if f.name not in _SKIP}
+    row["started_at"] = event.started_at
+    row["ended_at"] = event.ended_at
+    row["tags"] = json.dumps(list(event.tags)) if event.tags else None
+    if isinstance(event, (GraphRun, LLMCall)):
+        row.update(_usage_columns(event.usage))
+    if isinstance(event, LLMCall):
+        cost = event.cost
+        row["input_cost"] = cost.input if cost else None
+        row["output_cost"] = cost.output if cost else None
+        row["total_cost"] = cost.total if cost else None
+        row["price_source"] = cost.source if cost else None
+    limits = _LIMITS[event.kind]
+    for key, value in row.items():
+        if isinstance(value, str):
+            limit = limits.get(key) or MAX_TEXT
+            cleaned = clean_text(value, limit)
+            if len(cleaned) < len(value) and len(value) > limit:
+                logger.warning("vital-callbacks: %s.%s truncated from %d to %d characters",
+                               event.kind, key, len(value), limit)
+            row[key] = cleaned
+    return row
+
+
+def normalize_url(url: str) -> str:
+    """``postgresql://`` means asyncpg, the driver we support for PostgreSQL."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+asyncpg://" + url[len("postgresql://"):]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    """A synchronous engine; SQLite in WAL mode so readers never block the writer."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa_event.listens_for(engine, "connect")
+        def _pragmas(dbapi_connection: Any, _: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+def create_schema(engine: Engine) -> None:
+    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in tables.ROW_TYPES.values()])  # type: ignore[attr-defined]
+
+
+def _insert(engine: Engine, row_type: type[SQLModel]) -> Any:
+    table = row_type.__table__  # type: ignore[attr-defined]
+    name = engine.dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+    elif name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        return insert(table)
+    return dialect_insert(table).on_conflict_do_nothing(index_elements=["run_id"])
+
+
+class SQLSink(Sink):
+    """Rows in SQLite (default) or any SQLAlchemy database."""
+
+    name = "sql"
+
+    def __init__(self, url: str = "sqlite:///vital_callbacks.db", *, auto_migrate: bool = True) -> None:
+        self.url = url
+        self.engine = make_engine(url)
+        self.rejected_rows = 0
+        if auto_migrate:
+            create_schema(self.engine)
+        self._statements = {kind: _insert(self.engine, rt) for kind, rt in tables.ROW_TYPES.items()}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Sink:
+        url = normalize_url(settings.database_url)
+        if url.startswith("postgresql+asyncpg"):
+            from vital_callbacks.sinks.postgres import PostgresSink
+
+            return PostgresSink.from_settings(settings)
+        return cls(url, auto_migrate=settings.auto_migrate())
+
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        grouped: dict[str, list[dict[str, Any]]] = {}
+        for event in batch:
+            try:
+                grouped.setdefault(event.kind, []).append(to_row(event))
+            except Exception:
+                self.rejected_rows += 1
+                logger.exception("vital-callbacks: could not turn %s %s into a row; skipped", event.kind, event.run_id)
+        try:
+            with self.engine.begin() as conn:
+                for kind, rows in grouped.items():
+                    conn.execute(self._statements[kind], rows)
+            return ExportResult.SUCCESS
+        except OperationalError:
+            logger.warning("vital-callbacks: SQL store unavailable; batch of %d will be retried", len(batch),
+                           exc_info=True)
+            return ExportResult.FAILURE
+        except (DBAPIError, SQLAlchemyError):
+            return self._row_by_row(grouped)
+
+    def _row_by_row(self, grouped: dict[str, list[dict[str, Any]]]) -> ExportResult:
+        """Isolate the rows the database rejects so they cannot sink the rest of their batch."""
+        for kind, rows in grouped.items():
+            for row in rows:
+                try:
+                    with self.engine.begin() as conn:
+                        conn.execute(self._statements[kind], [row])
+                except OperationalError:
+                    return ExportResult.FAILURE
+                except (DBAPIError, SQLAlchemyError) as exc:
+                    self.rejected_rows += 1
+                    logger.error("vital-callbacks: %s row %s rejected by the database: %s",
+                                 kind, row.get("run_id"), exc.__class__.__name__)
+        return ExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,124 @@
+"""SQLModel tables of the SQL store: one row per event, keyed by ``run_id`` (idempotent inserts).
+
+Indexed for the questions the analytics ask: cost by time range, by tenant over time, by model over
+time, and everything of one trace.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+
+from sqlalchemy import Column, DateTime, Index, Text
+from sqlmodel import Field, SQLModel
+
+_COST = {"max_digits": 24, "decimal_places": 12}
+
+
+class _EventRow(SQLModel):
+    run_id: str = Field(primary_key=True, max_length=64)
+    parent_run_id: str | None = Field(default=None, max_length=64)
+    trace_id: str = Field(max_length=64, index=True)
+    tenant_id: str | None = Field(default=None, max_length=256)
+    user_id: str | None = Field(default=None, max_length=256)
+    session_id: str | None = Field(default=None, max_length=256)
+    graph: str | None = Field(default=None, max_length=256)
+    node: str | None = Field(default=None, max_length=256)
+    tags: str | None = Field(default=None, sa_type=Text)
+    started_at: datetime = Field(sa_column_kwargs={}, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    ended_at: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    duration_s: float = 0.0
+    status: str = Field(default="success", max_length=16)
+    error_type: str | None = Field(default=None, max_length=256)
+    error_message: str | None = Field(default=None, sa_type=Text)
+
+
+class _TokenColumns(SQLModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class GraphRunRow(_EventRow, _TokenColumns, table=True):
+    __tablename__ = "graph_runs"
+    __table_args__ = (
+        Index("ix_graph_runs_started_at", "started_at"),
+        Index("ix_graph_runs_tenant_started", "tenant_id", "started_at"),
+    )
+
+    name: str = Field(default="", max_length=256)
+    cost_usd: Decimal | None = Field(default=None, **_COST)  # type: ignore[call-overload]
+    llm_calls: int = 0
+    unpriced_calls: int = 0
+    interrupts: int = 0
+    resumed: bool = False
+
+
+class NodeRunRow(_EventRow, table=True):
+    __tablename__ = "node_runs"
+    __table_args__ = (
+        Index("ix_node_runs_started_at", "started_at"),
+        Index("ix_node_runs_graph_node_started", "graph", "node", "started_at"),
+    )
+
+    step: int | None = None
+    checkpoint_ns: str | None = Field(default=None, sa_type=Text)
+
+
+class LLMCallRow(_EventRow, _TokenColumns, table=True):
+    __tablename__ = "llm_calls"
+    __table_args__ = (
+        Index("ix_llm_calls_started_at", "started_at"),
+        Index("ix_llm_calls_tenant_started", "tenant_id", "started_at"),
+        Index("ix_llm_calls_model_started", "model", "started_at"),
+    )
+
+    provider: str | None = Field(default=None, max_length=128)
+    model: str | None = Field(default=None, max_length=256)
+    requested_model: str | None = Field(default=None, max_length=256)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    token_source: str = Field(default="provider", max_length=16)
+    input_cost: Decimal | None = Field(default=None, **_COST)  # type: ignore[call-overload]
+    output_cost: Decimal | None = Field(default=None, **_COST)  # type: ignore[call-overload]
+    total_cost: Decimal | None = Field(default=None, **_COST)  # type: ignore[call-overload]
+    price_source: str | None = Field(default=None, max_length=256)
+    time_to_first_token_s: float | None = None
+    streamed: bool = False
+    finish_reason: str | None = Field(default=None, max_length=64)
+    cache_hit: bool = False
+    saved_cost: Decimal | None = Field(default=None, **_COST)  # type: ignore[call-overload]
+    prompt: str | None = Field(default=None, sa_type=Text)
+    completion: str | None = Field(default=None, sa_type=Text)
+
+
+class ToolCallRow(_EventRow, table=True):
+    __tablename__ = "tool_calls"
+    __table_args__ = (Index("ix_tool_calls_started_at", "started_at"),)
+
+    name: str = Field(default="", max_length=256)
+    input: str | None = Field(default=None, sa_type=Text)
+    output: str | None = Field(default=None, sa_type=Text)
+
+
+class RetrieverCallRow(_EventRow, table=True):
+    __tablename__ = "retriever_calls"
+    __table_args__ = (Index("ix_retriever_calls_started_at", "started_at"),)
+
+    name: str = Field(default="", max_length=256)
+    documents: int = 0
+    query: str | None = Field(default=None, sa_type=Text)
+
+
+ROW_TYPES: dict[str, type[SQLModel]] = {
+    "graph_run": GraphRunRow,
+    "node_run": NodeRunRow,
+    "llm_call": LLMCallRow,
+    "tool_call": ToolCallRow,
+    "retriever_call": RetrieverCallRow,
+}
+
+__all__ = ["ROW_TYPES", "Column", "GraphRunRow", "LLMCallRow", "NodeRunRow", "RetrieverCallRow", "ToolCallRow"]

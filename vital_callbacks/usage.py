@@ -1,0 +1,175 @@
+"""Provider-reported usage, model names and finish reasons from an ``LLMResult``.
+
+The single home of provider quirks. LangChain's ``usage_metadata`` is the normal source; the
+``llm_output`` shapes below cover completion models and older integrations. Whatever the shape, the
+result follows LangChain's convention: ``input`` includes cache reads/writes, ``output`` includes
+reasoning. (Anthropic's raw ``input_tokens`` excludes cached tokens, so it is the one shape that
+needs adding up; adding cache tokens to LangChain's ``input_tokens`` would double-count.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from langchain_core.outputs import ChatGeneration, LLMResult
+
+from vital_callbacks.events import TokenUsage
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, (int, float)):
+        return max(0, int(value))
+    return 0
+
+
+def from_usage_metadata(um: Mapping[str, Any]) -> TokenUsage:
+    """LangChain's ``UsageMetadata`` dict to our counts."""
+    inp = _int(um.get("input_tokens"))
+    out = _int(um.get("output_tokens"))
+    details_in = um.get("input_token_details") or {}
+    details_out = um.get("output_token_details") or {}
+    total = _int(um.get("total_tokens")) or inp + out
+    # Service tiers prefix the keys (``flex_cache_read``); Anthropic reports cache writes split by
+    # TTL (``ephemeral_5m_input_tokens`` / ``ephemeral_1h_input_tokens``) with ``cache_creation`` 0.
+    cache_read = sum(_int(v) for k, v in details_in.items() if k == "cache_read" or k.endswith("_cache_read"))
+    write_1h = _int(details_in.get("ephemeral_1h_input_tokens"))
+    cache_write = (
+        _int(details_in.get("cache_creation")) + _int(details_in.get("ephemeral_5m_input_tokens")) + write_1h
+    )
+    return TokenUsage(
+        input=inp,
+        output=out,
+        total=total,
+        cache_read=cache_read,
+        cache_write=cache_write,
+        reasoning=sum(_int(v) for k, v in details_out.items() if k == "reasoning" or k.endswith("_reasoning")),
+        cache_write_1h=write_1h,
+    )
+
+
+def from_llm_output(llm_output: Mapping[str, Any]) -> TokenUsage | None:
+    """Usage from ``LLMResult.llm_output`` (completion models, legacy integrations)."""
+    raw = llm_output.get("token_usage") or llm_output.get("usage")
+    if not isinstance(raw, Mapping) or not raw:
+        return None
+    if "prompt_tokens" in raw or "completion_tokens" in raw:  # OpenAI wire format
+        prompt_details = raw.get("prompt_tokens_details") or {}
+        completion_details = raw.get("completion_tokens_details") or {}
+        inp, out = _int(raw.get("prompt_tokens")), _int(raw.get("completion_tokens"))
+        return TokenUsage(
+            input=inp,
+            output=out,
+            total=_int(raw.get("total_tokens")) or inp + out,
+            cache_read=_int(prompt_details.get("cached_tokens")),
+            reasoning=_int(completion_details.get("reasoning_tokens")),
+        )
+    if "input_tokens" in raw:  # Anthropic wire format: input_tokens excludes cached tokens
+        read = _int(raw.get("cache_read_input_tokens"))
+        write = _int(raw.get("cache_creation_input_tokens"))
+        inp = _int(raw.get("input_tokens")) + read + write
+        out = _int(raw.get("output_tokens"))
+        return TokenUsage(input=inp, output=out, total=inp + out, cache_read=read, cache_write=write)
+    return None
+
+
+def extract_usage(response: LLMResult) -> TokenUsage | None:
+    """Provider-reported usage of one LLM run, or ``None`` when the provider reported none."""
+    total: TokenUsage | None = None
+    for generations in response.generations:
+        for gen in generations:
+            if isinstance(gen, ChatGeneration):
+                um = getattr(gen.message, "usage_metadata", None)
+                if um:
+                    usage = from_usage_metadata(um)
+                    total = usage if total is None else total + usage
+    if total is not None and not total.is_empty:
+        return total
+    if response.llm_output:
+        return from_llm_output(response.llm_output)
+    return total
+
+
+def response_model(response: LLMResult) -> str | None:
+    """The model the provider says served the call (it wins over what was requested)."""
+    for generations in response.generations:
+        for gen in generations:
+            if isinstance(gen, ChatGeneration):
+                meta = gen.message.response_metadata or {}
+                name = meta.get("model_name") or meta.get("model") or meta.get("model_id")
+                if isinstance(name, str) and name:
+                    return name
+    out = response.llm_output or {}
+    name = out.get("model_name") or out.get("model")
+    return name if isinstance(name, str) and name else None
+
+
+def finish_reason(response: LLMResult) -> str | None:
+    for generations in response.generations:
+        for gen in generations:
+            info = gen.generation_info or {}
+            reason = info.get("finish_reason") or info.get("stop_reason")
+            if reason is None and isinstance(gen, ChatGeneration):
+                meta = gen.message.response_metadata or {}
+                reason = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason")
+            if isinstance(reason, str):
+                return reason
+    return None
+
+
+def is_cache_hit(response: LLMResult) -> bool:
+    """LangChain replays a cached chat generation with ``usage_metadata["total_cost"] = 0``."""
+    for generations in response.generations:
+        for gen in generations:
+            if isinstance(gen, ChatGeneration):
+                um = getattr(gen.message, "usage_metadata", None) or {}
+                if "total_cost" in um and um["total_cost"] == 0:
+                    return True
+    return False
+
+
+def completion_text(response: LLMResult) -> str:
+    parts: list[str] = []
+    for generations in response.generations:
+        for gen in generations:
+            text = gen.text
+            if not text and isinstance(gen, ChatGeneration):
+                text = message_text(gen.message.content)
+            if text:
+                parts.append(text)
+    return "\n".join(parts)
+
+
+def message_text(content: Any) -> str:
+    """Text of a message's content, whether a string or a list of content blocks."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        out: list[str] = []
+        for block in content:
+            if isinstance(block, str):
+                out.append(block)
+            elif isinstance(block, Mapping):
+                text = block.get("text") or block.get("thinking")
+                if isinstance(text, str):
+                    out.append(text)
+        return "\n".join(out)
+    return "" if content is None else str(content)
+
+
+def prompt_text(raw_input: object) -> str:
+    """Text of what ``on_chat_model_start`` (lists of messages) or ``on_llm_start`` (strings) got."""
+    if not isinstance(raw_input, (list, tuple)):
+        return "" if raw_input is None else str(raw_input)
+    parts: list[str] = []
+    for item in raw_input:
+        if isinstance(item, str):
+            parts.append(item)
+        elif isinstance(item, (list, tuple)):
+            for message in item:
+                text = message_text(getattr(message, "content", message))
+                if text:
+                    parts.append(text)
+    return "\n".join(parts)
