@@ -11,12 +11,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
-from langchain_core.outputs import LLMResult
-
 from vital_callbacks.events import Cost, Event, GraphRun, LLMCall, RetrieverCall, TokenUsage, ToolCall
 from vital_callbacks.pricing import PriceBook
 from vital_callbacks.tokens import count_tokens
 from vital_callbacks.usage import (
+    ResultSnapshot,
     completion_text,
     extract_usage,
     finish_reason,
@@ -61,7 +60,7 @@ class Enricher:
         return event
 
     def _llm(self, event: LLMCall) -> LLMCall:
-        response = event.raw_output if isinstance(event.raw_output, LLMResult) else None
+        response = event.raw_output if isinstance(event.raw_output, ResultSnapshot) else None
         provider_usage = extract_usage(response) if response is not None else None
         model = (response_model(response) if response is not None else None) or event.model
         usage = provider_usage or event.usage
@@ -75,7 +74,9 @@ class Enricher:
         event = replace(event, model=model, prompt=prompt, completion=completion, raw_input=None, raw_output=None,
                         finish_reason=event.finish_reason or (finish_reason(response) if response else None),
                         cache_hit=event.cache_hit or (response is not None and is_cache_hit(response)))
-        if source == "none" and (event.prompt or event.completion):
+        # A failed call with no reported usage stays unpriced rather than estimated: whether the
+        # provider billed anything for it is unknowable here, and a guess would be a made-up cost.
+        if source == "none" and event.status == "success" and (event.prompt or event.completion):
             try:
                 inp = count_tokens(event.prompt or "", event.model)
                 out = count_tokens(event.completion or "", event.model)
@@ -102,7 +103,9 @@ class Enricher:
 
     def _tool(self, event: ToolCall) -> ToolCall:
         if not self.capture_content:
-            return replace(event, input=None, output=None, raw_output=None) if event.input or event.raw_output else event
+            if event.input is None and event.raw_output is None:
+                return event
+            return replace(event, input=None, output=None, raw_output=None)
         output = event.raw_output
         content = getattr(output, "content", output)
         text = message_text(content) if output is not None else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import ClassVar, Literal, Union
+from typing import ClassVar, Literal
 
 Status = Literal["success", "error", "interrupted"]
 TokenSource = Literal["provider", "estimate", "none"]
@@ -153,7 +153,8 @@ class LLMCall(Event):
     raw_input: object = field(default=None, repr=False, compare=False)
     """The prompts/messages as LangChain passed them; read on the worker, then dropped."""
     raw_output: object = field(default=None, repr=False, compare=False)
-    """The ``LLMResult``; usage, served model and finish reason are read from it on the worker."""
+    """A snapshot of the ``LLMResult``; usage, served model and finish reason are read from it on the
+    worker."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -175,4 +176,4 @@ class RetrieverCall(Event):
     query: str | None = None
 
 
-AnyEvent = Union[GraphRun, NodeRun, LLMCall, ToolCall, RetrieverCall]
+AnyEvent = GraphRun | NodeRun | LLMCall | ToolCall | RetrieverCall

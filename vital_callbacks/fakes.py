@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -43,6 +44,8 @@ class ScriptedChatModel(BaseChatModel):
     temperature: float | None = 0.0
     max_tokens: int | None = None
     fail_with: str | None = None
+    latency_s: float = 0.0
+    """Simulated provider latency per call (the demo uses it so latency panels have data)."""
     _cycle: Iterator[str] = PrivateAttr()
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
     _calls: int = PrivateAttr(default=0)
@@ -74,6 +77,8 @@ class ScriptedChatModel(BaseChatModel):
         with self._lock:
             self._calls += 1
             text = next(self._cycle)
+        if self.latency_s:
+            time.sleep(self.latency_s)
         if self.fail_with:
             raise RuntimeError(self.fail_with)
         if not self.report_usage:

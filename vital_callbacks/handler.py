@@ -24,6 +24,7 @@ from vital_callbacks.attribution import Attribution
 from vital_callbacks.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Status, ToolCall
 from vital_callbacks.pipeline import Pipeline, PipelineStats
 from vital_callbacks.settings import Settings
+from vital_callbacks.usage import snapshot
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -34,9 +35,31 @@ _MAX_ERROR_CHARS = 2000
 class _Run:
     """What the hot path remembers about an open run (freed when the run ends)."""
 
-    __slots__ = ("checkpoint_ns", "first_token", "graph", "interrupts", "kind", "max_tokens", "model", "name",
-                 "node", "node_ns", "params_temperature", "provider", "raw_input", "record_id", "resumed",
-                 "root", "run_id", "start_perf", "start_wall", "step", "tags", "trace_id", "attr")
+    __slots__ = (
+        "attr",
+        "checkpoint_ns",
+        "first_token",
+        "graph",
+        "interrupts",
+        "kind",
+        "max_tokens",
+        "model",
+        "name",
+        "node",
+        "node_ns",
+        "params_temperature",
+        "provider",
+        "raw_input",
+        "record_id",
+        "resumed",
+        "root",
+        "run_id",
+        "start_perf",
+        "start_wall",
+        "step",
+        "tags",
+        "trace_id",
+    )
 
     def __init__(self, kind: str, run_id: str, name: str) -> None:
         self.kind = kind
@@ -300,7 +323,8 @@ class VitalCallbackHandler(GraphCallbackHandler):
         run = self._open("llm", run_id, parent_run_id, name, metadata, tags)
         md = metadata or {}
         params = kwargs.get("invocation_params") or {}
-        run.provider = md.get("ls_provider") or params.get("_type")
+        provider = md.get("ls_provider") or params.get("_type")
+        run.provider = provider if isinstance(provider, str) else None
         model = md.get("ls_model_name") or params.get("model") or params.get("model_name") or params.get("model_id")
         run.model = model if isinstance(model, str) else None
         run.params_temperature = _number(md.get("ls_temperature", params.get("temperature")))
@@ -309,7 +333,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         run.raw_input = raw_input
 
     @_guard
-    def on_llm_new_token(self, token: str, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._runs.get(run_id)
         if run is not None and run.first_token is None:
             run.first_token = time.perf_counter()
@@ -338,7 +362,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             time_to_first_token_s=ttft,
             streamed=ttft is not None,
             raw_input=run.raw_input,
-            raw_output=response,
+            raw_output=snapshot(response),
             **self._base(run, status, error_type, error_message),
         ))
 

@@ -36,7 +36,7 @@ _MAX_BACKOFF_S = 10.0
 class _Marker:
     """A flush request: done when every stage has passed it."""
 
-    __slots__ = ("_pending", "_lock", "done", "ok")
+    __slots__ = ("_lock", "_pending", "done", "ok")
 
     def __init__(self, stages: int) -> None:
         self._pending = stages

@@ -71,6 +71,30 @@ class Settings(BaseSettings):
         default=None, description="Force the Langfuse sink on/off (default: on when LANGFUSE_* keys are set)."
     )
     langfuse_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="Share of traces sent.")
+    # Redaction of captured content (issue 5)
+    redaction_hook: str | None = Field(
+        default=None,
+        description="'package.module:function' (str -> str) applied to captured text after the built-in "
+        "e-mail / API-key / card-number patterns, before it is sent to a tracing backend.",
+    )
+    # OpenTelemetry and structured-log sinks (issue 9)
+    otel_use_global: bool = Field(
+        default=True,
+        description="Use the application's global tracer / meter provider when one is set; off: always "
+        "export over OTLP/HTTP as configured by OTEL_EXPORTER_OTLP_*.",
+    )
+    logs_stream: str | None = Field(
+        default=None,
+        description="'stdout' or 'stderr': also write the JSON lines there (a handler on logger "
+        "vital_callbacks.events). Unset: the application's logging configuration decides.",
+        pattern="^(stdout|stderr)$",
+    )
+    # PostgreSQL store (issue 3: sinks/postgres.py); the URL's password is never logged
+    database_pool_size: int = Field(default=2, ge=1, description="Connections the PostgreSQL writer keeps.")
+    database_statement_timeout_s: float = Field(
+        default=30.0, gt=0, description="PostgreSQL statement_timeout of the writer's sessions."
+    )
+    database_connect_timeout_s: float = Field(default=10.0, gt=0, description="Longest wait for a connection.")
 
     _split = field_validator("sinks", mode="before")(_split_commas)
 

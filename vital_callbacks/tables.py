@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Text
+from sqlalchemy import Column, DateTime, Index, Numeric, Text
 from sqlmodel import Field, SQLModel
 
-_COST = {"max_digits": 24, "decimal_places": 12}
+
+
+def _cost() -> Any:
+    """A USD amount column: exact NUMERIC(24, 12), null when unpriced."""
+    return Field(default=None, sa_type=Numeric(24, 12))
 
 
 class _EventRow(SQLModel):
@@ -25,8 +30,8 @@ class _EventRow(SQLModel):
     graph: str | None = Field(default=None, max_length=256)
     node: str | None = Field(default=None, max_length=256)
     tags: str | None = Field(default=None, sa_type=Text)
-    started_at: datetime = Field(sa_column_kwargs={}, sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
-    ended_at: datetime = Field(sa_type=DateTime(timezone=True))  # type: ignore[call-overload]
+    started_at: datetime = Field(sa_type=DateTime(timezone=True))
+    ended_at: datetime = Field(sa_type=DateTime(timezone=True))
     duration_s: float = 0.0
     status: str = Field(default="success", max_length=16)
     error_type: str | None = Field(default=None, max_length=256)
@@ -50,7 +55,7 @@ class GraphRunRow(_EventRow, _TokenColumns, table=True):
     )
 
     name: str = Field(default="", max_length=256)
-    cost_usd: Decimal | None = Field(default=None, **_COST)  # type: ignore[call-overload]
+    cost_usd: Decimal | None = _cost()
     llm_calls: int = 0
     unpriced_calls: int = 0
     interrupts: int = 0
@@ -82,15 +87,15 @@ class LLMCallRow(_EventRow, _TokenColumns, table=True):
     temperature: float | None = None
     max_tokens: int | None = None
     token_source: str = Field(default="provider", max_length=16)
-    input_cost: Decimal | None = Field(default=None, **_COST)  # type: ignore[call-overload]
-    output_cost: Decimal | None = Field(default=None, **_COST)  # type: ignore[call-overload]
-    total_cost: Decimal | None = Field(default=None, **_COST)  # type: ignore[call-overload]
+    input_cost: Decimal | None = _cost()
+    output_cost: Decimal | None = _cost()
+    total_cost: Decimal | None = _cost()
     price_source: str | None = Field(default=None, max_length=256)
     time_to_first_token_s: float | None = None
     streamed: bool = False
     finish_reason: str | None = Field(default=None, max_length=64)
     cache_hit: bool = False
-    saved_cost: Decimal | None = Field(default=None, **_COST)  # type: ignore[call-overload]
+    saved_cost: Decimal | None = _cost()
     prompt: str | None = Field(default=None, sa_type=Text)
     completion: str | None = Field(default=None, sa_type=Text)
 
@@ -113,6 +118,34 @@ class RetrieverCallRow(_EventRow, table=True):
     query: str | None = Field(default=None, sa_type=Text)
 
 
+class ScoreRow(SQLModel, table=True):
+    """A quality score (evaluator, user feedback) attached to a run or a trace."""
+
+    __tablename__ = "scores"
+    __table_args__ = (
+        Index("ix_scores_created_at", "created_at"),
+        Index("ix_scores_trace", "trace_id"),
+        Index("ix_scores_name_created", "name", "created_at"),
+    )
+
+    score_id: str = Field(primary_key=True, max_length=64)
+    target_id: str = Field(max_length=64, description="The run id or trace id the score was given for.")
+    run_id: str | None = Field(default=None, max_length=64)
+    trace_id: str | None = Field(default=None, max_length=64)
+    matched: bool = Field(default=False, description="False until the target id is found among the runs.")
+    name: str = Field(max_length=256)
+    data_type: str = Field(default="numeric", max_length=16)
+    value: float | None = None
+    string_value: str | None = Field(default=None, max_length=1024)
+    comment: str | None = Field(default=None, sa_type=Text)
+    tenant_id: str | None = Field(default=None, max_length=256)
+    user_id: str | None = Field(default=None, max_length=256)
+    session_id: str | None = Field(default=None, max_length=256)
+    graph: str | None = Field(default=None, max_length=256)
+    node: str | None = Field(default=None, max_length=256)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
 ROW_TYPES: dict[str, type[SQLModel]] = {
     "graph_run": GraphRunRow,
     "node_run": NodeRunRow,
@@ -121,4 +154,5 @@ ROW_TYPES: dict[str, type[SQLModel]] = {
     "retriever_call": RetrieverCallRow,
 }
 
-__all__ = ["ROW_TYPES", "Column", "GraphRunRow", "LLMCallRow", "NodeRunRow", "RetrieverCallRow", "ToolCallRow"]
+__all__ = ["ROW_TYPES", "Column", "GraphRunRow", "LLMCallRow", "NodeRunRow", "RetrieverCallRow", "ScoreRow",
+           "ToolCallRow"]

@@ -9,12 +9,42 @@ needs adding up; adding cache tokens to LangChain's ``input_tokens`` would doubl
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Any, NamedTuple
 
+from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
 from vital_callbacks.events import TokenUsage
+
+
+class ResultSnapshot(NamedTuple):
+    """What the worker needs of an ``LLMResult``, taken at ``on_llm_end``.
+
+    LangChain's response cache later *replaces* ``generation.message`` on the very objects the
+    first result holds (to zero the cost of a replay), so reading the result later on the worker
+    would see a miss turned into a hit. Keeping the message objects themselves (which are replaced,
+    never changed) makes the later read exact; it costs one list per call on the hot path.
+    """
+
+    items: tuple[Any, ...]
+    """Per generation: the ``BaseMessage`` for chat models, the ``Generation`` otherwise."""
+    llm_output: Mapping[str, Any] | None
+
+
+def snapshot(response: Any) -> ResultSnapshot | None:
+    if not isinstance(response, LLMResult):
+        return None
+    items = tuple(
+        gen.message if isinstance(gen, ChatGeneration) else gen
+        for generations in response.generations
+        for gen in generations
+    )
+    return ResultSnapshot(items, response.llm_output)
+
+
+def _messages(result: ResultSnapshot) -> Iterator[BaseMessage]:
+    return (item for item in result.items if isinstance(item, BaseMessage))
 
 
 def _int(value: Any) -> int:
@@ -75,70 +105,61 @@ def from_llm_output(llm_output: Mapping[str, Any]) -> TokenUsage | None:
     return None
 
 
-def extract_usage(response: LLMResult) -> TokenUsage | None:
+def extract_usage(result: ResultSnapshot) -> TokenUsage | None:
     """Provider-reported usage of one LLM run, or ``None`` when the provider reported none."""
     total: TokenUsage | None = None
-    for generations in response.generations:
-        for gen in generations:
-            if isinstance(gen, ChatGeneration):
-                um = getattr(gen.message, "usage_metadata", None)
-                if um:
-                    usage = from_usage_metadata(um)
-                    total = usage if total is None else total + usage
+    for message in _messages(result):
+        um = getattr(message, "usage_metadata", None)
+        if um:
+            usage = from_usage_metadata(um)
+            total = usage if total is None else total + usage
     if total is not None and not total.is_empty:
         return total
-    if response.llm_output:
-        return from_llm_output(response.llm_output)
+    if result.llm_output:
+        return from_llm_output(result.llm_output)
     return total
 
 
-def response_model(response: LLMResult) -> str | None:
+def response_model(result: ResultSnapshot) -> str | None:
     """The model the provider says served the call (it wins over what was requested)."""
-    for generations in response.generations:
-        for gen in generations:
-            if isinstance(gen, ChatGeneration):
-                meta = gen.message.response_metadata or {}
-                name = meta.get("model_name") or meta.get("model") or meta.get("model_id")
-                if isinstance(name, str) and name:
-                    return name
-    out = response.llm_output or {}
+    for message in _messages(result):
+        meta = message.response_metadata or {}
+        name = meta.get("model_name") or meta.get("model") or meta.get("model_id")
+        if isinstance(name, str) and name:
+            return name
+    out = result.llm_output or {}
     name = out.get("model_name") or out.get("model")
     return name if isinstance(name, str) and name else None
 
 
-def finish_reason(response: LLMResult) -> str | None:
-    for generations in response.generations:
-        for gen in generations:
-            info = gen.generation_info or {}
+def finish_reason(result: ResultSnapshot) -> str | None:
+    for item in result.items:
+        if isinstance(item, BaseMessage):
+            meta = item.response_metadata or {}
+            reason = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason")
+        else:
+            info = getattr(item, "generation_info", None) or {}
             reason = info.get("finish_reason") or info.get("stop_reason")
-            if reason is None and isinstance(gen, ChatGeneration):
-                meta = gen.message.response_metadata or {}
-                reason = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason")
-            if isinstance(reason, str):
-                return reason
+        if isinstance(reason, str):
+            return reason
     return None
 
 
-def is_cache_hit(response: LLMResult) -> bool:
+def is_cache_hit(result: ResultSnapshot) -> bool:
     """LangChain replays a cached chat generation with ``usage_metadata["total_cost"] = 0``."""
-    for generations in response.generations:
-        for gen in generations:
-            if isinstance(gen, ChatGeneration):
-                um = getattr(gen.message, "usage_metadata", None) or {}
-                if "total_cost" in um and um["total_cost"] == 0:
-                    return True
+    for message in _messages(result):
+        um = getattr(message, "usage_metadata", None) or {}
+        if "total_cost" in um and um["total_cost"] == 0:
+            return True
     return False
 
 
-def completion_text(response: LLMResult) -> str:
+def completion_text(result: ResultSnapshot) -> str:
     parts: list[str] = []
-    for generations in response.generations:
-        for gen in generations:
-            text = gen.text
-            if not text and isinstance(gen, ChatGeneration):
-                text = message_text(gen.message.content)
-            if text:
-                parts.append(text)
+    for item in result.items:
+        text = message_text(item.content) if isinstance(item, BaseMessage) else getattr(item, "text", "")
+        if isinstance(text, str) and text:
+            parts.append(text)
     return "\n".join(parts)
 
 

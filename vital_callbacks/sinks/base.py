@@ -43,5 +43,5 @@ class Sink(abc.ABC):
         """Push out anything the sink buffers itself (e.g. an SDK's own queue)."""
         return True
 
-    def shutdown(self) -> None:
+    def shutdown(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
         """Release resources; called once, after the last export."""

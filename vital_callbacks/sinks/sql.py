@@ -125,12 +125,14 @@ def _insert(engine: Engine, row_type: type[SQLModel]) -> Any:
     table = row_type.__table__  # type: ignore[attr-defined]
     name = engine.dialect.name
     if name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    elif name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        return insert(table)
-    return dialect_insert(table).on_conflict_do_nothing(index_elements=["run_id"])
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["run_id"])
+    if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["run_id"])
+    return insert(table)
 
 
 class SQLSink(Sink):

@@ -1,0 +1,140 @@
+"""The pipeline never blocks or breaks the caller, retries, and accounts for every event."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from tests.graphs import INPUT, build_graph
+from vital_callbacks import Event, ExportResult, InMemorySink, LLMCall, Settings, Sink, VitalCallbackHandler
+from vital_callbacks.pipeline import Pipeline
+
+
+class RaisingSink(Sink):
+    name = "raising"
+
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        raise ConnectionError("sink is down")
+
+
+class FlakySink(InMemorySink):
+    """Fails the first ``failures`` exports, then works."""
+
+    name = "flaky"
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.attempts = 0
+
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            return ExportResult.FAILURE
+        return super().export(batch)
+
+
+class HangingSink(Sink):
+    name = "hanging"
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        self.release.wait(30)
+        return ExportResult.SUCCESS
+
+
+FAST = Settings(flush_interval_s=0.02, max_retries=2, retry_backoff_s=0.01)
+
+
+def test_a_raising_sink_leaves_the_workflow_and_other_sinks_alone() -> None:
+    """A sink that raises: same workflow result, other sinks get everything, the loss is counted."""
+    good = InMemorySink()
+    handler = VitalCallbackHandler(FAST, sinks=[RaisingSink(), good])
+    expected = build_graph().invoke(INPUT)
+    assert build_graph().invoke(INPUT, config={"callbacks": [handler]}) == expected
+    assert handler.flush(10) is False  # not everything was delivered, and flush says so
+    stats = handler.stats()
+    total = len(good.events)
+    assert total == stats["submitted"] > 0
+    assert stats["dropped"] == {"raising": total}
+    assert stats["failed_exports"]["raising"] >= 3  # first try + 2 retries
+    handler.shutdown()
+
+
+def test_retries_deliver_after_transient_failures() -> None:
+    """Transient export failures are retried with backoff until delivered; nothing is lost."""
+    flaky = FlakySink(failures=2)
+    handler = VitalCallbackHandler(FAST, sinks=[flaky])
+    build_graph().invoke(INPUT, config={"callbacks": [handler]})
+    assert handler.flush(10) is True
+    assert handler.stats()["dropped"] == {}
+    assert len(flaky.events) == handler.stats()["submitted"]
+    handler.shutdown()
+
+
+def test_a_hanging_sink_never_blocks_the_caller_and_shutdown_is_bounded() -> None:
+    """The workflow finishes while the sink hangs; flush and shutdown give up at their timeouts."""
+    hanging = HangingSink()
+    handler = VitalCallbackHandler(FAST, sinks=[hanging])
+    for _ in range(3):
+        build_graph().invoke(INPUT, config={"callbacks": [handler]})
+    assert handler.flush(timeout=0.2) is False
+    started = time.monotonic()
+    assert handler.shutdown(timeout=0.5) is False
+    assert time.monotonic() - started < 5  # bounded (generous: this asserts no hang, not speed)
+    hanging.release.set()
+
+
+def test_a_full_queue_drops_and_counts_instead_of_blocking() -> None:
+    """Past the bounded queue, events are counted as dropped; the producer never waits."""
+    hanging = HangingSink()
+    pipeline = Pipeline([hanging], queue_size=10, batch_size=5, flush_interval_s=0.01)
+    for i in range(200):
+        pipeline.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i)))
+    time.sleep(0.2)
+    stats = pipeline.stats()
+    assert sum(stats.dropped.values()) > 0
+    assert sum(stats.dropped.values()) + stats.queue_depth["hanging"] + 5 >= 190
+    hanging.release.set()
+    pipeline.shutdown(2)
+
+
+def test_flush_waits_for_everything_submitted_before_it() -> None:
+    """flush() returns only after every earlier event reached the sink."""
+    sink = InMemorySink()
+    pipeline = Pipeline([sink], batch_size=10_000, flush_interval_s=60)  # would otherwise wait a minute
+    for i in range(1234):
+        pipeline.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i)))
+    assert pipeline.flush(10)
+    assert len(sink.events) == 1234
+    pipeline.shutdown(2)
+
+
+def test_malformed_payloads_never_reach_the_workflow(memory_sink: InMemorySink) -> None:
+    """Odd callback payloads are logged and counted, and a row is still recorded where possible."""
+    import uuid
+
+    from langchain_core.outputs import Generation, LLMResult
+
+    handler = VitalCallbackHandler(FAST, sinks=[memory_sink])
+    rid = uuid.uuid4()
+    handler.on_chat_model_start(None, [[object()]], run_id=rid, metadata={"ls_provider": 7, "ls_model_name": None},
+                                invocation_params={"temperature": "hot", "max_tokens": "many"})
+    handler.on_llm_end("not an LLMResult", run_id=rid)
+    rid2 = uuid.uuid4()
+    handler.on_llm_start({}, ["\udcff surrogate \x00 nul"], run_id=rid2)
+    handler.on_llm_end(LLMResult(generations=[[Generation(text="ok", generation_info={"finish_reason": 3})]],
+                                 llm_output={"token_usage": {"prompt_tokens": "NaN", "completion_tokens": None}}),
+                       run_id=rid2)
+    handler.on_chain_start(None, None, run_id=uuid.uuid4(), parent_run_id=uuid.uuid4(),
+                           metadata={"langgraph_node": ["weird"]})
+    handler.on_tool_end(None, run_id=uuid.uuid4())  # end without start
+    handler.on_retriever_end(None, run_id=uuid.uuid4())  # type: ignore[arg-type]
+    assert handler.flush(10)
+    calls = memory_sink.of(LLMCall)
+    assert len(calls) == 2
+    assert handler.stats()["handler_errors"] == 0
+    handler.shutdown()
