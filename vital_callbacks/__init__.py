@@ -5,6 +5,7 @@
 """
 
 from vital_callbacks.attribution import attribute
+from vital_callbacks.budgets import Budget, BudgetExceeded
 from vital_callbacks.events import (
     Cost,
     Event,
@@ -23,6 +24,8 @@ from vital_callbacks.sinks.base import ExportResult, Sink
 from vital_callbacks.sinks.memory import InMemorySink
 
 __all__ = [
+    "Budget",
+    "BudgetExceeded",
     "Cost",
     "Event",
     "ExportResult",

@@ -13,6 +13,7 @@ from importlib.metadata import entry_points
 from typing import Any
 
 from vital_callbacks import tokens
+from vital_callbacks.budgets import Budget, BudgetGuard, load_budgets
 from vital_callbacks.enrich import Enricher
 from vital_callbacks.pipeline import Pipeline, set_exit_timeout
 from vital_callbacks.pricing import PriceBook
@@ -59,13 +60,31 @@ def build_sinks(settings: Settings) -> list[Sink]:
     return [sink_class(name).from_settings(settings) for name in settings.resolved_sinks()]
 
 
-def build_pipeline(settings: Settings, sinks: Sequence[Sink] | None = None) -> Pipeline:
+def build_guard(settings: Settings, budgets: Sequence[Budget] = (), *, shared_store: bool = True) -> BudgetGuard | None:
+    """Budgets from ``VITAL_BUDGETS_FILE`` and code; a bad file fails here, at start-up.
+
+    Spend is read back from the SQL store only when this pipeline writes to it (``shared_store``);
+    otherwise it is this process's own spend.
+    """
+    declared = list(budgets)
+    if settings.budgets_file is not None:
+        declared = load_budgets(settings.budgets_file) + declared
+    if not declared:
+        return None
+    return BudgetGuard(declared, database_url=settings.database_url if shared_store else None,
+                       refresh_s=settings.budget_refresh_s)
+
+
+def build_pipeline(settings: Settings, sinks: Sequence[Sink] | None = None, budgets: Sequence[Budget] = ()) -> Pipeline:
     tokens.configure(settings.tiktoken_encodings_dir)
     set_exit_timeout(settings.shutdown_timeout_s)
     prices = PriceBook([settings.pricing_dir] if settings.pricing_dir else [])
-    enricher = Enricher(prices, capture_content=settings.capture_content)
+    chosen = list(sinks) if sinks is not None else build_sinks(settings)
+    writes_store = any(getattr(s, "name", "") in ("sql", "postgres") for s in chosen)
+    guard = build_guard(settings, budgets, shared_store=writes_store)
+    enricher = Enricher(prices, capture_content=settings.capture_content, budgets=guard)
     pipeline = Pipeline(
-        list(sinks) if sinks is not None else build_sinks(settings),
+        chosen,
         [enricher],
         queue_size=settings.queue_size,
         batch_size=settings.batch_size,
@@ -76,9 +95,9 @@ def build_pipeline(settings: Settings, sinks: Sequence[Sink] | None = None) -> P
     return pipeline
 
 
-def get_pipeline(settings: Settings, sinks: Sequence[Any] | None = None) -> Pipeline:
-    if sinks is not None:
-        return build_pipeline(settings, sinks)
+def get_pipeline(settings: Settings, sinks: Sequence[Any] | None = None, budgets: Sequence[Budget] = ()) -> Pipeline:
+    if sinks is not None or budgets:
+        return build_pipeline(settings, sinks, budgets)
     key = settings.model_dump_json()
     with _lock:
         pipeline = _shared.get(key)

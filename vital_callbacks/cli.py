@@ -105,6 +105,27 @@ def cmd_prices(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_budgets(args: argparse.Namespace) -> int:
+    from vital_callbacks._factory import build_guard
+    from vital_callbacks.budgets import BudgetFileError
+
+    settings = Settings()
+    if settings.budgets_file is None:
+        print("no budgets: set VITAL_BUDGETS_FILE to a YAML file of budgets")
+        return 1
+    try:
+        guard = build_guard(settings.model_copy(update={"budget_refresh_s": 0}))
+    except BudgetFileError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    assert guard is not None
+    headers = ["budget", "scope", "action", "period from", "spend", "limit", "used", "projected"]
+    body = [[s.budget.label, s.key, s.budget.action, s.period_start.strftime("%Y-%m-%d %H:%M"), _money(s.spend),
+             _money(s.limit), f"{(s.spend / s.limit):.0%}", _money(s.projected)] for s in guard.status()]
+    print(_table(headers, body))
+    return 0
+
+
 def cmd_db(args: argparse.Namespace) -> int:
     from vital_callbacks import db
 
@@ -142,6 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     prices.add_argument("--at", default=None, help="ISO date/time of the call (default: now)")
     prices.add_argument("--schema", action="store_true", help="print the JSON Schema of pricing/ files")
     prices.set_defaults(func=cmd_prices)
+
+    budgets = sub.add_parser("budgets", help="each budget's spend, limit and projected end-of-period spend")
+    budgets.set_defaults(func=cmd_budgets)
 
     database = sub.add_parser("db", help="schema migrations of the SQL store")
     database.add_argument("action", choices=["upgrade", "current"])

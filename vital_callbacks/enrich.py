@@ -11,6 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
+from vital_callbacks.budgets import BudgetGuard
 from vital_callbacks.events import Cost, Event, GraphRun, LLMCall, RetrieverCall, TokenUsage, ToolCall
 from vital_callbacks.pricing import PriceBook
 from vital_callbacks.tokens import count_tokens
@@ -42,8 +43,9 @@ class _Totals:
 class Enricher:
     """The processor the pipeline runs on every event (a structlog-style callable)."""
 
-    def __init__(self, prices: PriceBook, *, capture_content: bool = False) -> None:
+    def __init__(self, prices: PriceBook, *, capture_content: bool = False, budgets: BudgetGuard | None = None) -> None:
         self.prices = prices
+        self.budgets = budgets
         self.capture_content = capture_content
         self.estimated_calls = 0
         self._open: OrderedDict[str, _Totals] = OrderedDict()
@@ -85,14 +87,16 @@ class Enricher:
             else:
                 usage, source = TokenUsage(input=inp, output=out, total=inp + out), "estimate"
                 self.estimated_calls += 1
-        cost: Cost | None = None
-        saved: Decimal | None = None
-        if source != "none":
+        cost: Cost | None = event.cost
+        saved: Decimal | None = event.saved_cost
+        if cost is None and source != "none":  # already priced on the caller's thread when a stop budget needs it
             price = self.prices.price(event.provider, event.model, usage, event.start_time)
             if event.cache_hit:
                 cost, saved = Cost(_ZERO, _ZERO, _ZERO, "cache"), (price.total if price else None)
             else:
                 cost = price
+            if self.budgets is not None and cost is not None:
+                self.budgets.record(event.tenant_id, event.user_id, event.graph, cost.total, event.run_id)
         if event.trace_id != event.run_id:
             self._roll_up(event.trace_id, usage, cost, priced=cost is not None or source == "none")
         changes: dict[str, object] = {"usage": usage, "token_source": source, "cost": cost, "saved_cost": saved}

@@ -21,10 +21,11 @@ from langgraph.errors import GraphBubbleUp, GraphInterrupt
 
 from vital_callbacks import attribution
 from vital_callbacks.attribution import Attribution
+from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
 from vital_callbacks.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Status, ToolCall
 from vital_callbacks.pipeline import Pipeline, PipelineStats
 from vital_callbacks.settings import Settings
-from vital_callbacks.usage import snapshot
+from vital_callbacks.usage import ResultSnapshot, extract_usage, is_cache_hit, response_model, snapshot
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -98,6 +99,8 @@ def _guard(fn: F) -> F:
     def wrapper(self: VitalCallbackHandler, *args: Any, **kwargs: Any) -> Any:
         try:
             return fn(self, *args, **kwargs)
+        except BudgetExceeded:
+            raise  # the one deliberate exception: a stop budget the user configured
         except Exception as exc:
             self._internal_error(fn.__name__, exc)
             return None
@@ -128,16 +131,23 @@ class VitalCallbackHandler(GraphCallbackHandler):
     raise_error = False
 
     def __init__(self, settings: Settings | None = None, *, sinks: Sequence[Any] | None = None,
-                 **overrides: Any) -> None:
+                 budgets: Sequence[Budget] = (), **overrides: Any) -> None:
         super().__init__()
         if settings is None:
             settings = Settings(**overrides)
         elif overrides:
             settings = settings.model_copy(update=overrides)
         self.settings = settings
-        from vital_callbacks._factory import get_pipeline
+        from vital_callbacks._factory import enricher_of, get_pipeline
 
-        self._pipeline: Pipeline = get_pipeline(settings, sinks)
+        self._pipeline: Pipeline = get_pipeline(settings, sinks, budgets)
+        enricher = enricher_of(self._pipeline)
+        self._prices = enricher.prices if enricher else None
+        self.budgets: BudgetGuard | None = enricher.budgets if enricher else None
+        """Spend limits in force (``VITAL_BUDGETS_FILE`` and ``budgets=``); ``None`` when there are none."""
+        self._stop_budgets = self.budgets is not None and bool(self.budgets.stop_budgets)
+        if self._stop_budgets:
+            self.raise_error = True  # so LangChain lets BudgetExceeded reach the workflow
         self._submit = self._pipeline.submit
         self._defaults = Attribution(settings.tenant_id, settings.user_id, settings.session_id)
         self._capture = settings.capture_content
@@ -331,6 +341,26 @@ class VitalCallbackHandler(GraphCallbackHandler):
         max_tokens = md.get("ls_max_tokens") or params.get("max_tokens") or params.get("max_completion_tokens")
         run.max_tokens = max_tokens if isinstance(max_tokens, int) else None
         run.raw_input = raw_input
+        if self._stop_budgets:
+            self._check_budget(run)
+
+    def _check_budget(self, run: _Run) -> None:
+        assert self.budgets is not None
+        try:
+            self.budgets.check(run.attr.tenant_id, run.attr.user_id, run.graph)
+        except BudgetExceeded as exc:
+            self._close_by_id(run)
+            self._submit(LLMCall(provider=run.provider, model=run.model, requested_model=run.model,
+                                 token_source="none",
+                                 **self._base(run, "error", "BudgetExceeded", str(exc)[:_MAX_ERROR_CHARS])))
+            raise
+
+    def _close_by_id(self, run: _Run) -> None:
+        with self._lock:
+            for key, value in list(self._runs.items()):
+                if value is run:
+                    del self._runs[key]
+                    return
 
     @_guard
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -352,19 +382,37 @@ class VitalCallbackHandler(GraphCallbackHandler):
         if run is None:
             return
         ttft = run.first_token - run.start_perf if run.first_token is not None else None
+        result = snapshot(response)
+        fields = self._base(run, status, error_type, error_message)
+        if self._stop_budgets and status == "success" and result is not None:
+            fields.update(self._price_now(run, result))
+        fields.setdefault("token_source", "none")
         self._submit(LLMCall(
             provider=run.provider,
             model=run.model,
             requested_model=run.model,
             temperature=run.params_temperature,
             max_tokens=run.max_tokens,
-            token_source="none",
             time_to_first_token_s=ttft,
             streamed=ttft is not None,
             raw_input=run.raw_input,
-            raw_output=snapshot(response),
-            **self._base(run, status, error_type, error_message),
+            raw_output=result,
+            **fields,
         ))
+
+    def _price_now(self, run: _Run, result: ResultSnapshot) -> dict[str, Any]:
+        """Price on the caller's thread, only under a stop budget, so the next call already sees it."""
+        usage = extract_usage(result)
+        if usage is None or self._prices is None or self.budgets is None:
+            return {}
+        model = response_model(result) or run.model
+        if is_cache_hit(result):
+            return {}
+        cost = self._prices.price(run.provider, model, usage, run.start_wall)
+        if cost is None:
+            return {}
+        self.budgets.record(run.attr.tenant_id, run.attr.user_id, run.graph, cost.total, run.run_id)
+        return {"usage": usage, "token_source": "provider", "cost": cost}
 
     # -- tools and retrievers ----------------------------------------------------------------------
     @_guard

@@ -14,6 +14,7 @@ A flush is a marker that travels through both stages behind everything queued be
 from __future__ import annotations
 
 import atexit
+import inspect
 import logging
 import threading
 import time
@@ -103,6 +104,10 @@ class _SinkWorker:
         if len(self._queue) >= self._batch_size or any(isinstance(i, _Marker) for i in items):
             self._wake.set()
 
+    def set_deadline(self, deadline: float) -> None:
+        """From now on, flushes, retries and the sink's shutdown share this deadline."""
+        self._deadline = deadline
+
     def stop(self, deadline: float) -> None:
         self._deadline = deadline
         self._stop.set()
@@ -117,7 +122,7 @@ class _SinkWorker:
             if self._stop.is_set():
                 self._drain()
                 try:
-                    self.sink.shutdown()
+                    _shutdown_sink(self.sink, self._remaining(10.0))
                 except Exception:
                     logger.exception("vital-callbacks: sink %r failed to shut down", self.name)
                 return
@@ -250,6 +255,8 @@ class Pipeline:
                 return True
             self._closed = True
         deadline = time.monotonic() + timeout
+        for worker in self._workers:
+            worker.set_deadline(deadline)
         ok = self.flush(timeout)
         self._stop.set()
         self._wake.set()
@@ -262,6 +269,11 @@ class Pipeline:
         if lost:
             logger.warning("vital-callbacks: %d events were not delivered: %s", lost, stats.dropped)
         return ok and not lost
+
+    def record_dropped(self, sink: str, count: int) -> None:
+        """For sinks that lose events after a successful ``export`` (e.g. an SDK's own background queue)."""
+        with self._stats_lock:
+            self.stats_.dropped[sink] = self.stats_.dropped.get(sink, 0) + count
 
     def stats(self) -> PipelineStats:
         with self._stats_lock:
@@ -320,6 +332,14 @@ class Pipeline:
                     self._logged_processor_errors.add(key)
                     logger.exception("vital-callbacks: processor %r failed; event passed on unchanged", processor)
         return current
+
+
+def _shutdown_sink(sink: Sink, timeout_s: float) -> None:
+    """``shutdown(timeout_s=...)`` for sinks that take the time left, plain ``shutdown()`` otherwise."""
+    if "timeout_s" in inspect.signature(sink.shutdown).parameters:
+        sink.shutdown(timeout_s=timeout_s)  # type: ignore[call-arg]
+    else:
+        sink.shutdown()
 
 
 _live: weakref.WeakSet[Pipeline] = weakref.WeakSet()

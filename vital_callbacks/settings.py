@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     spill_dir: Path | None = Field(
         default=None, description="Folder where the SQL sink spills events it cannot deliver (replayed later)."
     )
+    # Budgets
+    budgets_file: Path | None = Field(default=None, description="YAML file of spend limits (validated at start-up).")
+    budget_refresh_s: float = Field(default=10.0, ge=0, description="How often budget spend is re-summed from the "
+                                    "SQL store, so replicas see each other's spend (0: never).")
     # Prometheus
     prometheus_prefix: str = Field(default="vital_", description="Metric name prefix.")
     prometheus_port: int | None = Field(default=None, description="Start an exposition server on this port.")

@@ -14,7 +14,6 @@ from sqlalchemy import Column, DateTime, Index, Numeric, Text
 from sqlmodel import Field, SQLModel
 
 
-
 def _cost() -> Any:
     """A USD amount column: exact NUMERIC(24, 12), null when unpriced."""
     return Field(default=None, sa_type=Numeric(24, 12))

@@ -1,0 +1,295 @@
+"""The Prometheus sink: values equal the SQL rows, labels stay bounded, exposition and push work."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from wsgiref.util import setup_testing_defaults
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import func, select
+from sqlalchemy.engine import Engine
+
+from tests.conftest import require_service
+from tests.graphs import INPUT, METADATA, build_graph
+from tests.integrations.workload import UNPRICED_MODEL, Workload
+from vital_callbacks import Event, ExportResult, Settings, Sink, VitalCallbackHandler
+from vital_callbacks._factory import sink_class
+from vital_callbacks.metrics_app import make_asgi_app, make_wsgi_app, start_server
+from vital_callbacks.sinks.prometheus import PrometheusSink
+from vital_callbacks.sinks.sql import SQLSink
+from vital_callbacks.tables import GraphRunRow, LLMCallRow, NodeRunRow, RetrieverCallRow, ToolCallRow
+
+FAST = Settings(flush_interval_s=0.05)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def recorded(tmp_path: Path, registry: CollectorRegistry) -> Iterator[tuple[SQLSink, CollectorRegistry]]:
+    """Two rounds of the demo workload, recorded by the SQL sink and our sink in one pipeline."""
+    sql = SQLSink(f"sqlite:///{tmp_path / 'vital.db'}")
+    handler = VitalCallbackHandler(FAST, sinks=[sql, PrometheusSink(registry=registry)])
+    workload = Workload()
+    for _ in range(2):
+        workload.round(handler)
+    assert handler.flush()
+    yield sql, registry
+    handler.shutdown()
+
+
+def value(registry: CollectorRegistry, sample: str, /, **labels: str) -> float:
+    return registry.get_sample_value(sample, labels) or 0.0
+
+
+def family_sum(registry: CollectorRegistry, sample_name: str, **match: str) -> float:
+    """Sum of every sample of ``sample_name`` whose labels include ``match``."""
+    total = 0.0
+    for family in registry.collect():
+        for sample in family.samples:
+            if sample.name == sample_name and all(sample.labels.get(k) == v for k, v in match.items()):
+                total += sample.value
+    return total
+
+
+def scalar(engine: Engine, statement: Any) -> Any:
+    with engine.connect() as conn:
+        return conn.scalar(statement)
+
+
+def test_tokens_and_cost_equal_the_sql_rows(recorded: tuple[SQLSink, CollectorRegistry]) -> None:
+    """Per model and tenant, token counters and USD cost equal the sums over the SQL llm_calls rows."""
+    sql, registry = recorded
+    t = LLMCallRow.__table__.c  # type: ignore[attr-defined]
+    columns = {"input": t.input_tokens, "output": t.output_tokens, "cache_read": t.cache_read_tokens,
+               "cache_write": t.cache_write_tokens, "reasoning": t.reasoning_tokens}
+    with sql.engine.connect() as conn:
+        groups = conn.execute(select(t.provider, t.model, t.tenant_id).distinct()).all()
+    assert len(groups) >= 9
+    for provider, model, tenant in groups:
+        where = (t.provider == provider, t.model == model, t.tenant_id == tenant)
+        for kind, column in columns.items():
+            rows = scalar(sql.engine, select(func.coalesce(func.sum(column), 0)).where(*where))
+            assert value(registry, "vital_llm_tokens_total", provider=provider, model=model, tenant=tenant,
+                         type=kind) == rows, (provider, model, tenant, kind)
+        expected = scalar(sql.engine, select(func.sum(t.total_cost)).where(*where)) or Decimal(0)
+        got = value(registry, "vital_llm_cost_usd_total", provider=provider, model=model, tenant=tenant)
+        assert got == pytest.approx(float(expected), rel=1e-12, abs=1e-15)
+        for status in ("success", "error"):
+            n = scalar(sql.engine, select(func.count()).where(*where, t.status == status))
+            assert value(registry, "vital_llm_requests_total", provider=provider, model=model, status=status,
+                         tenant=tenant) == n
+
+
+def test_counts_of_every_kind_equal_the_sql_rows(recorded: tuple[SQLSink, CollectorRegistry]) -> None:
+    """Node, tool, retriever and graph-run counters, and the graph cost histogram, equal the SQL rows."""
+    sql, registry = recorded
+    nodes, tools, retrievers, graphs, calls = (row.__table__.c for row in  # type: ignore[union-attr]
+                                               (NodeRunRow, ToolCallRow, RetrieverCallRow, GraphRunRow, LLMCallRow))
+
+    def count(columns: Any, *where: Any) -> int:
+        return int(scalar(sql.engine, select(func.count(columns.run_id)).where(*where)))
+
+    assert family_sum(registry, "vital_node_executions_total") == count(nodes)
+    assert family_sum(registry, "vital_node_executions_total", status="error") == count(
+        nodes, nodes.status == "error") > 0
+    assert family_sum(registry, "vital_tool_calls_total") == count(tools)
+    assert family_sum(registry, "vital_retriever_calls_total") == count(retrievers)
+    docs = scalar(sql.engine, select(func.sum(retrievers.documents)))
+    assert family_sum(registry, "vital_retriever_documents_sum") == docs
+    assert family_sum(registry, "vital_graph_runs_total") == count(graphs)
+    assert family_sum(registry, "vital_graph_runs_total", status="error") == count(
+        graphs, graphs.status == "error") > 0
+    assert family_sum(registry, "vital_graph_cost_usd_count") == count(graphs, graphs.cost_usd.is_not(None))
+    graph_cost = scalar(sql.engine, select(func.sum(graphs.cost_usd)))
+    assert family_sum(registry, "vital_graph_cost_usd_sum") == pytest.approx(float(graph_cost))
+    total_cost = scalar(sql.engine, select(func.sum(calls.total_cost)))
+    assert family_sum(registry, "vital_node_cost_usd_total") == pytest.approx(float(total_cost))
+
+
+def test_unpriced_and_cached_calls(recorded: tuple[SQLSink, CollectorRegistry]) -> None:
+    """Calls without a price count as unpriced; cache hits count as hits and add their list price as saved."""
+    sql, registry = recorded
+    t = LLMCallRow.__table__.c  # type: ignore[attr-defined]
+    unpriced = scalar(sql.engine, select(func.count()).where(t.model == UNPRICED_MODEL, t.total_cost.is_(None)))
+    hits = scalar(sql.engine, select(func.count()).where(t.cache_hit.is_(True)))
+    saved = scalar(sql.engine, select(func.sum(t.saved_cost)))
+    calls = scalar(sql.engine, select(func.count(t.run_id)))
+    assert unpriced > 0 and hits > 0
+    assert value(registry, "vital_unpriced_calls_total", model=UNPRICED_MODEL) == unpriced
+    assert family_sum(registry, "vital_llm_cache_requests_total", result="hit") == hits
+    assert family_sum(registry, "vital_llm_cache_requests_total") == calls
+    assert family_sum(registry, "vital_llm_cost_saved_usd_total") == pytest.approx(float(saved))
+
+
+def run_tenants(registry: CollectorRegistry, tenants: Sequence[str], **sink_args: Any) -> None:
+    handler = VitalCallbackHandler(FAST, sinks=[PrometheusSink(registry=registry, **sink_args)])
+    graph = build_graph()
+    for tenant in tenants:
+        graph.invoke(INPUT, config={"callbacks": [handler], "metadata": {**METADATA, "tenant_id": tenant}})
+    handler.shutdown()
+
+
+def test_tenants_past_the_limit_become_other(registry: CollectorRegistry) -> None:
+    """With max_tenants=2, the third distinct tenant is recorded under tenant="other"."""
+    run_tenants(registry, ["a", "b", "c", "a"], max_tenants=2)
+    requests = "vital_llm_requests_total"
+    common = {"provider": "openai", "model": "o3-mini", "status": "success"}
+    assert value(registry, requests, **common, tenant="a") == 2
+    assert value(registry, requests, **common, tenant="b") == 1
+    assert value(registry, requests, **common, tenant="other") == 1
+    assert registry.get_sample_value(requests, {**common, "tenant": "c"}) is None
+
+
+def test_user_label_only_when_enabled(registry: CollectorRegistry) -> None:
+    """user_id is not a label by default; with user_label=True it is, and it is bounded too."""
+    run_tenants(registry, ["a"])
+    labels = {s.labels.get("user") for f in registry.collect() for s in f.samples}
+    assert labels == {None}
+    other = CollectorRegistry()
+    run_tenants(other, ["a"], user_label=True)
+    assert value(other, "vital_llm_cost_usd_total", provider="openai", model="o3-mini", tenant="a",
+                 user="u1") > 0
+
+
+def test_prefix_and_build_info(registry: CollectorRegistry) -> None:
+    """The prefix applies to every family, and build_info carries the package version."""
+    run_tenants(registry, ["a"], prefix="myapp_")
+    names = {s.name for f in registry.collect() for s in f.samples}
+    assert names and all(n.startswith("myapp_") for n in names)
+    (info,) = [s for f in registry.collect() for s in f.samples if s.name == "myapp_build_info"]
+    assert info.value == 1 and info.labels["version"]
+
+
+def test_sinks_on_one_registry_share_families(registry: CollectorRegistry) -> None:
+    """Two sinks on the same registry do not collide and add up into the same series."""
+    run_tenants(registry, ["a"])
+    run_tenants(registry, ["a"])
+    assert value(registry, "vital_graph_runs_total", graph="research_agent", status="success") == 2
+
+
+class _Failing(Sink):
+    name = "broken"
+
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        return ExportResult.FAILURE
+
+
+def test_dropped_events_and_queue_depth_come_from_the_pipeline(registry: CollectorRegistry) -> None:
+    """events_dropped_total shows what another sink in the same pipeline lost, read at scrape time."""
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05, max_retries=0),
+                                   sinks=[_Failing(), PrometheusSink(registry=registry)])
+    build_graph().invoke(INPUT, config={"callbacks": [handler]})
+    handler.flush()
+    lost = handler.stats()["dropped"]["broken"]
+    assert lost > 0
+    assert value(registry, "vital_events_dropped_total", sink="broken") == lost
+    assert value(registry, "vital_events_dropped_total", sink="prometheus") == 0
+    assert registry.get_sample_value("vital_sink_queue_depth", {"sink": "prometheus"}) == 0
+    handler.shutdown()
+
+
+def test_quality_scores_and_degraded_responses(registry: CollectorRegistry) -> None:
+    """Scores fill vital_quality_score{name,graph}; those under the threshold count as degraded."""
+    sink = PrometheusSink(registry=registry)
+    for score in (0.95, 0.5, 0.85):
+        sink.record_score("faithfulness", score, "research_agent")
+    labels = {"name": "faithfulness", "graph": "research_agent"}
+    assert value(registry, "vital_quality_score_count", **labels) == 3
+    assert value(registry, "vital_quality_score_sum", **labels) == pytest.approx(2.3)
+    assert value(registry, "vital_degraded_responses_total", **labels) == 1
+
+
+def test_entry_point_loads() -> None:
+    """The `prometheus` entry point resolves to this sink."""
+    assert sink_class("prometheus") is PrometheusSink
+
+
+def test_settings_port_starts_one_exposition_server() -> None:
+    """prometheus_port starts a server on the default registry, once per process, serving /metrics."""
+    port = free_port()
+    settings = Settings(sinks=["prometheus"], prometheus_port=port, prometheus_addr="127.0.0.1",
+                        flush_interval_s=0.05)
+    handler = VitalCallbackHandler(settings)
+    other = VitalCallbackHandler(settings, tenant_id="t2")  # a second pipeline: no second server
+    build_graph().invoke(INPUT, config={"callbacks": [handler, other], "metadata": METADATA})
+    handler.flush()
+    other.flush()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'vital_llm_requests_total{model="o3-mini",provider="openai",status="success",tenant="acme"}' in body
+    handler.shutdown()
+    other.shutdown()
+
+
+def test_wsgi_and_asgi_apps_serve_the_registry(registry: CollectorRegistry) -> None:
+    """The WSGI and ASGI apps answer with the exposition of the given registry."""
+    run_tenants(registry, ["a"])
+    environ: dict[str, Any] = {}
+    setup_testing_defaults(environ)
+    statuses: list[str] = []
+    wsgi_body = b"".join(make_wsgi_app(registry)(environ, lambda status, headers: statuses.append(status)))
+    assert statuses == ["200 OK"] and b"vital_graph_runs_total" in wsgi_body
+
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "GET", "path": "/metrics", "query_string": b"", "headers": []}
+    asyncio.run(make_asgi_app(registry)(scope, receive, send))
+    assert sent[0]["status"] == 200
+    assert b"vital_graph_runs_total" in b"".join(m.get("body", b"") for m in sent)
+
+
+def test_start_server_on_port_zero_returns_the_bound_port(registry: CollectorRegistry) -> None:
+    """start_server(0) binds a free port and reports it."""
+    run_tenants(registry, ["a"])
+    port = start_server(0, "127.0.0.1", registry)
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    assert b"vital_graph_runs_total" in body
+
+
+def test_pushes_to_a_real_pushgateway_at_flush(tmp_path: Path, registry: CollectorRegistry) -> None:
+    """With pushgateway_url set, a flush pushes the metrics to a real Pushgateway."""
+    binary = shutil.which("prometheus-pushgateway") or shutil.which("pushgateway")
+    require_service(binary is not None, "prometheus-pushgateway is not installed")
+    assert binary is not None
+    port = free_port()
+    proc = subprocess.Popen([binary, f"--web.listen-address=127.0.0.1:{port}"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(url + "/-/ready", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        run_tenants(registry, ["a"], pushgateway_url=url, push_job="batch")
+        body = urllib.request.urlopen(url + "/metrics", timeout=5).read().decode()
+        assert 'vital_graph_runs_total{graph="research_agent",instance=' in body
+        assert 'job="batch"' in body
+    finally:
+        proc.terminate()
+        proc.wait(10)

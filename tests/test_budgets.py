@@ -1,0 +1,164 @@
+"""Budgets: warn never interrupts; stop prevents the call; files are validated at start-up."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.graphs import INPUT, build_graph
+from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler
+from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetFileError, load_budgets
+from vital_callbacks.fakes import ScriptedChatModel
+
+# A self-hosted model priced at $0.01 a call: 1 input token at $10,000 per million.
+PRICING = """
+models:
+  - provider: "*"
+    model: cent-model
+    prices:
+      - input_mtok: 10000
+        output_mtok: 0
+"""
+CENT_USAGE = {"input_tokens": 1, "output_tokens": 0, "total_tokens": 1}
+
+
+@pytest.fixture
+def pricing_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "pricing"
+    folder.mkdir()
+    (folder / "cent.yml").write_text(PRICING)
+    return folder
+
+
+def cent_model() -> ScriptedChatModel:
+    return ScriptedChatModel(model_name="cent-model", provider="self", usage=CENT_USAGE)  # type: ignore[arg-type]
+
+
+def test_stop_budget_prevents_the_call(pricing_dir: Path, memory_sink: InMemorySink) -> None:
+    """Once a tenant's $0.05 is spent, the next call raises BudgetExceeded and the model is not called."""
+    budget = Budget(scope="tenant", match="acme", amount_usd=Decimal("0.05"), action="stop")
+    handler = VitalCallbackHandler(Settings(pricing_dir=pricing_dir), sinks=[memory_sink], budgets=[budget])
+    model = cent_model()
+    config = {"callbacks": [handler], "metadata": {"tenant_id": "acme"}}
+    for _ in range(5):
+        model.invoke("hi", config=config)  # type: ignore[arg-type]
+    with pytest.raises(BudgetExceeded) as info:
+        model.invoke("hi", config=config)  # type: ignore[arg-type]
+    assert model.calls == 5
+    message = str(info.value)
+    assert "tenant 'acme'" in message and "$0.05" in message and "spent $0.050000" in message
+    assert info.value.limit == Decimal("0.05") and info.value.spend == Decimal("0.05")
+    # Another tenant is not affected.
+    model.invoke("hi", config={"callbacks": [handler], "metadata": {"tenant_id": "globex"}})
+    assert model.calls == 6
+    handler.flush()
+    blocked = [c for c in memory_sink.of(LLMCall) if c.error_type == "BudgetExceeded"]
+    assert len(blocked) == 1 and blocked[0].tenant_id == "acme"
+    assert handler.budgets is not None and handler.budgets.exceeded_total == 1
+    handler.shutdown()
+
+
+def test_stop_budget_inside_a_graph(pricing_dir: Path, memory_sink: InMemorySink) -> None:
+    """In a LangGraph run the BudgetExceeded reaches the caller of invoke, before the LLM is called."""
+    budget = Budget(scope="global", amount_usd=Decimal("0.01"), action="stop")
+    handler = VitalCallbackHandler(Settings(pricing_dir=pricing_dir), sinks=[memory_sink], budgets=[budget])
+    plan = cent_model()
+    graph = build_graph(plan_model=plan, draft_model=cent_model())
+    with pytest.raises(BudgetExceeded):
+        graph.invoke(INPUT, config={"callbacks": [handler]})  # plan spends $0.01, draft is stopped
+    assert plan.calls == 1
+    handler.shutdown()
+
+
+def test_warn_budget_never_interrupts(pricing_dir: Path, memory_sink: InMemorySink,
+                                      caplog: pytest.LogCaptureFixture) -> None:
+    """A warn budget logs at the soft threshold and at 100% but every call goes ahead."""
+    budget = Budget(scope="user", amount_usd=Decimal("0.03"), action="warn", soft_threshold=0.6)
+    handler = VitalCallbackHandler(Settings(pricing_dir=pricing_dir), sinks=[memory_sink], budgets=[budget])
+    model = cent_model()
+    with caplog.at_level(logging.WARNING, logger="vital_callbacks"):
+        for _ in range(6):
+            model.invoke("hi", config={"callbacks": [handler], "metadata": {"user_id": "u1"}})
+        handler.flush()
+    assert model.calls == 6 and not handler.raise_error
+    messages = [r.getMessage() for r in caplog.records if "budget" in r.getMessage()]
+    assert len(messages) == 2 and "passed 60%" in messages[0] and "exceeded" in messages[1]
+    handler.shutdown()
+
+
+def test_a_malformed_budgets_file_fails_at_start_up_naming_the_line(tmp_path: Path) -> None:
+    """The error names the file and the line of the bad entry, when the handler is built."""
+    path = tmp_path / "budgets.yml"
+    path.write_text("budgets:\n  - scope: tenant\n    amount_usd: 10\n  - scope: team\n    amount_usd: 5\n")
+    with pytest.raises(BudgetFileError, match=r"budgets\.yml:4: budgets\.1\.scope"):
+        VitalCallbackHandler(Settings(budgets_file=path), sinks=[])
+    path.write_text("budgets:\n  - scope: tenant\n    amount_usd: [\n")
+    with pytest.raises(BudgetFileError, match=r"budgets\.yml:\d+: not valid YAML"):
+        load_budgets(path)
+
+
+CHILD = """
+import sys
+from decimal import Decimal
+from vital_callbacks import Settings, VitalCallbackHandler
+from vital_callbacks.budgets import BudgetExceeded
+from vital_callbacks.fakes import ScriptedChatModel
+handler = VitalCallbackHandler(Settings(database_url=sys.argv[1], pricing_dir=sys.argv[2], budgets_file=sys.argv[3],
+                                        budget_refresh_s=1.0, flush_interval_s=0.05))
+model = ScriptedChatModel(model_name="cent-model", provider="self", latency_s=0.05,
+                          usage={"input_tokens": 1, "output_tokens": 0, "total_tokens": 1})
+made = 0
+for _ in range(200):
+    try:
+        model.invoke("hi", config={"callbacks": [handler], "metadata": {"tenant_id": "acme"}})
+        made += 1
+    except BudgetExceeded:
+        break
+handler.shutdown()
+print(made)
+"""
+
+
+def test_two_processes_share_one_budget_through_the_store(tmp_path: Path, pricing_dir: Path) -> None:
+    """Two replicas on one store with a $1 daily budget and $0.01 calls stop within the stated tolerance."""
+    budgets = tmp_path / "budgets.yml"
+    budgets.write_text("budgets:\n  - scope: tenant\n    match: acme\n    amount_usd: 1.00\n    action: stop\n")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    VitalCallbackHandler(Settings(database_url=url)).shutdown()  # create the schema first
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, url, str(pricing_dir), str(budgets)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    made = [int(p.communicate(timeout=120)[0].strip()) for p in procs]
+    total = Decimal(sum(made)) * Decimal("0.01")
+    # Stated tolerance: what the other replica spends while its events reach the store and ours re-reads it:
+    # one near-limit refresh (50 ms) + dispatch (50 ms) + flush interval (50 ms) on an idle machine; we allow
+    # 4x that (600 ms) for a loaded CI machine, plus one call in flight each. At 20 calls/s: $0.14.
+    rate = Decimal("0.01") / Decimal("0.05")
+    tolerance = rate * Decimal("0.60") + 2 * Decimal("0.01")
+    print("calls made per process:", made, "total $", total, "tolerance $", tolerance)
+    assert all(m <= 100 for m in made)
+    assert Decimal("1.00") <= total <= Decimal("1.00") + tolerance, made
+
+
+def test_cli_shows_spend_limit_and_projection(tmp_path: Path, pricing_dir: Path,
+                                              monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`vital-callbacks budgets` reads spend from the store and prints limit and projection per budget."""
+    from vital_callbacks.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    budgets = tmp_path / "budgets.yml"
+    budgets.write_text("budgets:\n  - scope: tenant\n    amount_usd: 1\n")
+    handler = VitalCallbackHandler(Settings(database_url=url, pricing_dir=pricing_dir))
+    for _ in range(3):
+        cent_model().invoke("hi", config={"callbacks": [handler], "metadata": {"tenant_id": "acme"}})
+    handler.shutdown()
+    monkeypatch.setenv("VITAL_DATABASE_URL", url)
+    monkeypatch.setenv("VITAL_BUDGETS_FILE", str(budgets))
+    assert main(["budgets"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "acme" in line).split()
+    assert row[0] == "tenant:*/day" and "$0.030000" in row and "$1.000000" in row and "3%" in row
