@@ -70,6 +70,8 @@ class LangfuseReceiver:
         self.mode: Mode = mode
         self.sleep_s = sleep_s
         self.spans: list[ReceivedSpan] = []
+        self.scores: list[dict[str, Any]] = []
+        """Scores the SDK sent to POST /api/public/scores."""
         self.requests: list[tuple[str, str, int]] = []
         """(method, path, status) of every request answered."""
         self._lock = threading.Lock()
@@ -131,6 +133,11 @@ class LangfuseReceiver:
             self._record(body)
             payload = ExportTraceServiceResponse().SerializeToString()
             self._reply(http, method, path, 200, payload, "application/x-protobuf")
+        elif method == "POST" and path == "/api/public/scores":
+            sent = json.loads(body or b"[]")
+            with self._lock:
+                self.scores.extend(sent if isinstance(sent, list) else [sent])
+            self._reply(http, method, path, 200, b"{}", "application/json")
         elif method == "GET" and path == "/api/public/projects":
             data = {"data": [{"id": PROJECT_ID, "name": "test", "organization": {"id": "org", "name": "org"},
                               "metadata": {}}]}

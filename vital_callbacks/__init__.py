@@ -13,10 +13,11 @@ from vital_callbacks.events import (
     LLMCall,
     NodeRun,
     RetrieverCall,
+    Score,
     TokenUsage,
     ToolCall,
 )
-from vital_callbacks.handler import VitalCallbackHandler
+from vital_callbacks.handler import VitalCallbackHandler, score
 from vital_callbacks.pipeline import PipelineStats
 from vital_callbacks.pricing import PriceBook
 from vital_callbacks.settings import Settings
@@ -36,10 +37,12 @@ __all__ = [
     "PipelineStats",
     "PriceBook",
     "RetrieverCall",
+    "Score",
     "Settings",
     "Sink",
     "TokenUsage",
     "ToolCall",
     "VitalCallbackHandler",
     "attribute",
+    "score",
 ]

@@ -176,4 +176,25 @@ class RetrieverCall(Event):
     query: str | None = None
 
 
-AnyEvent = GraphRun | NodeRun | LLMCall | ToolCall | RetrieverCall
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Score(Event):
+    """A quality score (evaluator, user feedback) for a run or a whole trace.
+
+    ``run_id`` is the score's own id; ``parent_run_id`` the scored run and ``trace_id`` its trace when
+    known. A score for an id nobody has seen yet keeps ``matched=False`` and ``trace_id = target_id``
+    (the SQL sink looks the id up again when it stores it), so it is flagged, never lost.
+    """
+
+    kind: ClassVar[str] = "score"
+
+    target_id: str = ""
+    name: str = ""
+    value: float | None = None
+    """Numeric value; booleans are 1.0 / 0.0; categorical scores have none."""
+    string_value: str | None = None
+    data_type: Literal["numeric", "boolean", "categorical"] = "numeric"
+    comment: str | None = None
+    matched: bool = False
+
+
+AnyEvent = GraphRun | NodeRun | LLMCall | ToolCall | RetrieverCall | Score

@@ -12,6 +12,7 @@ import functools
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
@@ -24,6 +25,7 @@ from vital_callbacks.attribution import Attribution
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
 from vital_callbacks.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Status, ToolCall
 from vital_callbacks.pipeline import Pipeline, PipelineStats
+from vital_callbacks.scores import ScoreValue, make_score
 from vital_callbacks.settings import Settings
 from vital_callbacks.usage import ResultSnapshot, extract_usage, is_cache_hit, response_model, snapshot
 
@@ -31,6 +33,7 @@ logger = logging.getLogger("vital_callbacks")
 
 F = TypeVar("F", bound=Callable[..., Any])
 _MAX_ERROR_CHARS = 2000
+_RECENT_RUNS = 10_000
 
 
 class _Run:
@@ -152,6 +155,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         self._defaults = Attribution(settings.tenant_id, settings.user_id, settings.session_id)
         self._capture = settings.capture_content
         self._runs: dict[UUID, _Run] = {}
+        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()  # ended runs, for scores
         self._lock = threading.Lock()
         self._errors = 0
         self._logged_errors: set[tuple[str, type[BaseException]]] = set()
@@ -234,7 +238,36 @@ class VitalCallbackHandler(GraphCallbackHandler):
 
     def _close(self, run_id: UUID) -> _Run | None:
         with self._lock:
-            return self._runs.pop(run_id, None)
+            run = self._runs.pop(run_id, None)
+            if run is not None and run.kind != "chain":
+                self._recent[run.run_id] = self._context(run)
+                if len(self._recent) > _RECENT_RUNS:
+                    self._recent.popitem(last=False)
+            return run
+
+    @staticmethod
+    def _context(run: _Run) -> dict[str, Any]:
+        """What a score needs to know about the run it judges."""
+        return {"run_id": run.run_id, "trace_id": run.trace_id, "tenant_id": run.attr.tenant_id,
+                "user_id": run.attr.user_id, "session_id": run.attr.session_id, "graph": run.graph,
+                "node": run.node}
+
+    # -- scores ------------------------------------------------------------------------------------
+    def score(self, run_or_trace_id: str | UUID, name: str, value: ScoreValue, comment: str | None = None) -> str:
+        """Attach a quality score (numeric, boolean or categorical) to a run or a trace; returns its id.
+
+        Works while the run is open, after it ended (its events may still be queued), and for ids this
+        handler never saw (the store matches them later, or flags them unmatched).
+        """
+        target = str(run_or_trace_id)
+        with self._lock:
+            context = self._recent.get(target)
+            if context is None:
+                open_run = next((r for r in self._runs.values() if r.run_id == target), None)
+                context = self._context(open_run) if open_run is not None else None
+        event = make_score(target, name, value, comment=comment, context=context)
+        self._submit(event)
+        return event.run_id
 
     def _base(self, run: _Run, status: Status, error_type: str | None, error_message: str | None) -> dict[str, Any]:
         duration = time.perf_counter() - run.start_perf
@@ -476,3 +509,13 @@ class VitalCallbackHandler(GraphCallbackHandler):
     def submit(self, event: Event) -> None:
         """Queue an event built elsewhere (e.g. a score); same path as the callbacks'."""
         self._submit(event)
+
+
+def score(run_or_trace_id: str | UUID, name: str, value: ScoreValue, comment: str | None = None,
+          settings: Settings | None = None) -> str:
+    """Record a score that arrives later (user feedback, an offline evaluator), from any process.
+
+    It goes through the pipeline of a handler built from ``settings`` (default: the environment), and
+    the SQL store attaches it to the run or trace with that id.
+    """
+    return VitalCallbackHandler(settings).score(run_or_trace_id, name, value, comment)

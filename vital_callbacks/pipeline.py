@@ -175,10 +175,11 @@ class _SinkWorker:
             if self._stop.wait(delay) and self._deadline is not None and time.monotonic() >= self._deadline:
                 break
             delay = min(delay * 2, _MAX_BACKOFF_S)
-        self._undeliverable(batch, "export failed after retries")
-        return False
+        # Spilled in full (the sink keeps it on disk and replays it) counts as delivered for flush().
+        return self._undeliverable(batch, "export failed after retries") == 0
 
-    def _undeliverable(self, batch: list[Event], why: str) -> None:
+    def _undeliverable(self, batch: list[Event], why: str) -> int:
+        """Offer the batch to the sink's ``spill``; count and report what it could not keep."""
         saved = 0
         spill = getattr(self.sink, "spill", None)
         if spill is not None:
@@ -191,6 +192,7 @@ class _SinkWorker:
             with self._stats_lock:
                 self._stats.dropped[self.name] = self._stats.dropped.get(self.name, 0) + lost
             logger.error("vital-callbacks: %d events not delivered to sink %r (%s)", lost, self.name, why)
+        return lost
 
 
 class Pipeline:

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from vital_callbacks.catalog_math import fast_cost
 from vital_callbacks.events import Cost, TokenUsage
 from vital_callbacks.price_overrides import OverrideEntry, PriceEntry, load_overrides
 
@@ -99,7 +100,12 @@ class Quote:
     provider: str | None
     model: str
     cost: Cost
-    description: str
+    describe: Callable[[], str] = field(repr=False, compare=False)
+    """Built only when asked for: formatting a catalog price costs more than computing it."""
+
+    @property
+    def description(self) -> str:
+        return self.describe()
 
 
 class PriceBook:
@@ -166,8 +172,10 @@ class PriceBook:
             base = self._quote_catalog(found[0], found[1], usage, when, None)
             factor = Decimal(1) - price.discount
             cost = Cost(base.cost.input * factor, base.cost.output * factor, base.cost.total * factor, source)
-            return Quote(entry.provider, model, cost, f"{base.description} less {price.discount * 100}% ({source})")
-        return Quote(entry.provider, model, _explicit_cost(price, usage, source), f"{price.describe()} ({source})")
+            discount = price.discount
+            return Quote(entry.provider, model, cost, lambda: f"{base.description} less {discount * 100}% ({source})")
+        cost = _explicit_cost(price, usage, source)
+        return Quote(entry.provider, model, cost, lambda: f"{price.describe()} ({source})")
 
     # -- catalog -----------------------------------------------------------------------------------
     def _catalog_lookup(self, provider_id: str | None, model: str) -> tuple[Any, Any] | None:
@@ -190,6 +198,11 @@ class PriceBook:
     def _quote_catalog(provider: Any, model: Any, usage: TokenUsage, when: datetime, _: None) -> Quote:
         from genai_prices import Usage
 
+        model_price = model.get_prices(when)
+        fast = fast_cost(model_price, usage)
+        if fast is not None:
+            cost = Cost(fast[0], fast[1], fast[0] + fast[1], "genai-prices")
+            return Quote(provider.id, model.id, cost, lambda: f"{provider.id}/{model.id}: {model_price}")
         calc = model.calc_price(
             Usage(
                 input_tokens=usage.input,
@@ -202,7 +215,7 @@ class PriceBook:
             genai_request_timestamp=when,
         )
         cost = Cost(calc.input_price, calc.output_price, calc.total_price, "genai-prices")
-        return Quote(provider.id, model.id, cost, f"{provider.id}/{model.id}: {calc.model_price}")
+        return Quote(provider.id, model.id, cost, lambda: f"{provider.id}/{model.id}: {calc.model_price}")
 
 
 def _explicit_cost(price: PriceEntry, usage: TokenUsage, source: str) -> Cost:

@@ -152,6 +152,9 @@ ROW_TYPES: dict[str, type[SQLModel]] = {
     "tool_call": ToolCallRow,
     "retriever_call": RetrieverCallRow,
 }
+EVENT_TABLES = dict(ROW_TYPES)
+"""The five tables of run events (scores excluded)."""
+ROW_TYPES["score"] = ScoreRow
 
 __all__ = ["ROW_TYPES", "Column", "GraphRunRow", "LLMCallRow", "NodeRunRow", "RetrieverCallRow", "ScoreRow",
            "ToolCallRow"]

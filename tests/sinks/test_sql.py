@@ -119,3 +119,14 @@ def test_default_store_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     from sqlmodel import create_engine
 
     assert count(create_engine(f"sqlite:///{tmp_path / 'env.db'}"), "graph_runs") == 1
+
+
+def test_a_value_the_driver_cannot_bind_costs_only_its_row(sqlite_url: str) -> None:
+    """An integer too large for SQLite is skipped with its row; the rest of the batch is stored."""
+    sql = SQLSink(sqlite_url)
+    batch = [LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i), max_tokens=2**70 if i == 1 else 10)
+             for i in range(3)]
+    from vital_callbacks import ExportResult
+
+    assert sql.export(batch) is ExportResult.SUCCESS
+    assert count(sql.engine, "llm_calls") == 2 and sql.rejected_rows == 1

@@ -25,6 +25,7 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from langfuse import Langfuse
 from langfuse import __version__ as langfuse_version
@@ -197,3 +198,19 @@ def run_bounded(fn: Callable[[], object], timeout_s: float, what: str) -> bool:
         logger.warning("vital-callbacks: Langfuse %s did not finish in %.1f s; continuing", what, timeout_s)
         return False
     return bool(outcome) and outcome[0] is not False
+
+
+def flush_scores(langfuse: Any) -> None:
+    """Deliver the scores the SDK queued: its score queue is separate from the span exporter we own.
+
+    Uses the resource manager's ``_score_consumers`` / ``_score_queue`` (what ``Langfuse.flush`` does,
+    minus the tracer-provider flush, which the sink does on its own provider).
+    """
+    resources = getattr(langfuse, "_resources", None)
+    queue = getattr(resources, "_score_queue", None)
+    if resources is None or queue is None:
+        return
+    for consumer in getattr(resources, "_score_consumers", []):
+        if consumer.is_alive():
+            consumer.wake()
+    queue.join()

@@ -18,18 +18,19 @@ import os
 import threading
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from langfuse import propagate_attributes
 from opentelemetry import context as otel_context
 from opentelemetry import trace as otel_trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from vital_callbacks.events import Event
+from vital_callbacks.events import Event, Score
 from vital_callbacks.redaction import Redact, Redactor, load_hook
 from vital_callbacks.sinks import _langfuse_observations as observations
 from vital_callbacks.sinks._langfuse_sdk import (
     Client,
+    flush_scores,
     open_client,
     run_bounded,
     span_id_for,
@@ -150,6 +151,9 @@ class LangfuseSink(Sink):
             if not sampled(event.trace_id, self.sample_rate):
                 self.sampled_out += 1
                 continue
+            if isinstance(event, Score):
+                self._score(client, event)
+                continue
             try:
                 self._emit(client, event)
             except Exception:
@@ -165,7 +169,13 @@ class LangfuseSink(Sink):
         client = self._client
         if client is None or self._closed:
             return True
-        flush = client.provider.force_flush if client.owned else client.langfuse.flush
+        def flush() -> None:
+            if client.owned:
+                client.provider.force_flush()
+                flush_scores(client.langfuse)  # scores have their own queue, apart from the spans
+            else:
+                client.langfuse.flush()
+
         flushed = run_bounded(flush, timeout_s, "flush")
         with self._lock:
             lost, self._lost_at_flush = self.undelivered - self._lost_at_flush, self.undelivered
@@ -214,6 +224,26 @@ class LangfuseSink(Sink):
             span.set_attribute(_IS_APP_ROOT, False)
         wrapper: Any = obs.cls(otel_span=span, langfuse_client=client.langfuse, **obs.fields)
         wrapper.end(end_time=_ns(event.end_time))
+
+    def _score(self, client: Client, event: Score) -> None:
+        """A score through the SDK's score API, on the trace (and observation) it judges."""
+        observation = None
+        if event.parent_run_id is not None and event.parent_run_id != event.trace_id:
+            observation = format(span_id_for(event.parent_run_id), "016x")
+        common: dict[str, Any] = {
+            "name": event.name, "trace_id": trace_id_for(event.trace_id), "observation_id": observation,
+            "score_id": event.run_id, "comment": event.comment,
+            "metadata": {"matched": event.matched, "tenant_id": event.tenant_id},
+        }
+        try:
+            if event.data_type == "categorical":
+                client.langfuse.create_score(value=event.string_value or "", data_type="CATEGORICAL", **common)
+            else:
+                numeric_type: Literal["NUMERIC", "BOOLEAN"] = "BOOLEAN" if event.data_type == "boolean" else "NUMERIC"
+                client.langfuse.create_score(value=event.value or 0.0, data_type=numeric_type, **common)
+        except Exception:
+            logger.exception("vital-callbacks: could not send score %s to Langfuse", event.run_id)
+            self._record_dropped(1)
 
     def _on_export_result(self, delivered: int, lost: int) -> None:
         with self._lock:

@@ -21,7 +21,9 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlmodel import SQLModel, create_engine
 
 from vital_callbacks import tables
-from vital_callbacks.events import Event, GraphRun, LLMCall, TokenUsage
+from vital_callbacks.events import Event, GraphRun, LLMCall, Score, TokenUsage
+from vital_callbacks.scores import resolve as resolve_scores
+from vital_callbacks.scores import score_row
 from vital_callbacks.settings import Settings
 from vital_callbacks.sinks.base import ExportResult, Sink
 
@@ -68,10 +70,13 @@ def _usage_columns(usage: TokenUsage) -> dict[str, int]:
 
 def to_row(event: Event) -> dict[str, Any]:
     """The column values of an event's row."""
-    row: dict[str, Any] = {f.name: getattr(event, f.name) for f in fields(event) if f.name not in _SKIP}
-    row["started_at"] = event.started_at
-    row["ended_at"] = event.ended_at
-    row["tags"] = json.dumps(list(event.tags)) if event.tags else None
+    if isinstance(event, Score):
+        row = score_row(event)
+    else:
+        row = {f.name: getattr(event, f.name) for f in fields(event) if f.name not in _SKIP}
+        row["started_at"] = event.started_at
+        row["ended_at"] = event.ended_at
+        row["tags"] = json.dumps(list(event.tags)) if event.tags else None
     if isinstance(event, (GraphRun, LLMCall)):
         row.update(_usage_columns(event.usage))
     if isinstance(event, LLMCall):
@@ -118,20 +123,23 @@ def make_engine(url: str) -> Engine:
 
 
 def create_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in tables.ROW_TYPES.values()])  # type: ignore[attr-defined]
+    from vital_callbacks import db  # imported here because db imports this module
+
+    db.upgrade(engine)
 
 
 def _insert(engine: Engine, row_type: type[SQLModel]) -> Any:
     table = row_type.__table__  # type: ignore[attr-defined]
+    key = [column.name for column in table.primary_key.columns]
     name = engine.dialect.name
     if name == "sqlite":
         from sqlalchemy.dialects import sqlite
 
-        return sqlite.insert(table).on_conflict_do_nothing(index_elements=["run_id"])
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=key)
     if name == "postgresql":
         from sqlalchemy.dialects import postgresql
 
-        return postgresql.insert(table).on_conflict_do_nothing(index_elements=["run_id"])
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=key)
     return insert(table)
 
 
@@ -165,16 +173,23 @@ class SQLSink(Sink):
             except Exception:
                 self.rejected_rows += 1
                 logger.exception("vital-callbacks: could not turn %s %s into a row; skipped", event.kind, event.run_id)
+        scores = grouped.pop("score", None)
+        if scores:
+            grouped["score"] = scores  # last: a score is matched against runs stored before it
         try:
             with self.engine.begin() as conn:
                 for kind, rows in grouped.items():
+                    if kind == "score":
+                        resolve_scores(conn, rows)
                     conn.execute(self._statements[kind], rows)
             return ExportResult.SUCCESS
         except OperationalError:
             logger.warning("vital-callbacks: SQL store unavailable; batch of %d will be retried", len(batch),
                            exc_info=True)
             return ExportResult.FAILURE
-        except (DBAPIError, SQLAlchemyError):
+        except (DBAPIError, SQLAlchemyError, ValueError, TypeError, OverflowError):
+            # A value the driver cannot bind (an int over 2**63 in SQLite) fails the same way as a row
+            # the database rejects: find it, skip it, keep the rest.
             return self._row_by_row(grouped)
 
     def _row_by_row(self, grouped: dict[str, list[dict[str, Any]]]) -> ExportResult:
@@ -186,7 +201,7 @@ class SQLSink(Sink):
                         conn.execute(self._statements[kind], [row])
                 except OperationalError:
                     return ExportResult.FAILURE
-                except (DBAPIError, SQLAlchemyError) as exc:
+                except (DBAPIError, SQLAlchemyError, ValueError, TypeError, OverflowError) as exc:
                     self.rejected_rows += 1
                     logger.error("vital-callbacks: %s row %s rejected by the database: %s",
                                  kind, row.get("run_id"), exc.__class__.__name__)

@@ -1,0 +1,259 @@
+"""Sustained LLM-call rows/s into PostgreSQL and SQLite through the real pipeline, and caller-side cost.
+
+    python -m benchmarks.sql_throughput [--events 20000] [--rounds 3]
+
+Three ways of writing the same kind of rows, interleaved round by round so the machine's state is
+shared fairly, each with fresh run ids into an emptied table:
+
+* ``bare executemany``: the baseline. Rows built in advance, inserted with the driver's
+  ``executemany`` in transactions of ``batch_size`` (asyncpg for PostgreSQL, sqlite3 for SQLite).
+* ``queue -> sink``: enriched events submitted to a ``Pipeline`` with no processors, so the figure is
+  the sink's own speed (row building, COPY / insert, commit) behind the queue.
+* ``handler -> queue -> sink``: the real thing: ``on_chat_model_start`` + ``on_llm_end`` on the caller's
+  thread, pricing on the dispatcher, the SQL sink on its worker; rows/s until ``flush()`` returns.
+  Caller-side p50 / p99 are per event (both hooks).
+
+PostgreSQL comes from ``VITAL_BENCH_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``);
+a scratch database is created next to it and dropped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sqlite3
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from langchain_core.messages import AIMessage, HumanMessage
+from langchain_core.outputs import ChatGeneration, LLMResult
+
+from vital_callbacks import LLMCall, Settings, TokenUsage, VitalCallbackHandler, db
+from vital_callbacks._factory import sink_class
+from vital_callbacks.enrich import Enricher
+from vital_callbacks.pipeline import Pipeline
+from vital_callbacks.pricing import PriceBook
+from vital_callbacks.sinks.sql import to_row
+
+BATCH = 512
+SERIALIZED: dict[str, Any] = {"name": "ChatOpenAI"}
+MESSAGES = [[HumanMessage("how much does this cost?")]]
+METADATA = {"ls_provider": "openai", "ls_model_name": "gpt-4o-mini", "tenant_id": "acme"}
+RESULT = LLMResult(generations=[[ChatGeneration(message=AIMessage(
+    "it depends", usage_metadata={"input_tokens": 120, "output_tokens": 30, "total_tokens": 150},
+    response_metadata={"model_name": "gpt-4o-mini", "finish_reason": "stop"}))]])
+COLUMNS: list[str] = []
+
+
+class Backend:
+    """One database: how to empty it, count rows, and run the bare baseline."""
+
+    def __init__(self, name: str, url: str) -> None:
+        self.name = name
+        self.url = url
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def count(self) -> int:
+        raise NotImplementedError
+
+    def bare(self, rows: list[tuple[Any, ...]]) -> None:
+        raise NotImplementedError
+
+
+class Postgres(Backend):
+    def _run(self, fn: Callable[[asyncpg.Connection], Any]) -> Any:
+        async def go() -> Any:
+            conn = await asyncpg.connect(self.url.replace("+asyncpg", ""))
+            try:
+                return await fn(conn)
+            finally:
+                await conn.close()
+        return asyncio.run(go())
+
+    def reset(self) -> None:
+        self._run(lambda c: c.execute("TRUNCATE llm_calls"))
+
+    def count(self) -> int:
+        return int(self._run(lambda c: c.fetchval("SELECT COUNT(*) FROM llm_calls")))
+
+    def bare(self, rows: list[tuple[Any, ...]]) -> None:
+        cols = ", ".join(f'"{c}"' for c in COLUMNS)
+        params = ", ".join(f"${i + 1}" for i in range(len(COLUMNS)))
+        sql = f"INSERT INTO llm_calls ({cols}) VALUES ({params}) ON CONFLICT DO NOTHING"
+
+        async def insert(conn: asyncpg.Connection) -> None:
+            for start in range(0, len(rows), BATCH):
+                async with conn.transaction():
+                    await conn.executemany(sql, rows[start:start + BATCH])
+        self._run(insert)
+
+
+class SQLite(Backend):
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.url.removeprefix("sqlite:///"))
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        return conn
+
+    def reset(self) -> None:
+        with self._connect() as conn:
+            conn.execute("DELETE FROM llm_calls")
+
+    def count(self) -> int:
+        with self._connect() as conn:
+            return int(conn.execute("SELECT COUNT(*) FROM llm_calls").fetchone()[0])
+
+    def bare(self, rows: list[tuple[Any, ...]]) -> None:
+        cols = ", ".join(COLUMNS)
+        sql = f"INSERT INTO llm_calls ({cols}) VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT DO NOTHING"
+        plain = [tuple(_sqlite_value(v) for v in row) for row in rows]
+        conn = self._connect()
+        for start in range(0, len(plain), BATCH):
+            with conn:
+                conn.executemany(sql, plain[start:start + BATCH])
+        conn.close()
+
+
+def _sqlite_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(value, Decimal):
+        return float(value)
+    return value
+
+
+def enriched_calls(n: int) -> list[LLMCall]:
+    enricher = Enricher(PriceBook([]))
+    now = time.time()
+    out = []
+    for _ in range(n):
+        run_id = str(uuid.uuid4())
+        event = LLMCall(run_id=run_id, parent_run_id=None, trace_id=run_id, tenant_id="acme", start_time=now,
+                        end_time=now + 0.2, duration_s=0.2, provider="openai", model="gpt-4o-mini",
+                        usage=TokenUsage(input=120, output=30, total=150))
+        priced = enricher(event)
+        assert isinstance(priced, LLMCall)
+        out.append(priced)
+    return out
+
+
+def run_bare(backend: Backend, n: int) -> float:
+    rows = [tuple(to_row(e).get(c) for c in COLUMNS) for e in enriched_calls(n)]
+    backend.reset()
+    start = time.perf_counter()
+    backend.bare(rows)
+    elapsed = time.perf_counter() - start
+    assert backend.count() == n
+    return n / elapsed
+
+
+def settings_for(backend: Backend, spill: Path, n: int) -> Settings:
+    return Settings(database_url=backend.url, sinks=["sql"], spill_dir=spill, database_auto_migrate=False,
+                    queue_size=max(100_000, n + 1), batch_size=BATCH)
+
+
+def run_sink_only(backend: Backend, n: int, spill: Path) -> float:
+    calls = [replace(e, run_id=str(uuid.uuid4())) for e in enriched_calls(n)]
+    backend.reset()
+    pipeline = Pipeline([sink_class("sql").from_settings(settings_for(backend, spill, n))], [],
+                        queue_size=n + 1, batch_size=BATCH, flush_interval_s=0.05)
+    start = time.perf_counter()
+    for call in calls:
+        pipeline.submit(call)
+    assert pipeline.flush(600)
+    elapsed = time.perf_counter() - start
+    pipeline.shutdown()
+    assert backend.count() == n
+    return n / elapsed
+
+
+def run_handler(backend: Backend, n: int, spill: Path) -> tuple[float, list[int]]:
+    backend.reset()
+    handler = VitalCallbackHandler(settings_for(backend, spill, n))
+    ids = [uuid.uuid4() for _ in range(n)]
+    latencies = [0] * n
+    clock = time.perf_counter_ns
+    start = time.perf_counter()
+    for i, run_id in enumerate(ids):
+        t0 = clock()
+        handler.on_chat_model_start(SERIALIZED, MESSAGES, run_id=run_id, metadata=METADATA)
+        handler.on_llm_end(RESULT, run_id=run_id)
+        latencies[i] = clock() - t0
+    assert handler.flush(600)
+    elapsed = time.perf_counter() - start
+    handler.shutdown()
+    assert backend.count() == n
+    return n / elapsed, latencies
+
+
+def percentile(values: list[int], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000.0
+
+
+def bench(backend: Backend, n: int, rounds: int, target: int) -> None:
+    bare: list[float] = []
+    sink: list[float] = []
+    full: list[float] = []
+    latencies: list[int] = []
+    with tempfile.TemporaryDirectory() as spill:
+        for _ in range(rounds):
+            bare.append(run_bare(backend, n))
+            sink.append(run_sink_only(backend, n, Path(spill)))
+            rate, lat = run_handler(backend, n, Path(spill))
+            full.append(rate)
+            latencies.extend(lat)
+    base = statistics.median(bare)
+    print(f"\n{backend.name}: {n:,} LLM-call rows per run, {rounds} rounds interleaved, medians")
+    for label, values in (("bare executemany (baseline)", bare), ("queue -> sink (no pricing)", sink),
+                          ("handler -> queue -> sink", full)):
+        rate = statistics.median(values)
+        print(f"  {label:30s} {rate:>9,.0f} rows/s  {rate / base:5.2f}x baseline")
+    print(f"  target handler -> sink >= {target:,} rows/s: "
+          f"{'met' if statistics.median(full) >= target else 'NOT met'}")
+    print(f"  caller-side per event (on_chat_model_start + on_llm_end): p50 {percentile(latencies, 0.5):.1f} us, "
+          f"p99 {percentile(latencies, 0.99):.1f} us (target p99 < 50 us)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--skip-postgres", action="store_true")
+    args = parser.parse_args()
+    from vital_callbacks import tables
+
+    COLUMNS.extend(c.name for c in tables.LLMCallRow.__table__.columns)  # type: ignore[attr-defined]
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'bench.db'}"
+        db.upgrade(url)
+        bench(SQLite("SQLite", url), args.events, args.rounds, 10_000)
+    if args.skip_postgres:
+        return
+    import os
+
+    server = os.environ.get("VITAL_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"vital_bench_{uuid.uuid4().hex[:8]}"
+    admin = Postgres("admin", server)
+    admin._run(lambda c: c.execute(f"CREATE DATABASE {name}"))
+    try:
+        url = server.rsplit("/", 1)[0] + "/" + name
+        db.upgrade(url)
+        bench(Postgres("PostgreSQL", url), args.events, args.rounds, 20_000)
+    finally:
+        admin._run(lambda c: c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+
+
+if __name__ == "__main__":
+    main()

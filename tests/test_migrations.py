@@ -1,0 +1,113 @@
+"""Migrations on SQLite and PostgreSQL: from empty, from the previous revision, and no drift from tables.py."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect
+from sqlalchemy.engine import Connection
+from sqlmodel import SQLModel
+
+from tests import pg_cluster
+from tests.conftest import require_service
+from vital_callbacks import db, tables
+from vital_callbacks.migrations import VERSION_TABLE
+
+EVENT_TABLES = {"graph_runs", "node_runs", "llm_calls", "tool_calls", "retriever_calls"}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'm.db'}"
+        return
+    require_service(pg_cluster.reachable(), f"no PostgreSQL at {db.mask_url(pg_cluster.SHARED_URL)}")
+    with pg_cluster.fresh_database() as url:
+        yield url
+
+
+def _diff(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE, "compare_type": True})
+    return list(compare_metadata(context, SQLModel.metadata))
+
+
+def schema_diff(url: str) -> list[Any]:
+    """Alembic autogenerate's comparison of the live schema with ``SQLModel.metadata``."""
+    return db._on(url, _diff)
+
+
+def table_names(url: str) -> set[str]:
+    return db._on(url, lambda conn: set(inspect(conn).get_table_names()))
+
+
+def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
+    """From an empty database, ``upgrade`` builds exactly the schema tables.py declares (no autogenerate diff)."""
+    assert db.current(empty_url) is None
+    db.upgrade(empty_url)
+    assert db.current(empty_url) == db.head() == "0002"
+    assert schema_diff(empty_url) == []
+    assert table_names(empty_url) == EVENT_TABLES | {"scores", VERSION_TABLE}
+
+
+def test_upgrade_from_the_previous_revision(empty_url: str) -> None:
+    """A database at 0001 (event tables only) gains ``scores`` and nothing else on upgrade."""
+    db.upgrade(empty_url, "0001")
+    assert db.current(empty_url) == "0001"
+    assert table_names(empty_url) == EVENT_TABLES | {VERSION_TABLE}
+    missing = schema_diff(empty_url)
+    assert {d[0] for d in missing} == {"add_table", "add_index"}
+    assert {d[1].name for d in missing if d[0] == "add_table"} == {"scores"}
+    db.upgrade(empty_url)
+    assert db.current(empty_url) == "0002"
+    assert schema_diff(empty_url) == []
+
+
+def test_upgrade_is_idempotent(empty_url: str) -> None:
+    """Running ``upgrade`` at every start (auto-migrate) is harmless once the schema is current."""
+    db.upgrade(empty_url)
+    db.upgrade(empty_url)
+    assert db.current(empty_url) == db.head()
+
+
+def test_replicas_migrating_at_once_do_not_collide() -> None:
+    """Several processes auto-migrating one PostgreSQL at the same moment serialise on an advisory lock."""
+    require_service(pg_cluster.reachable(), "no PostgreSQL")
+    errors: list[BaseException] = []
+
+    def migrate(url: str) -> None:
+        try:
+            db.upgrade(url)
+        except BaseException as exc:
+            errors.append(exc)
+
+    with pg_cluster.fresh_database() as url:
+        threads = [threading.Thread(target=migrate, args=(url,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        assert db.current(url) == db.head()
+
+
+def test_a_database_made_before_migrations_is_adopted(tmp_path: Path) -> None:
+    """Tables created by ``create_all`` (no version table) are stamped with their revision, then upgraded."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in tables.ROW_TYPES.values()])  # type: ignore[attr-defined]
+    engine.dispose()
+    db.upgrade(url)
+    assert db.current(url) == db.head()
+    assert schema_diff(url) == []
+
+
+def test_urls_are_masked_for_logs() -> None:
+    """The password never appears in the form of a URL that we log."""
+    masked = db.mask_url("postgresql://app:hunter2@db.internal:5432/prod")
+    assert "hunter2" not in masked and masked.startswith("postgresql://app:***@db.internal")

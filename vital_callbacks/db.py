@@ -1,0 +1,144 @@
+"""Create or upgrade the SQL store's schema with the Alembic migrations shipped in the package.
+
+``vital-callbacks db upgrade`` and the sinks' auto-migrate both land in :func:`upgrade`, so there is
+one way the schema comes to exist. The Alembic config is built in code (no ``alembic.ini``, no URL
+in any file) and the version is kept in ``vital_callbacks_version``, so the store can live in a
+database whose application runs Alembic too. On PostgreSQL an advisory lock serialises replicas
+that auto-migrate at the same moment. A database created by ``create_all`` before migrations
+existed is adopted: stamped with the revision its tables match, then upgraded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import NullPool
+
+from vital_callbacks.migrations import VERSION_TABLE
+from vital_callbacks.sinks.sql import make_engine, normalize_url
+
+__all__ = ["VERSION_TABLE", "current", "head", "mask_url", "upgrade", "upgrade_async"]
+
+_LOCK_KEY = 0x5649_5441_4C  # "VITAL": the advisory-lock key that serialises concurrent upgrades
+_T = TypeVar("_T")
+
+
+def mask_url(url: str | Engine) -> str:
+    """The URL with its password replaced by ``***``: the only form of a URL we ever log."""
+    try:
+        parsed = url.url if isinstance(url, Engine) else make_url(url)
+    except ArgumentError:
+        return "<unparseable database URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def _config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", "vital_callbacks:migrations")
+    return config
+
+
+def head() -> str:
+    """The newest revision shipped with this version of the package."""
+    newest = ScriptDirectory.from_config(_config()).get_current_head()
+    assert newest is not None
+    return newest
+
+
+def _adopt_unversioned(connection: Connection, config: Config) -> None:
+    """Stamp a pre-migration database (tables made by ``create_all``) with the revision it matches."""
+    names = set(inspect(connection).get_table_names())
+    if VERSION_TABLE in names or "llm_calls" not in names:
+        return
+    command.stamp(config, "0002" if "scores" in names else "0001")
+
+
+def _upgrade_on(connection: Connection, revision: str) -> None:
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
+    config = _config()
+    config.attributes["connection"] = connection
+    _adopt_unversioned(connection, config)
+    command.upgrade(config, revision)
+
+
+def _current_on(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
+
+
+def _is_async(url: str) -> bool:
+    return url.startswith("postgresql+asyncpg")
+
+
+async def _on_async(url: str, fn: Callable[[Connection], _T]) -> _T:
+    from sqlalchemy.ext.asyncio import create_async_engine  # needs greenlet: the `postgres` extra
+
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            return await conn.run_sync(fn)
+    finally:
+        await engine.dispose()
+
+
+def _run_in_private_loop(factory: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run a coroutine to completion on a fresh loop in a fresh thread: safe even when the caller
+    is itself inside a running event loop (where ``asyncio.run`` would refuse)."""
+    out: list[_T] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            out.append(asyncio.run(factory()))
+        except BaseException as exc:
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="vital-db-migrate", daemon=True)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return out[0]
+
+
+def _on(url: str | Engine, fn: Callable[[Connection], _T]) -> _T:
+    if isinstance(url, Engine):
+        with url.begin() as conn:
+            return fn(conn)
+    url = normalize_url(url)
+    if _is_async(url):
+        return _run_in_private_loop(lambda: _on_async(url, fn))
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            return fn(conn)
+    finally:
+        engine.dispose()
+
+
+def upgrade(url: str | Engine, revision: str = "head") -> None:
+    """Create the schema or bring it to ``revision`` (default: the newest); safe to call every start."""
+    _on(url, lambda conn: _upgrade_on(conn, revision))
+
+
+async def upgrade_async(url: str, revision: str = "head") -> None:
+    """:func:`upgrade` for code already on an event loop (the PostgreSQL sink's own loop)."""
+    url = normalize_url(url)
+    if not _is_async(url):
+        raise ValueError(f"upgrade_async needs a postgresql+asyncpg URL, got {mask_url(url)}")
+    await _on_async(url, lambda conn: _upgrade_on(conn, revision))
+
+
+def current(url: str | Engine) -> str | None:
+    """The schema's revision, or ``None`` for a database the migrations have never touched."""
+    return _on(url, _current_on)

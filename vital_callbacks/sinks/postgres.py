@@ -1,0 +1,305 @@
+"""The PostgreSQL store: the SQL sink's tables, written with asyncpg on the sink's worker thread.
+
+The sink owns a private event loop and drives it only from the pipeline's worker thread, so it never
+touches the caller's thread or the caller's event loop. A batch is one transaction: binary ``COPY``
+into a session-local temporary table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so a
+retried or replayed batch never counts a call twice. When the database rejects a batch for its data,
+the rows are inserted one by one and only the bad ones are dropped (counted and logged by run id,
+never by value). When the database is unreachable the export fails fast (reconnects back off up to
+5 s), the pipeline retries and then calls :meth:`PostgresSink.spill`; spilled rows are replayed,
+oldest first, after the next successful export, on every flush, and by the next process to start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Awaitable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+from asyncpg import Record
+from asyncpg.pool import PoolConnectionProxy
+from sqlalchemy.engine import make_url
+
+from vital_callbacks import tables
+from vital_callbacks.db import mask_url, upgrade_async
+from vital_callbacks.events import Event
+from vital_callbacks.settings import Settings
+from vital_callbacks.sinks.base import ExportResult, Sink
+from vital_callbacks.sinks.sql import normalize_url, to_row
+from vital_callbacks.spill import Rows, SpillDir, default_spill_dir
+
+logger = logging.getLogger("vital_callbacks")
+
+_T = TypeVar("_T")
+_MIN_BACKOFF_S = 0.25
+_MAX_BACKOFF_S = 5.0
+_REPLAY_BUDGET_S = 1.0
+"""Replay after a live export stops after this long, so spilled rows never starve live ones."""
+
+_DATA_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,  # class 22: bad values (server side)
+    asyncpg.exceptions.IntegrityConstraintViolationError,  # class 23
+    asyncpg.exceptions.ProgramLimitExceededError,  # e.g. an index row too large
+    ValueError,  # includes asyncpg's client-side DataError (a value its codec cannot encode)
+    TypeError,
+    OverflowError,
+)
+"""Errors caused by a row's contents: isolate the row. Anything else is the database's state
+(down, restarting, timed out, schema missing) and fails the batch for the pipeline to retry."""
+
+
+def _columns(kind: str) -> list[str]:
+    return [c.name for c in tables.ROW_TYPES[kind].__table__.columns]  # type: ignore[attr-defined]
+
+
+def _table(kind: str) -> str:
+    return str(tables.ROW_TYPES[kind].__tablename__)
+
+
+class _Statements:
+    """The SQL of one event table, built once."""
+
+    def __init__(self, kind: str) -> None:
+        self.table = _table(kind)
+        self.columns = _columns(kind)
+        self.temp = f"vital_tmp_{self.table}"
+        cols = ", ".join(f'"{c}"' for c in self.columns)
+        self.create_temp = (f"CREATE TEMP TABLE IF NOT EXISTS {self.temp} (LIKE {self.table} INCLUDING DEFAULTS) "
+                            "ON COMMIT DELETE ROWS")
+        self.insert_select = f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {self.temp} ON CONFLICT DO NOTHING"
+        params = ", ".join(f"${i}" for i in range(1, len(self.columns) + 1))
+        self.insert_one = f"INSERT INTO {self.table} ({cols}) VALUES ({params}) ON CONFLICT DO NOTHING"
+
+    def records(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [tuple(row.get(c) for c in self.columns) for row in rows]
+
+
+_STATEMENTS = {kind: _Statements(kind) for kind in tables.ROW_TYPES}
+_SCORE_COPIED = ("trace_id", "tenant_id", "user_id", "session_id", "graph", "node")
+"""What an unmatched score takes over from the run it names (as ``vital_callbacks.scores.resolve``)."""
+
+
+def _row_id(row: dict[str, Any]) -> object:
+    return row.get("score_id") or row.get("run_id")
+
+
+def _scores_last(rows: Rows) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Scores after runs, so a score can be matched to a run stored in the same batch."""
+    return sorted(rows.items(), key=lambda item: item[0] == "score")
+
+
+class PostgresSink(Sink):
+    """Rows in PostgreSQL (or TimescaleDB) through asyncpg; selected by a ``postgresql://`` URL."""
+
+    name = "sql"
+
+    def __init__(self, url: str, *, spill_dir: Path | None = None, auto_migrate: bool = False, pool_size: int = 2,
+                 statement_timeout_s: float = 30.0, connect_timeout_s: float = 10.0) -> None:
+        self.url = normalize_url(url)
+        if not self.url.startswith("postgresql+asyncpg://"):
+            raise ValueError(f"PostgresSink needs a postgresql:// URL, got {mask_url(self.url)}")
+        self.masked_url = mask_url(self.url)
+        self._password = make_url(self.url).password
+        self._dsn = "postgresql://" + self.url[len("postgresql+asyncpg://"):]
+        self.spill_dir = SpillDir(spill_dir or default_spill_dir(self.masked_url))
+        self._auto_migrate = auto_migrate
+        self._pool_size = pool_size
+        self._statement_timeout_s = statement_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._loop = asyncio.new_event_loop()
+        self._pool: asyncpg.Pool | None = None
+        self._retry_at = 0.0
+        self._backoff_s = 0.0
+        self._closed = False
+        self._counter_lock = threading.Lock()  # spill() also runs on the pipeline's dispatcher thread
+        self.rejected_rows = 0
+        """Rows the database refused for their contents; logged by run id and dropped."""
+        self.spilled_rows = 0
+        self.replayed_rows = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Sink:
+        return cls(settings.database_url, spill_dir=settings.spill_dir, auto_migrate=settings.auto_migrate(),
+                   pool_size=settings.database_pool_size,
+                   statement_timeout_s=settings.database_statement_timeout_s,
+                   connect_timeout_s=settings.database_connect_timeout_s)
+
+    # -- the Sink interface (all called on the pipeline's worker thread, except spill) ----------------
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        if not self._write(self._rows(batch)):
+            return ExportResult.FAILURE
+        if self.spill_dir.may_have_pending():
+            self._replay(time.monotonic() + _REPLAY_BUDGET_S)
+        return ExportResult.SUCCESS
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        """Replay every spilled row; False while rows still wait in the spill folder.
+
+        Inside a reconnect backoff window the first replay does not even try, so the flush waits for
+        the window to end (when that is within ``timeout_s``) and makes one real attempt: a flush
+        right after the database comes back then delivers, and one while it is down stays bounded."""
+        if not self.spill_dir.may_have_pending(recheck_s=0.0):
+            return True
+        deadline = time.monotonic() + timeout_s
+        in_backoff = time.monotonic() < self._retry_at
+        if self._replay(deadline):
+            return True
+        wait_s = self._retry_at - time.monotonic()
+        if in_backoff and 0 < wait_s < deadline - time.monotonic():
+            time.sleep(wait_s)
+            return self._replay(deadline)
+        return False
+
+    def spill(self, batch: Sequence[Event]) -> int:
+        """Save undeliverable events to the spill folder; called by the pipeline from either of its
+        threads (after the last retry, or when this sink's queue is full)."""
+        saved = self.spill_dir.write(self._rows(batch))
+        with self._counter_lock:
+            self.spilled_rows += saved
+        return saved
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._pool is not None:
+            try:
+                self._run(self._pool.close(), timeout=5.0)
+            except Exception:
+                self._pool.terminate()
+        self._loop.close()
+        waiting = self.spill_dir.pending_rows()
+        if waiting:
+            logger.warning("vital-callbacks: %d rows for %s wait in %s; the next process that writes to "
+                           "this database replays them", waiting, self.masked_url, self.spill_dir.directory)
+
+    # -- rows -------------------------------------------------------------------------------------
+    def _rows(self, batch: Sequence[Event]) -> Rows:
+        grouped: Rows = {}
+        for event in batch:
+            try:
+                grouped.setdefault(event.kind, []).append(to_row(event))
+            except Exception:
+                with self._counter_lock:
+                    self.rejected_rows += 1
+                logger.exception("vital-callbacks: could not turn %s %s into a row; skipped", event.kind, event.run_id)
+        return grouped
+
+    def _replay(self, deadline: float) -> bool:
+        replayed, done = self.spill_dir.replay(self._write, deadline)
+        self.replayed_rows += replayed
+        if replayed:
+            logger.info("vital-callbacks: replayed %d spilled rows into %s", replayed, self.masked_url)
+        return done
+
+    # -- the private event loop ----------------------------------------------------------------------
+    def _run(self, awaitable: Awaitable[_T], timeout: float) -> _T:
+        return self._loop.run_until_complete(asyncio.wait_for(awaitable, timeout))
+
+    def _write(self, rows: Rows) -> bool:
+        """Insert rows; False when the database is unavailable (the caller retries or spills)."""
+        if not rows:
+            return True
+        if self._closed or time.monotonic() < self._retry_at:
+            return False
+        try:
+            self._run(self._write_async(rows), timeout=self._connect_timeout_s + 2 * self._statement_timeout_s)
+        except Exception as exc:
+            self._unavailable(exc)
+            return False
+        if self._backoff_s:
+            logger.info("vital-callbacks: PostgreSQL store at %s is reachable again", self.masked_url)
+            self._backoff_s = 0.0
+        return True
+
+    def _unavailable(self, exc: BaseException) -> None:
+        first = self._backoff_s == 0.0
+        self._backoff_s = min(self._backoff_s * 2, _MAX_BACKOFF_S) if self._backoff_s else _MIN_BACKOFF_S
+        self._retry_at = time.monotonic() + self._backoff_s
+        if self._pool is not None:  # connections may be dead (server restart): replace them on next use
+            try:
+                self._run(self._pool.expire_connections(), timeout=1.0)
+            except Exception:
+                logger.debug("vital-callbacks: expiring pooled connections failed", exc_info=True)
+        if isinstance(exc, asyncpg.exceptions.UndefinedTableError):
+            logger.error("vital-callbacks: the store's tables are missing in %s; run `vital-callbacks db upgrade` "
+                         "or set VITAL_DATABASE_AUTO_MIGRATE=1", self.masked_url)
+        elif first:
+            logger.warning("vital-callbacks: PostgreSQL store at %s unavailable (%s: %s); reconnecting with "
+                           "backoff, undeliverable rows spill to %s", self.masked_url, type(exc).__name__,
+                           self._scrub(str(exc)), self.spill_dir.directory)
+
+    def _scrub(self, message: str) -> str:
+        """Driver messages may echo the DSN (a malformed one, say); never let the password through."""
+        return message.replace(self._password, "***") if self._password else message
+
+    async def _pool_or_connect(self) -> asyncpg.Pool:
+        if self._pool is None:
+            if self._auto_migrate:
+                await upgrade_async(self.url)
+                self._auto_migrate = False
+            self._pool = await asyncpg.create_pool(
+                self._dsn, min_size=1, max_size=self._pool_size, timeout=self._connect_timeout_s,
+                command_timeout=self._statement_timeout_s + 5.0, init=self._init_connection,
+                server_settings={"statement_timeout": str(int(self._statement_timeout_s * 1000)),
+                                 "application_name": "vital-callbacks"},
+            )
+        return self._pool
+
+    @staticmethod
+    async def _init_connection(conn: asyncpg.Connection) -> None:
+        for statements in _STATEMENTS.values():
+            await conn.execute(statements.create_temp)
+
+    async def _write_async(self, rows: Rows) -> None:
+        pool = await self._pool_or_connect()
+        async with pool.acquire() as conn:
+            try:
+                async with conn.transaction():
+                    for kind, kind_rows in _scores_last(rows):
+                        if kind == "score":
+                            await self._resolve_scores(conn, kind_rows)
+                        statements = _STATEMENTS[kind]
+                        await conn.copy_records_to_table(statements.temp, records=statements.records(kind_rows),
+                                                         columns=statements.columns)
+                        await conn.execute(statements.insert_select)
+            except _DATA_ERRORS:
+                await self._row_by_row(conn, rows)
+
+    async def _row_by_row(self, conn: PoolConnectionProxy[Record], rows: Rows) -> None:
+        """Isolate the rows the database rejects, so they cannot sink the rest of their batch."""
+        for kind, kind_rows in _scores_last(rows):
+            statements = _STATEMENTS[kind]
+            if kind == "score":
+                await self._resolve_scores(conn, kind_rows)
+            for row, record in zip(kind_rows, statements.records(kind_rows), strict=True):
+                try:
+                    await conn.execute(statements.insert_one, *record)
+                except _DATA_ERRORS as exc:
+                    with self._counter_lock:
+                        self.rejected_rows += 1
+                    logger.error("vital-callbacks: %s row %s rejected by PostgreSQL: %s", kind, _row_id(row),
+                                 type(exc).__name__)
+
+    @staticmethod
+    async def _resolve_scores(conn: PoolConnectionProxy[Record], rows: list[dict[str, Any]]) -> None:
+        """Attach unmatched scores to the stored run (or trace root) their target id names."""
+        wanted = {row["target_id"] for row in rows if not row.get("matched")}
+        found: dict[str, Record] = {}
+        for row_type in tables.EVENT_TABLES.values():
+            if not wanted:
+                break
+            columns = ", ".join(("run_id", *_SCORE_COPIED))
+            sql = f"SELECT {columns} FROM {row_type.__tablename__} WHERE run_id = ANY($1::text[])"
+            for record in await conn.fetch(sql, list(wanted)):
+                found[record["run_id"]] = record
+                wanted.discard(record["run_id"])
+        for row in rows:
+            match = None if row.get("matched") else found.get(row["target_id"])
+            if match is not None:
+                row.update(dict(match), matched=True)
