@@ -7,6 +7,7 @@ An unknown model is never guessed: it gets ``None``, one warning, and a count.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -70,7 +71,8 @@ def normalize_provider(provider: str | None) -> str | None:
     return PROVIDER_ALIASES.get(key, key)
 
 
-def candidates(provider: str | None, model: str) -> list[tuple[str | None, str]]:
+@functools.lru_cache(maxsize=4096)
+def candidates(provider: str | None, model: str) -> tuple[tuple[str | None, str], ...]:
     """(catalog provider, model) pairs to try, most specific first; strips router prefixes."""
     model = model.strip()
     mapped = normalize_provider(provider)
@@ -84,13 +86,14 @@ def candidates(provider: str | None, model: str) -> list[tuple[str | None, str]]
     if provider is None or (provider.lower() not in _SELF_HOSTED and mapped not in _known_catalog_providers()):
         out.append((None, out[-1][1]))
     seen: set[tuple[str | None, str]] = set()
-    return [c for c in out if not (c in seen or seen.add(c))]  # type: ignore[func-returns-value]
+    return tuple(c for c in out if not (c in seen or seen.add(c)))  # type: ignore[func-returns-value]
 
 
-def _known_catalog_providers() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def _known_catalog_providers() -> frozenset[str]:
     from genai_prices import data_snapshot
 
-    return {p.id for p in data_snapshot.get_snapshot().providers}
+    return frozenset(p.id for p in data_snapshot.get_snapshot().providers)
 
 
 @dataclass(frozen=True)
