@@ -176,3 +176,46 @@ def test_run_map_does_not_grow(memory_sink: InMemorySink) -> None:
     assert handler.flush(30)
     assert handler.stats()["submitted"] == 100_001
     handler.shutdown()
+
+
+async def test_every_entry_point_of_a_graph_is_recorded(handler: VitalCallbackHandler,
+                                                        memory_sink: InMemorySink) -> None:
+    """invoke, stream, batch, ainvoke, astream and abatch each give one graph run per input."""
+    graph = build_graph()
+    config: Any = {"callbacks": [handler], "metadata": METADATA}
+    graph.invoke(INPUT, config=config)
+    list(graph.stream(INPUT, config=config))
+    graph.batch([INPUT, INPUT], config=config)
+    await graph.ainvoke(INPUT, config=config)
+    [chunk async for chunk in graph.astream(INPUT, config=config)]
+    await graph.abatch([INPUT, INPUT], config=config)
+    handler.flush()
+    roots = memory_sink.of(GraphRun)
+    assert len(roots) == 8 and all(r.llm_calls == 2 and r.status == "success" for r in roots)
+    assert len(memory_sink.of(LLMCall)) == 16
+
+
+EXIT_SCRIPT = """
+import sys
+from tests.graphs import INPUT, build_graph
+from vital_callbacks import Settings, VitalCallbackHandler
+handler = VitalCallbackHandler(Settings(database_url=sys.argv[1], flush_interval_s=30, batch_size=10_000))
+build_graph().invoke(INPUT, config={"callbacks": [handler]})
+# no flush, no shutdown: the interpreter's exit must deliver what is queued
+"""
+
+
+def test_queued_events_are_delivered_at_interpreter_exit(tmp_path: Any) -> None:
+    """A process that exits without flush() still stores its events (bounded by the shutdown timeout)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'exit.db'}"
+    subprocess.run([sys.executable, "-c", EXIT_SCRIPT, url], check=True, timeout=120,
+                   cwd=Path(__file__).parent.parent)
+    with create_engine(url).connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM llm_calls")).scalar_one() == 2
+        assert conn.execute(text("SELECT count(*) FROM graph_runs")).scalar_one() == 1
