@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 # Metadata keys we read, including the ones Langfuse users already set.
@@ -31,6 +31,10 @@ class Attribution:
 
     def merged_over(self, base: Attribution) -> Attribution:
         """Self's values where set, else ``base``'s."""
+        if base is EMPTY or self is base:
+            return self
+        if self is EMPTY:
+            return base
         return Attribution(
             self.tenant_id or base.tenant_id,
             self.user_id or base.user_id,
@@ -59,20 +63,21 @@ def current() -> Attribution:
     return _current.get()
 
 
-def _text(value: Any) -> str | None:
-    if value is None or value == "":
-        return None
-    return value if isinstance(value, str) else str(value)
+def _first(metadata: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = metadata.get(key)
+        if value is not None and value != "":
+            return value if isinstance(value, str) else str(value)
+    return None
+
+
+_TENANT, _USER, _SESSION, _AGENT = (_KEYS[k] for k in ("tenant_id", "user_id", "session_id", "agent_id"))
 
 
 def from_metadata(metadata: Mapping[str, Any] | None) -> Attribution:
+    """Runs once per trace root, on the caller's thread: kept to plain lookups."""
     if not metadata:
         return EMPTY
-    found: dict[str, str | None] = {}
-    for field_name, keys in _KEYS.items():
-        for key in keys:
-            value = _text(metadata.get(key))
-            if value is not None:
-                found[field_name] = value
-                break
-    return replace(EMPTY, **found) if found else EMPTY
+    found = Attribution(_first(metadata, _TENANT), _first(metadata, _USER), _first(metadata, _SESSION),
+                        _first(metadata, _AGENT))
+    return EMPTY if found == EMPTY else found

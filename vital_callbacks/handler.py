@@ -155,7 +155,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         self._defaults = Attribution(settings.tenant_id, settings.user_id, settings.session_id)
         self._capture = settings.capture_content
         self._runs: dict[UUID, _Run] = {}
-        self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()  # ended runs, for scores
+        self._recent: OrderedDict[str, _Run] = OrderedDict()  # the last ended runs, for scores
         self._lock = threading.Lock()
         self._errors = 0
         self._logged_errors: set[tuple[str, type[BaseException]]] = set()
@@ -240,7 +240,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         with self._lock:
             run = self._runs.pop(run_id, None)
             if run is not None and run.kind != "chain":
-                self._recent[run.run_id] = self._context(run)
+                self._recent[run.run_id] = run
                 if len(self._recent) > _RECENT_RUNS:
                     self._recent.popitem(last=False)
             return run
@@ -261,10 +261,8 @@ class VitalCallbackHandler(GraphCallbackHandler):
         """
         target = str(run_or_trace_id)
         with self._lock:
-            context = self._recent.get(target)
-            if context is None:
-                open_run = next((r for r in self._runs.values() if r.run_id == target), None)
-                context = self._context(open_run) if open_run is not None else None
+            run = self._recent.get(target) or next((r for r in self._runs.values() if r.run_id == target), None)
+        context = self._context(run) if run is not None else None
         event = make_score(target, name, value, comment=comment, context=context)
         self._submit(event)
         return event.run_id
@@ -420,6 +418,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         if self._stop_budgets and status == "success" and result is not None:
             fields.update(self._price_now(run, result))
         fields.setdefault("token_source", "none")
+        raw_input, run.raw_input = run.raw_input, None  # the run stays in _recent; the prompt must not
         self._submit(LLMCall(
             provider=run.provider,
             model=run.model,
@@ -428,7 +427,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             max_tokens=run.max_tokens,
             time_to_first_token_s=ttft,
             streamed=ttft is not None,
-            raw_input=run.raw_input,
+            raw_input=raw_input,
             raw_output=result,
             **fields,
         ))
