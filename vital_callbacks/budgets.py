@@ -282,7 +282,7 @@ class BudgetGuard:
 
     def _reader(self) -> Any:
         if self._engine is None:
-            from vital_callbacks.storage import reader_engine
+            from vital_callbacks.analytics import reader_engine
 
             self._engine = reader_engine(self._database_url or "")
         return self._engine

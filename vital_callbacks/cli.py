@@ -44,14 +44,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vital_callbacks.analytics import cost_report, parse_since
-    from vital_callbacks.sinks.sql import make_engine, normalize_url
+    from vital_callbacks.analytics import cost_report, parse_since, reader_engine
 
-    settings = Settings()
-    url = normalize_url(settings.database_url)
-    if url.startswith("postgresql+asyncpg"):
-        url = url.replace("postgresql+asyncpg", "postgresql+psycopg", 1)
-    engine = make_engine(settings.database_url if url.startswith("sqlite") else url)
+    engine = reader_engine(Settings().database_url)
     try:
         rows = cost_report(engine, by=args.by, since=parse_since(args.since))
     except ValueError as exc:
@@ -138,6 +133,28 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+
+        from vital_callbacks.api import TokenTable, create_app
+    except ImportError:
+        print("error: `serve` needs the api extra: pip install 'vital-callbacks[api]'", file=sys.stderr)
+        return 2
+    settings = Settings()
+    try:
+        tokens = TokenTable.parse(settings.api_tokens.get_secret_value() if settings.api_tokens else None)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not tokens:
+        print("error: set VITAL_API_TOKENS (e.g. 'acme:<token>,*:<admin token>'); the API never runs open",
+              file=sys.stderr)
+        return 2
+    uvicorn.run(create_app(database_url=settings.database_url, tokens=tokens), host=args.host, port=args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vital-callbacks", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     database.add_argument("action", choices=["upgrade", "current"])
     database.add_argument("--revision", default="head")
     database.set_defaults(func=cmd_db)
+
+    serve = sub.add_parser("serve", help="the metrics HTTP API (needs the `api` extra and VITAL_API_TOKENS)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(func=cmd_serve)
     return parser
 
 

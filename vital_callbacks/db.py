@@ -60,7 +60,12 @@ def _adopt_unversioned(connection: Connection, config: Config) -> None:
     names = set(inspect(connection).get_table_names())
     if VERSION_TABLE in names or "llm_calls" not in names:
         return
-    command.stamp(config, "0002" if "scores" in names else "0001")
+    if "scores" not in names:
+        revision = "0001"
+    else:
+        indexes = {ix["name"] for ix in inspect(connection).get_indexes("llm_calls")}
+        revision = "0003" if "ix_llm_calls_started_cov" in indexes else "0002"
+    command.stamp(config, revision)
 
 
 def _upgrade_on(connection: Connection, revision: str) -> None:

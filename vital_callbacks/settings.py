@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 CommaList = Annotated[list[str], NoDecode]
@@ -99,6 +99,13 @@ class Settings(BaseSettings):
         default=30.0, gt=0, description="PostgreSQL statement_timeout of the writer's sessions."
     )
     database_connect_timeout_s: float = Field(default=10.0, gt=0, description="Longest wait for a connection.")
+
+    # Metrics / analytics HTTP API (issue 6: vital_callbacks/api, `vital-callbacks serve`)
+    api_tokens: SecretStr | None = Field(
+        default=None,
+        description="Bearer tokens of the HTTP API as 'tenant:token' pairs, comma-separated; tenant '*' "
+        "makes an admin token that sees every tenant, e.g. 'acme:s3cret,*:adm1n'.",
+    )
 
     _split = field_validator("sinks", mode="before")(_split_commas)
 

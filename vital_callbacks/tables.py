@@ -72,11 +72,16 @@ class NodeRunRow(_EventRow, table=True):
     checkpoint_ns: str | None = Field(default=None, sa_type=Text)
 
 
+_COVERED = ["model", "status", "token_source", "input_tokens", "output_tokens", "total_tokens",
+            "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_cost", "saved_cost", "cache_hit"]
+
+
 class LLMCallRow(_EventRow, _TokenColumns, table=True):
     __tablename__ = "llm_calls"
     __table_args__ = (
-        Index("ix_llm_calls_started_at", "started_at"),
-        Index("ix_llm_calls_tenant_started", "tenant_id", "started_at"),
+        # Covering on PostgreSQL (migration 0003): the cost queries read only the index.
+        Index("ix_llm_calls_started_cov", "started_at", postgresql_include=["tenant_id", *_COVERED]),
+        Index("ix_llm_calls_tenant_started_cov", "tenant_id", "started_at", postgresql_include=_COVERED),
         Index("ix_llm_calls_model_started", "model", "started_at"),
     )
 

@@ -1,0 +1,180 @@
+"""What every query shares: the read-only engine, window filters, grouping keys, percentiles, frames.
+
+Grouping keys and time buckets are SQLAlchemy expressions chosen from a fixed table of names, so no
+text from a caller ever reaches the SQL. Time buckets are computed in the database in UTC with each
+dialect's own function, so GROUP BY stays in SQL on SQLite and PostgreSQL alike, and come out as the
+same strings (``2025-03-10`` / ``2025-03-10T14:00``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import typing
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, Union
+
+from sqlalchemy import Table, func, literal_column
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from vital_callbacks.tables import GraphRunRow, LLMCallRow, NodeRunRow, ScoreRow
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Dimension = Literal["tenant", "user", "session", "model", "provider", "graph", "node", "day", "hour"]
+DIMENSIONS: tuple[Dimension, ...] = ("tenant", "user", "session", "model", "provider", "graph", "node", "day",
+                                     "hour")
+_COLUMN_OF: dict[str, str] = {"tenant": "tenant_id", "user": "user_id", "session": "session_id", "model": "model",
+                              "provider": "provider", "graph": "graph", "node": "node"}
+_BUCKETS = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00"}
+
+LLM_CALLS: Table = LLMCallRow.__table__  # type: ignore[attr-defined]
+NODE_RUNS: Table = NodeRunRow.__table__  # type: ignore[attr-defined]
+GRAPH_RUNS: Table = GraphRunRow.__table__  # type: ignore[attr-defined]
+SCORES: Table = ScoreRow.__table__  # type: ignore[attr-defined]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+Rows = Union["pd.DataFrame", list[R]]
+
+
+def reader_engine(url: str | None = None) -> Engine:
+    """A synchronous, read-only engine for the store at ``url`` (default: ``VITAL_DATABASE_URL``).
+
+    The writer speaks asyncpg; analytics run on plain threads (CLI, notebooks, FastAPI's pool), so
+    every PostgreSQL spelling is mapped to psycopg 3 here, in one place. PostgreSQL sessions are
+    read-only with a statement timeout, so the API cannot be used to write or to hog the server.
+    """
+    from sqlalchemy import create_engine
+
+    from vital_callbacks.sinks.sql import make_engine
+
+    if url is None:
+        from vital_callbacks.settings import Settings
+
+        url = Settings().database_url
+    for prefix in ("postgres://", "postgresql://", "postgresql+asyncpg://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            url = "postgresql+psycopg://" + url[len(prefix):]
+            break
+    if url.startswith("postgresql+psycopg://"):
+        options = "-c default_transaction_read_only=on -c statement_timeout=30000"
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                             connect_args={"options": options, "application_name": "vital-callbacks-analytics"})
+    return make_engine(url)
+
+
+def utc(value: datetime) -> datetime:
+    """An aware UTC datetime; naive values are taken to be UTC already (as SQLite returns them)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def dimension(table: Table, name: str, dialect: str) -> ColumnElement[Any]:
+    """The grouping expression named ``name`` on ``table``, labelled with that name."""
+    if name in _BUCKETS:
+        sqlite_fmt = _BUCKETS[name]
+        column = table.c.started_at if "started_at" in table.c else table.c.created_at
+        if dialect == "postgresql":
+            # date() / date_trunc() group ~40% faster than to_char(); key_text() formats the result.
+            # literal_column, not a bind: GROUP BY must repeat the select's expression exactly.
+            utc_column = func.timezone("UTC", column)
+            if name == "day":
+                return func.date(utc_column).label(name)
+            return func.date_trunc(literal_column("'hour'"), utc_column).label(name)
+        if dialect == "sqlite":
+            return func.strftime(literal_column(f"'{sqlite_fmt}'"), column).label(name)
+        raise ValueError(f"time buckets are implemented for SQLite and PostgreSQL, not {dialect}")
+    column_name = _COLUMN_OF.get(name)
+    if column_name is None or column_name not in table.c:
+        usable = [d for d in DIMENSIONS if d in _BUCKETS or _COLUMN_OF[d] in table.c]
+        raise ValueError(f"cannot group {table.name} by {name!r}; choose from {', '.join(usable)}")
+    return table.c[column_name].label(name)
+
+
+def dimensions(by: str | Sequence[str]) -> tuple[str, ...]:
+    return (by,) if isinstance(by, str) else tuple(by)
+
+
+def window(table: Table, *, since: datetime | None = None, until: datetime | None = None,
+           tenant_id: str | None = None, graph: str | None = None) -> list[ColumnElement[bool]]:
+    """WHERE conditions: ``since <= started_at < until``, one tenant, one graph (agent)."""
+    time_column = table.c.started_at if "started_at" in table.c else table.c.created_at
+    conditions: list[ColumnElement[bool]] = []
+    if since is not None:
+        conditions.append(time_column >= utc(since))
+    if until is not None:
+        conditions.append(time_column < utc(until))
+    if tenant_id is not None:
+        conditions.append(table.c.tenant_id == tenant_id)
+    if graph is not None:
+        conditions.append(table.c.graph == graph)
+    return conditions
+
+
+def key_text(value: Any) -> str | None:
+    """A group key as text; PostgreSQL's time buckets arrive as date / datetime and get SQLite's format."""
+    if isinstance(value, datetime):
+        return value.strftime(_BUCKETS["hour"])
+    if isinstance(value, date):
+        return value.isoformat()
+    return None if value is None else str(value)
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """PostgreSQL's ``percentile_cont``: linear interpolation between the closest ranks."""
+    if not sorted_values:
+        return None
+    position = q * (len(sorted_values) - 1)
+    low = int(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def _records(rows: Sequence[Any]) -> list[dict[str, Any]]:
+    records = []
+    for row in rows:
+        record = dataclasses.asdict(row)
+        if "dims" in record and "keys" in record:  # grouped rows: one column per dimension
+            grouped = dict(zip(record.pop("dims"), record.pop("keys"), strict=True))
+            record = {**grouped, **record}
+        records.append({k: float(v) if isinstance(v, Decimal) else v for k, v in record.items()})
+    return records
+
+
+def to_frame(rows: Sequence[Any], row_type: type | None = None) -> pd.DataFrame:
+    """Rows (dataclasses) as a DataFrame; USD amounts become floats, which plotting needs. With no rows,
+    ``row_type`` still gives the frame its columns, so ``frame["cost_usd"]`` works on an empty window."""
+    import pandas as pd
+
+    if not rows and row_type is not None and dataclasses.is_dataclass(row_type):
+        return pd.DataFrame(columns=[f.name for f in dataclasses.fields(row_type) if f.name not in ("dims", "keys")])
+    return pd.DataFrame.from_records(_records(rows))
+
+
+def _pandas_installed() -> bool:
+    try:
+        import pandas  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def tabular(fn: Callable[P, list[R]]) -> Callable[P, Rows[R]]:
+    """``fn`` returning a DataFrame when pandas is installed, else its list of dataclass rows."""
+
+    returns = typing.get_type_hints(fn).get("return")
+    row_type = (typing.get_args(returns) or (None,))[0]
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> Rows[R]:
+        rows = fn(*args, **kwargs)
+        return to_frame(rows, row_type) if _pandas_installed() else rows
+
+    wrapper.__doc__ = f"{fn.__doc__}\n\nA pandas DataFrame when pandas is installed, else ``{fn.__name__}``'s rows."
+    return wrapper

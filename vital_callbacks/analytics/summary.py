@@ -1,0 +1,143 @@
+"""Single-answer views: the last few minutes, this month's projected bill, and quality scores.
+
+``now`` is a parameter everywhere so tests and the API can pin the clock; it defaults to the real
+UTC time.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal
+
+from sqlalchemy import case, func, inspect, select
+from sqlalchemy.engine import Engine
+
+from vital_callbacks.analytics._common import SCORES, utc, window
+from vital_callbacks.analytics.costs import cost_by_rows, total_row
+from vital_callbacks.analytics.latency import latency_rows
+
+
+def _now(now: datetime | None) -> datetime:
+    return utc(now) if now is not None else datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Realtime:
+    """LLM traffic of the last ``window_s`` seconds."""
+
+    window_s: int
+    llm_calls: int
+    calls_per_minute: float
+    errors: int
+    error_rate: float | None
+    total_tokens: int
+    cost_usd: Decimal
+    p95_latency_s: float | None
+    active_tenants: int
+
+
+def realtime(engine: Engine, minutes: int = 5, *, now: datetime | None = None,
+             tenant_id: str | None = None) -> Realtime:
+    """Calls, errors, tokens, cost and p95 latency of the last ``minutes`` minutes."""
+    if minutes < 1:
+        raise ValueError("minutes must be at least 1")
+    end = _now(now)
+    since = end - timedelta(minutes=minutes)
+    total = total_row(engine, since=since, until=end, tenant_id=tenant_id)
+    latency = latency_rows(engine, (), source="llm", since=since, until=end, tenant_id=tenant_id)[0]
+    tenants = len(cost_by_rows(engine, "tenant", since=since, until=end, tenant_id=tenant_id))
+    return Realtime(minutes * 60, total.calls, total.calls / minutes, total.errors,
+                    total.errors / total.calls if total.calls else None, total.total_tokens, total.cost_usd,
+                    latency.p95_s, tenants)
+
+
+@dataclass(frozen=True)
+class ProjectionDay:
+    """One day of the month: its actual cost (None for days still ahead) and the running total, which
+    for the days ahead continues at the month's average daily spend so far."""
+
+    day: str
+    cost_usd: Decimal | None
+    cumulative_usd: Decimal
+    projected: bool
+
+
+@dataclass(frozen=True)
+class MonthProjection:
+    """Month-to-date spend and where the month ends at the average daily rate so far."""
+
+    month: str
+    month_to_date_usd: Decimal
+    days_elapsed: Decimal
+    days_in_month: int
+    daily_average_usd: Decimal
+    projected_usd: Decimal
+    days: list[ProjectionDay]
+
+
+def month_projection(engine: Engine, *, now: datetime | None = None, tenant_id: str | None = None,
+                     graph: str | None = None) -> MonthProjection:
+    """This (UTC) month's spend so far, its daily series, and the straight-line month-end projection.
+
+    The average is over the *elapsed* part of the month (fractional days), so a projection made on the
+    morning of the 1st is not ten times too high because one busy hour counts as a whole day.
+    """
+    end = _now(now)
+    start = end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    days_in_month = calendar.monthrange(start.year, start.month)[1]
+    daily = {g.key: g.cost_usd for g in cost_by_rows(engine, "day", since=start, until=end, tenant_id=tenant_id,
+                                                         graph=graph)}
+    month_to_date = sum(daily.values(), Decimal(0))
+    elapsed = max(Decimal((end - start).total_seconds()) / Decimal(86400), Decimal("0.0416666666667"))  # >= 1 h
+    average = month_to_date / elapsed
+    days: list[ProjectionDay] = []
+    running = Decimal(0)
+    for number in range(1, days_in_month + 1):
+        day = start.replace(day=number)
+        label = day.strftime("%Y-%m-%d")
+        if day.date() <= end.date():
+            cost = daily.get(label, Decimal(0))
+            running += cost
+            days.append(ProjectionDay(label, cost, running, False))
+        else:
+            running += average
+            days.append(ProjectionDay(label, None, running, True))
+    return MonthProjection(start.strftime("%Y-%m"), month_to_date, elapsed, days_in_month, average,
+                           average * days_in_month, days)
+
+
+@dataclass(frozen=True)
+class QualityScore:
+    """Scores of one name (e.g. ``helpfulness``): how many, and the numeric ones' mean / min / max."""
+
+    name: str
+    data_type: str
+    count: int
+    mean: float | None
+    min: float | None
+    max: float | None
+    matched: int
+
+
+def quality_summary_rows(engine: Engine, *, since: datetime | None = None, until: datetime | None = None,
+                         tenant_id: str | None = None, graph: str | None = None) -> list[QualityScore]:
+    """Evaluator and feedback scores per name; empty when the store has no ``scores`` table yet."""
+    if not inspect(engine).has_table(SCORES.name):
+        return []
+    s = SCORES.c
+    stmt = (
+        select(s.name, s.data_type, func.count(), func.avg(s.value), func.min(s.value), func.max(s.value),
+               func.sum(case((s.matched.is_(True), 1), else_=0)))
+        .where(*window(SCORES, since=since, until=until, tenant_id=tenant_id, graph=graph))
+        .group_by(s.name, s.data_type)
+        .order_by(s.name, s.data_type)
+    )
+    with engine.connect() as conn:
+        return [QualityScore(r[0], r[1], int(r[2]), _float(r[3]), _float(r[4]), _float(r[5]), int(r[6] or 0))
+                for r in conn.execute(stmt)]
+
+
+def _float(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
