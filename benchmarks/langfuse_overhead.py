@@ -13,46 +13,19 @@ ratio of our overhead to Langfuse's (below 1.0 means ours costs the workflow les
 from __future__ import annotations
 
 import argparse
-import gc
-import importlib
 import logging
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
 from langfuse import Langfuse
 from langfuse.langchain import CallbackHandler
 
+from benchmarks._common import time_block
 from tests.graphs import INPUT, METADATA, build_graph
 from tests.langfuse_receiver import LangfuseReceiver
 from vital_callbacks import Settings, VitalCallbackHandler
 from vital_callbacks.sinks.langfuse import LangfuseSink
-
-
-def _local_time_block(fn: Callable[[], object], n: int) -> float:
-    """Seconds per call of ``fn``, over ``n`` calls, with the GC paused."""
-    gc.disable()
-    try:
-        start = time.perf_counter()
-        for _ in range(n):
-            fn()
-        return (time.perf_counter() - start) / n
-    finally:
-        gc.enable()
-
-
-def _time_block() -> Callable[[Callable[[], object], int], float]:
-    """The shared helper from ``benchmarks._common`` when it exists, else the local one."""
-    try:
-        shared = importlib.import_module("benchmarks._common")
-    except ImportError:
-        return _local_time_block
-    helper = getattr(shared, "time_block", None)
-    return helper if callable(helper) else _local_time_block
-
-
-time_block = _time_block()
 
 
 def main() -> None:

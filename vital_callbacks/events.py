@@ -44,6 +44,18 @@ class TokenUsage:
             self.cache_write_1h + other.cache_write_1h,
         )
 
+    def columns(self) -> dict[str, int]:
+        """The counts under the stable field names rows, log lines and exports use."""
+        return {
+            "input_tokens": self.input,
+            "output_tokens": self.output,
+            "total_tokens": self.total,
+            "cache_read_tokens": self.cache_read,
+            "cache_write_tokens": self.cache_write,
+            "cache_write_1h_tokens": self.cache_write_1h,
+            "reasoning_tokens": self.reasoning,
+        }
+
     @property
     def is_empty(self) -> bool:
         return self.input == 0 and self.output == 0 and self.total == 0

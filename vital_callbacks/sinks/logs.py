@@ -35,7 +35,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
 
-from vital_callbacks.events import Cost, Event, TokenUsage
+from vital_callbacks.events import Cost, Event
 from vital_callbacks.sinks.base import ExportResult, Sink
 
 if TYPE_CHECKING:
@@ -48,18 +48,6 @@ _TIMES = {"start_time", "end_time"}
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="microseconds")
-
-
-def _usage(usage: TokenUsage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input,
-        "output_tokens": usage.output,
-        "total_tokens": usage.total,
-        "cache_read_tokens": usage.cache_read,
-        "cache_write_tokens": usage.cache_write,
-        "cache_write_1h_tokens": usage.cache_write_1h,
-        "reasoning_tokens": usage.reasoning,
-    }
 
 
 def _cost(cost: Cost | None) -> dict[str, str | None]:
@@ -89,7 +77,7 @@ def to_record(event: Event) -> dict[str, Any]:
         if f.name in _TIMES:
             record[f.name] = _iso(value)
         elif f.name == "usage":
-            record.update(_usage(value))
+            record.update(value.columns())
         elif f.name == "cost":
             record.update(_cost(value))
         elif f.name == "saved_cost":

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlmodel import SQLModel, create_engine
 
 from vital_callbacks import tables
-from vital_callbacks.events import Event, GraphRun, LLMCall, Score, TokenUsage
+from vital_callbacks.events import Event, GraphRun, LLMCall, Score
 from vital_callbacks.scores import resolve as resolve_scores
 from vital_callbacks.scores import score_row
 from vital_callbacks.settings import Settings
@@ -57,17 +57,6 @@ def _limits(row_type: type[SQLModel]) -> dict[str, int | None]:
 _LIMITS = {kind: _limits(row_type) for kind, row_type in tables.ROW_TYPES.items()}
 
 
-def _usage_columns(usage: TokenUsage) -> dict[str, int]:
-    return {
-        "input_tokens": usage.input,
-        "output_tokens": usage.output,
-        "total_tokens": usage.total,
-        "cache_read_tokens": usage.cache_read,
-        "cache_write_tokens": usage.cache_write,
-        "reasoning_tokens": usage.reasoning,
-    }
-
-
 def to_row(event: Event) -> dict[str, Any]:
     """The column values of an event's row."""
     if isinstance(event, Score):
@@ -78,7 +67,8 @@ def to_row(event: Event) -> dict[str, Any]:
         row["ended_at"] = event.ended_at
         row["tags"] = json.dumps(list(event.tags)) if event.tags else None
     if isinstance(event, (GraphRun, LLMCall)):
-        row.update(_usage_columns(event.usage))
+        row.update(event.usage.columns())
+        del row["cache_write_1h_tokens"]  # part of cache_write_tokens; no column of its own
     if isinstance(event, LLMCall):
         cost = event.cost
         row["input_cost"] = cost.input if cost else None
