@@ -73,7 +73,8 @@ class _Run:
         self.start_perf = time.perf_counter()
         self.record_id: str | None = None
         self.trace_id = run_id
-        self.root: _Run = self
+        self.root: _Run | None = None
+        """The trace's root run; ``None`` for a root itself (no self-reference for the GC to chase)."""
         self.attr = attribution.EMPTY
         self.graph: str | None = None
         self.node: str | None = None
@@ -155,7 +156,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
         self._defaults = Attribution(settings.tenant_id, settings.user_id, settings.session_id)
         self._capture = settings.capture_content
         self._runs: dict[UUID, _Run] = {}
-        self._recent: OrderedDict[str, _Run] = OrderedDict()  # the last ended runs, for scores
+        # The last ended runs, for scores, as tuples of strings: the GC stops tracking those, where
+        # 10,000 long-lived run objects would keep triggering full collections in the user's process.
+        self._recent: OrderedDict[str, tuple[str | None, ...]] = OrderedDict()
         self._lock = threading.Lock()
         self._errors = 0
         self._logged_errors: set[tuple[str, type[BaseException]]] = set()
@@ -213,10 +216,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
                            "further errors of this kind are only counted", hook, exc, exc_info=True)
 
     # -- run map -----------------------------------------------------------------------------------
-    def _open(self, kind: str, run_id: UUID, parent_run_id: UUID | None, name: str,
+    def _open(self, kind: str, run_id: UUID, parent: _Run | None, name: str,
               metadata: Mapping[str, Any] | None, tags: list[str] | None) -> _Run:
         run = _Run(kind, str(run_id), name)
-        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
         if parent is None:
             attr = attribution.from_metadata(metadata).merged_over(attribution.current()).merged_over(self._defaults)
             run.attr = attr
@@ -226,31 +228,35 @@ class VitalCallbackHandler(GraphCallbackHandler):
         else:
             run.record_id = parent.child_parent_id()
             run.trace_id = parent.trace_id
-            run.root = parent.root
+            run.root = parent.root or parent
             run.attr = parent.attr
             run.graph = parent.graph
             run.node = parent.node
             run.node_ns = parent.node_ns
-            run.tags = parent.root.tags
+            run.tags = parent.tags
         with self._lock:
             self._runs[run_id] = run
         return run
+
+    def _parent(self, parent_run_id: UUID | None) -> _Run | None:
+        return self._runs.get(parent_run_id) if parent_run_id is not None else None
 
     def _close(self, run_id: UUID) -> _Run | None:
         with self._lock:
             run = self._runs.pop(run_id, None)
             if run is not None and run.kind != "chain":
-                self._recent[run.run_id] = run
+                attr = run.attr
+                self._recent[run.run_id] = (run.trace_id, attr.tenant_id, attr.user_id, attr.session_id, run.graph,
+                                            run.node)
                 if len(self._recent) > _RECENT_RUNS:
                     self._recent.popitem(last=False)
             return run
 
     @staticmethod
-    def _context(run: _Run) -> dict[str, Any]:
+    def _context(run_id: str, known: tuple[str | None, ...]) -> dict[str, Any]:
         """What a score needs to know about the run it judges."""
-        return {"run_id": run.run_id, "trace_id": run.trace_id, "tenant_id": run.attr.tenant_id,
-                "user_id": run.attr.user_id, "session_id": run.attr.session_id, "graph": run.graph,
-                "node": run.node}
+        return dict(zip(("run_id", "trace_id", "tenant_id", "user_id", "session_id", "graph", "node"),
+                        (run_id, *known), strict=True))
 
     # -- scores ------------------------------------------------------------------------------------
     def score(self, run_or_trace_id: str | UUID, name: str, value: ScoreValue, comment: str | None = None) -> str:
@@ -261,8 +267,13 @@ class VitalCallbackHandler(GraphCallbackHandler):
         """
         target = str(run_or_trace_id)
         with self._lock:
-            run = self._recent.get(target) or next((r for r in self._runs.values() if r.run_id == target), None)
-        context = self._context(run) if run is not None else None
+            known = self._recent.get(target)
+            if known is None:
+                run = next((r for r in self._runs.values() if r.run_id == target), None)
+                if run is not None:
+                    known = (run.trace_id, run.attr.tenant_id, run.attr.user_id, run.attr.session_id, run.graph,
+                             run.node)
+        context = self._context(target, known) if known is not None else None
         event = make_score(target, name, value, comment=comment, context=context)
         self._submit(event)
         return event.run_id
@@ -294,10 +305,11 @@ class VitalCallbackHandler(GraphCallbackHandler):
                        parent_run_id: UUID | None = None, tags: list[str] | None = None,
                        metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "chain"
-        if parent_run_id is None or parent_run_id not in self._runs:
+        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+        if parent is None:  # the root of an invoke (or a tree we joined half-way): a graph run
             self._open("graph", run_id, None, name, metadata, tags)
             return
-        run = self._open("chain", run_id, parent_run_id, name, metadata, tags)
+        run = self._open("chain", run_id, parent, name, metadata, tags)
         node = metadata.get("langgraph_node") if metadata else None
         if node is not None and node == name:
             ns = metadata.get("langgraph_checkpoint_ns") if metadata else None
@@ -336,13 +348,13 @@ class VitalCallbackHandler(GraphCallbackHandler):
     def on_interrupt(self, event: GraphInterruptEvent) -> None:
         run = self._runs.get(event.run_id) if event.run_id is not None else None
         if run is not None:
-            run.root.interrupts += len(event.interrupts) or 1
+            (run.root or run).interrupts += len(event.interrupts) or 1
 
     @_guard
     def on_resume(self, event: GraphResumeEvent) -> None:
         run = self._runs.get(event.run_id) if event.run_id is not None else None
         if run is not None:
-            run.root.resumed = True
+            (run.root or run).resumed = True
 
     # -- LLM calls ---------------------------------------------------------------------------------
     @_guard
@@ -361,7 +373,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
                    parent_run_id: UUID | None, tags: list[str] | None, metadata: Mapping[str, Any] | None,
                    kwargs: Mapping[str, Any]) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
-        run = self._open("llm", run_id, parent_run_id, name, metadata, tags)
+        run = self._open("llm", run_id, self._parent(parent_run_id), name, metadata, tags)
         md = metadata or {}
         params = kwargs.get("invocation_params") or {}
         provider = md.get("ls_provider") or params.get("_type")
@@ -452,7 +464,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
-        run = self._open("tool", run_id, parent_run_id, name, metadata, tags)
+        run = self._open("tool", run_id, self._parent(parent_run_id), name, metadata, tags)
         if self._capture:
             run.raw_input = input_str
 
@@ -481,7 +493,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
-        run = self._open("retriever", run_id, parent_run_id, name, metadata, tags)
+        run = self._open("retriever", run_id, self._parent(parent_run_id), name, metadata, tags)
         if self._capture:
             run.raw_input = query
 

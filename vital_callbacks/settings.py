@@ -52,7 +52,10 @@ class Settings(BaseSettings):
     )
     queue_size: int = Field(default=100_000, ge=1, description="Events buffered per stage before counting drops.")
     batch_size: int = Field(default=512, ge=1, description="Events per sink export.")
-    flush_interval_s: float = Field(default=1.0, gt=0, description="Longest wait before a partial batch is sent.")
+    flush_interval_s: float = Field(
+        default=0.25, gt=0,
+        description="Longest wait before a partial batch is sent (short, so queued events die young for the GC).",
+    )
     max_retries: int = Field(default=5, ge=0, description="Retries of a failed export before counting it lost.")
     retry_backoff_s: float = Field(default=0.2, gt=0, description="First retry delay; doubles, capped at 10 s.")
     shutdown_timeout_s: float = Field(default=5.0, ge=0, description="Longest wait at interpreter exit.")

@@ -133,7 +133,14 @@ class LangfuseSink(Sink):
 
     @property
     def in_flight(self) -> int:
-        """Observations handed to the SDK whose export has not finished yet."""
+        """Observations handed to the SDK whose export has not finished yet.
+
+        Only known for a client this sink built: a client shared with another sink or with the app
+        (same public key) reports its exports to its owner, so for a shared client this is 0.
+        """
+        client = self._client
+        if client is not None and not client.owned:
+            return 0
         with self._lock:
             return self.sent - self.delivered - self.undelivered
 
