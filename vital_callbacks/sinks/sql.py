@@ -35,6 +35,8 @@ MAX_TEXT = 1_000_000
 
 def clean_text(value: str, limit: int | None = None) -> str:
     """Storable text: no NUL (PostgreSQL rejects it), no lone surrogates (not UTF-8), bounded."""
+    if value.isascii() and "\x00" not in value and (limit is None or len(value) <= limit):
+        return value  # the common case, decided in C
     if "\x00" in value:
         value = value.replace("\x00", "")
     try:
@@ -55,6 +57,15 @@ def _limits(row_type: type[SQLModel]) -> dict[str, int | None]:
 
 
 _LIMITS = {kind: _limits(row_type) for kind, row_type in tables.ROW_TYPES.items()}
+_COLUMNS_OF: dict[type, tuple[str, ...]] = {}
+
+
+def _plain_fields(cls: type) -> tuple[str, ...]:
+    """The event fields that are columns as they are (cached: ``fields()`` is slow per row)."""
+    names = _COLUMNS_OF.get(cls)
+    if names is None:
+        names = _COLUMNS_OF[cls] = tuple(f.name for f in fields(cls) if f.name not in _SKIP)
+    return names
 
 
 def to_row(event: Event) -> dict[str, Any]:
@@ -62,7 +73,7 @@ def to_row(event: Event) -> dict[str, Any]:
     if isinstance(event, Score):
         row = score_row(event)
     else:
-        row = {f.name: getattr(event, f.name) for f in fields(event) if f.name not in _SKIP}
+        row = {name: getattr(event, name) for name in _plain_fields(type(event))}
         row["started_at"] = event.started_at
         row["ended_at"] = event.ended_at
         row["tags"] = json.dumps(list(event.tags)) if event.tags else None
@@ -77,10 +88,10 @@ def to_row(event: Event) -> dict[str, Any]:
         row["price_source"] = cost.source if cost else None
     limits = _LIMITS[event.kind]
     for key, value in row.items():
-        if isinstance(value, str):
+        if value.__class__ is str:
             limit = limits.get(key) or MAX_TEXT
             cleaned = clean_text(value, limit)
-            if len(cleaned) < len(value) and len(value) > limit:
+            if cleaned is not value and len(value) > limit:
                 logger.warning("vital-callbacks: %s.%s truncated from %d to %d characters",
                                event.kind, key, len(value), limit)
             row[key] = cleaned
