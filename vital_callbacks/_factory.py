@@ -115,3 +115,19 @@ def release_pipeline(pipeline: Pipeline) -> None:
 
 def enricher_of(pipeline: Pipeline) -> Enricher | None:
     return next((p for p in pipeline.processors if isinstance(p, Enricher)), None)
+
+
+def pipeline_stats(pipeline: Pipeline) -> dict[str, Any]:
+    """Delivery counters of a pipeline and what its enricher counted (unpriced models, estimates)."""
+    stats = pipeline.stats()
+    enricher = enricher_of(pipeline)
+    return {
+        "submitted": stats.submitted,
+        "exported": stats.exported,
+        "dropped": stats.dropped,
+        "failed_exports": stats.failed_exports,
+        "queue_depth": stats.queue_depth,
+        "processor_errors": stats.processor_errors,
+        "unpriced_calls": dict(enricher.prices.unpriced) if enricher else {},
+        "estimated_calls": enricher.estimated_calls if enricher else 0,
+    }

@@ -18,13 +18,13 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, GraphResumeEvent
-from langgraph.errors import GraphBubbleUp, GraphInterrupt
 
 from vital_callbacks import attribution
+from vital_callbacks._runs import MAX_ERROR_CHARS, Run, error_fields, number
 from vital_callbacks.attribution import Attribution
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
 from vital_callbacks.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Status, ToolCall
-from vital_callbacks.pipeline import Pipeline, PipelineStats
+from vital_callbacks.pipeline import Pipeline
 from vital_callbacks.scores import ScoreValue, make_score
 from vital_callbacks.settings import Settings
 from vital_callbacks.usage import ResultSnapshot, extract_usage, is_cache_hit, response_model, snapshot
@@ -32,68 +32,7 @@ from vital_callbacks.usage import ResultSnapshot, extract_usage, is_cache_hit, r
 logger = logging.getLogger("vital_callbacks")
 
 F = TypeVar("F", bound=Callable[..., Any])
-_MAX_ERROR_CHARS = 2000
 _RECENT_RUNS = 10_000
-
-
-class _Run:
-    """What the hot path remembers about an open run (freed when the run ends)."""
-
-    __slots__ = (
-        "attr",
-        "checkpoint_ns",
-        "first_token",
-        "graph",
-        "interrupts",
-        "kind",
-        "max_tokens",
-        "model",
-        "name",
-        "node",
-        "node_ns",
-        "params_temperature",
-        "provider",
-        "raw_input",
-        "record_id",
-        "resumed",
-        "root",
-        "run_id",
-        "start_perf",
-        "start_wall",
-        "step",
-        "tags",
-        "trace_id",
-    )
-
-    def __init__(self, kind: str, run_id: str, name: str) -> None:
-        self.kind = kind
-        self.run_id = run_id
-        self.name = name
-        self.start_wall = time.time()
-        self.start_perf = time.perf_counter()
-        self.record_id: str | None = None
-        self.trace_id = run_id
-        self.root: _Run | None = None
-        """The trace's root run; ``None`` for a root itself (no self-reference for the GC to chase)."""
-        self.attr = attribution.EMPTY
-        self.graph: str | None = None
-        self.node: str | None = None
-        self.node_ns: str | None = None
-        self.tags: tuple[str, ...] = ()
-        self.step: int | None = None
-        self.checkpoint_ns: str | None = None
-        self.first_token: float | None = None
-        self.provider: str | None = None
-        self.model: str | None = None
-        self.params_temperature: float | None = None
-        self.max_tokens: int | None = None
-        self.raw_input: object = None
-        self.interrupts = 0
-        self.resumed = False
-
-    def child_parent_id(self) -> str | None:
-        """The id a child event names as its parent: ours if we get a row, else our own parent's."""
-        return self.run_id if self.kind in ("graph", "node") else self.record_id
 
 
 def _guard(fn: F) -> F:
@@ -110,18 +49,6 @@ def _guard(fn: F) -> F:
             return None
 
     return wrapper  # type: ignore[return-value]
-
-
-def _error_fields(error: BaseException) -> tuple[Status, str | None, str | None]:
-    if isinstance(error, GraphInterrupt):
-        return "interrupted", None, None
-    if isinstance(error, GraphBubbleUp):  # control flow (e.g. Command to a parent graph), not a failure
-        return "success", None, None
-    return "error", type(error).__name__, str(error)[:_MAX_ERROR_CHARS]
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 class VitalCallbackHandler(GraphCallbackHandler):
@@ -155,7 +82,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         self._submit = self._pipeline.submit
         self._defaults = Attribution(settings.tenant_id, settings.user_id, settings.session_id)
         self._capture = settings.capture_content
-        self._runs: dict[UUID, _Run] = {}
+        self._runs: dict[UUID, Run] = {}
         # The last ended runs, for scores, as tuples of strings: the GC stops tracking those, where
         # 10,000 long-lived run objects would keep triggering full collections in the user's process.
         self._recent: OrderedDict[str, tuple[str | None, ...]] = OrderedDict()
@@ -186,22 +113,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
 
     def stats(self) -> dict[str, Any]:
         """Delivery counters, unpriced models and handler errors, for health checks."""
-        from vital_callbacks._factory import enricher_of
+        from vital_callbacks._factory import pipeline_stats
 
-        pipeline_stats: PipelineStats = self._pipeline.stats()
-        enricher = enricher_of(self._pipeline)
-        return {
-            "submitted": pipeline_stats.submitted,
-            "exported": pipeline_stats.exported,
-            "dropped": pipeline_stats.dropped,
-            "failed_exports": pipeline_stats.failed_exports,
-            "queue_depth": pipeline_stats.queue_depth,
-            "processor_errors": pipeline_stats.processor_errors,
-            "unpriced_calls": dict(enricher.prices.unpriced) if enricher else {},
-            "estimated_calls": enricher.estimated_calls if enricher else 0,
-            "handler_errors": self._errors,
-            "open_runs": len(self._runs),
-        }
+        return {**pipeline_stats(self._pipeline), "handler_errors": self._errors, "open_runs": len(self._runs)}
 
     @property
     def pipeline(self) -> Pipeline:
@@ -216,9 +130,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
                            "further errors of this kind are only counted", hook, exc, exc_info=True)
 
     # -- run map -----------------------------------------------------------------------------------
-    def _open(self, kind: str, run_id: UUID, parent: _Run | None, name: str,
-              metadata: Mapping[str, Any] | None, tags: list[str] | None) -> _Run:
-        run = _Run(kind, str(run_id), name)
+    def _open(self, kind: str, run_id: UUID, parent: Run | None, name: str,
+              metadata: Mapping[str, Any] | None, tags: list[str] | None) -> Run:
+        run = Run(kind, str(run_id), name)
         if parent is None:
             attr = attribution.from_metadata(metadata).merged_over(attribution.current()).merged_over(self._defaults)
             run.attr = attr
@@ -238,10 +152,10 @@ class VitalCallbackHandler(GraphCallbackHandler):
             self._runs[run_id] = run
         return run
 
-    def _parent(self, parent_run_id: UUID | None) -> _Run | None:
+    def _parent(self, parent_run_id: UUID | None) -> Run | None:
         return self._runs.get(parent_run_id) if parent_run_id is not None else None
 
-    def _close(self, run_id: UUID) -> _Run | None:
+    def _close(self, run_id: UUID) -> Run | None:
         with self._lock:
             run = self._runs.pop(run_id, None)
             if run is not None and run.kind != "chain":
@@ -278,7 +192,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         self._submit(event)
         return event.run_id
 
-    def _base(self, run: _Run, status: Status, error_type: str | None, error_message: str | None) -> dict[str, Any]:
+    def _base(self, run: Run, status: Status, error_type: str | None, error_message: str | None) -> dict[str, Any]:
         duration = time.perf_counter() - run.start_perf
         attr = run.attr
         return {
@@ -329,7 +243,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
 
     @_guard
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_chain(run_id, *_error_fields(error))
+        self._end_chain(run_id, *error_fields(error))
 
     def _end_chain(self, run_id: UUID, status: Status, error_type: str | None, error_message: str | None) -> None:
         run = self._close(run_id)
@@ -380,14 +294,14 @@ class VitalCallbackHandler(GraphCallbackHandler):
         run.provider = provider if isinstance(provider, str) else None
         model = md.get("ls_model_name") or params.get("model") or params.get("model_name") or params.get("model_id")
         run.model = model if isinstance(model, str) else None
-        run.params_temperature = _number(md.get("ls_temperature", params.get("temperature")))
+        run.params_temperature = number(md.get("ls_temperature", params.get("temperature")))
         max_tokens = md.get("ls_max_tokens") or params.get("max_tokens") or params.get("max_completion_tokens")
         run.max_tokens = max_tokens if isinstance(max_tokens, int) else None
         run.raw_input = raw_input
         if self._stop_budgets:
             self._check_budget(run)
 
-    def _check_budget(self, run: _Run) -> None:
+    def _check_budget(self, run: Run) -> None:
         assert self.budgets is not None
         try:
             self.budgets.check(run.attr.tenant_id, run.attr.user_id, run.graph)
@@ -395,10 +309,10 @@ class VitalCallbackHandler(GraphCallbackHandler):
             self._close_by_id(run)
             self._submit(LLMCall(provider=run.provider, model=run.model, requested_model=run.model,
                                  token_source="none",
-                                 **self._base(run, "error", "BudgetExceeded", str(exc)[:_MAX_ERROR_CHARS])))
+                                 **self._base(run, "error", "BudgetExceeded", str(exc)[:MAX_ERROR_CHARS])))
             raise
 
-    def _close_by_id(self, run: _Run) -> None:
+    def _close_by_id(self, run: Run) -> None:
         with self._lock:
             for key, value in list(self._runs.items()):
                 if value is run:
@@ -417,7 +331,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
 
     @_guard
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_llm(run_id, kwargs.get("response"), *_error_fields(error))
+        self._end_llm(run_id, kwargs.get("response"), *error_fields(error))
 
     def _end_llm(self, run_id: UUID, response: Any, status: Status, error_type: str | None,
                  error_message: str | None) -> None:
@@ -444,7 +358,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             **fields,
         ))
 
-    def _price_now(self, run: _Run, result: ResultSnapshot) -> dict[str, Any]:
+    def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
         """Price on the caller's thread, only under a stop budget, so the next call already sees it."""
         usage = extract_usage(result)
         if usage is None or self._prices is None or self.budgets is None:
@@ -474,7 +388,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
 
     @_guard
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_tool(run_id, None, *_error_fields(error))
+        self._end_tool(run_id, None, *error_fields(error))
 
     def _end_tool(self, run_id: UUID, output: Any, status: Status, error_type: str | None,
                   error_message: str | None) -> None:
@@ -503,7 +417,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
 
     @_guard
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_retriever(run_id, 0, *_error_fields(error))
+        self._end_retriever(run_id, 0, *error_fields(error))
 
     def _end_retriever(self, run_id: UUID, documents: int, status: Status, error_type: str | None,
                        error_message: str | None) -> None:
