@@ -48,11 +48,12 @@ def clean_text(value: str, limit: int | None = None) -> str:
     return value
 
 
-def _limits(row_type: type[SQLModel]) -> dict[str, int | None]:
-    out: dict[str, int | None] = {}
+def _limits(row_type: type[SQLModel]) -> dict[str, int]:
+    """Longest text each column takes (``MAX_TEXT`` for unbounded text)."""
+    out: dict[str, int] = {}
     for column in row_type.__table__.columns:  # type: ignore[attr-defined]
         length = getattr(column.type, "length", None)
-        out[column.name] = length if isinstance(length, int) else None
+        out[column.name] = length if isinstance(length, int) else MAX_TEXT
     return out
 
 
@@ -88,8 +89,10 @@ def to_row(event: Event) -> dict[str, Any]:
         row["price_source"] = cost.source if cost else None
     limits = _LIMITS[event.kind]
     for key, value in row.items():
-        if value.__class__ is str:
-            limit = limits.get(key) or MAX_TEXT
+        # Tested inline first: most values are short ASCII and need nothing (this runs for every column).
+        if value.__class__ is str and (len(value) > limits.get(key, MAX_TEXT) or not value.isascii()
+                                       or "\x00" in value):
+            limit = limits.get(key, MAX_TEXT)
             cleaned = clean_text(value, limit)
             if cleaned is not value and len(value) > limit:
                 logger.warning("vital-callbacks: %s.%s truncated from %d to %d characters",
