@@ -42,7 +42,7 @@ class HangingSink(Sink):
         self.release = threading.Event()
 
     def export(self, batch: Sequence[Event]) -> ExportResult:
-        self.release.wait(30)
+        self.release.wait(120)
         return ExportResult.SUCCESS
 
 
@@ -82,9 +82,11 @@ def test_a_hanging_sink_never_blocks_the_caller_and_shutdown_is_bounded() -> Non
     for _ in range(3):
         build_graph().invoke(INPUT, config={"callbacks": [handler]})
     assert handler.flush(timeout=0.2) is False
-    started = time.monotonic()
-    assert handler.shutdown(timeout=0.5) is False
-    assert time.monotonic() - started < 5  # bounded (generous: this asserts no hang, not speed)
+    result: list[bool] = []
+    stopper = threading.Thread(target=lambda: result.append(handler.shutdown(timeout=0.5)))
+    stopper.start()
+    stopper.join(30)  # a hang detector: the sink itself would block for 120 s
+    assert not stopper.is_alive() and result == [False]
     hanging.release.set()
 
 
