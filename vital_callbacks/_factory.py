@@ -23,15 +23,7 @@ from vital_callbacks.sinks.base import Sink
 logger = logging.getLogger("vital_callbacks")
 
 GROUP = "vital_callbacks.sinks"
-# Used when the package is not installed (no entry-point metadata), e.g. from a source tree.
-_BUILTIN = {
-    "sql": "vital_callbacks.sinks.sql:SQLSink",
-    "memory": "vital_callbacks.sinks.memory:InMemorySink",
-    "prometheus": "vital_callbacks.sinks.prometheus:PrometheusSink",
-    "langfuse": "vital_callbacks.sinks.langfuse:LangfuseSink",
-    "otel": "vital_callbacks.sinks.otel:OTelSink",
-    "logs": "vital_callbacks.sinks.logs:LogSink",
-}
+"""The one registry of sinks, ours included (declared in pyproject.toml)."""
 
 _lock = threading.Lock()
 _shared: dict[str, Pipeline] = {}
@@ -43,17 +35,12 @@ class UnknownSinkError(ValueError):
 
 def sink_class(name: str) -> type[Sink]:
     """The sink class registered under ``name`` in the ``vital_callbacks.sinks`` group."""
-    for ep in entry_points(group=GROUP):
+    points = entry_points(group=GROUP)
+    for ep in points:
         if ep.name == name:
-            cls = ep.load()
-            return cls  # type: ignore[no-any-return]
-    target = _BUILTIN.get(name)
-    if target is None:
-        known = sorted({ep.name for ep in entry_points(group=GROUP)} | set(_BUILTIN))
-        raise UnknownSinkError(f"unknown sink {name!r} in VITAL_SINKS; known: {', '.join(known)}")
-    module_name, _, attr = target.partition(":")
-    module = __import__(module_name, fromlist=[attr])
-    return getattr(module, attr)  # type: ignore[no-any-return]
+            return ep.load()  # type: ignore[no-any-return]
+    known = ", ".join(sorted(ep.name for ep in points)) or "none (is vital-callbacks installed?)"
+    raise UnknownSinkError(f"unknown sink {name!r} in VITAL_SINKS; known: {known}")
 
 
 def build_sinks(settings: Settings) -> list[Sink]:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -404,13 +404,6 @@ class _BudgetMetrics:
     def exceeded(self, budget: Budget, key: str) -> None:
         if self._exceeded is not None:
             self._exceeded.labels(*self._labels(budget, key)).inc()
-
-
-def budgets_from(sources: Iterable[Budget | Path]) -> list[Budget]:
-    out: list[Budget] = []
-    for source in sources:
-        out.extend(load_budgets(source) if isinstance(source, Path) else [source])
-    return out
 
 
 __all__ = ["Budget", "BudgetExceeded", "BudgetFileError", "BudgetGuard", "BudgetStatus", "load_budgets"]

@@ -51,6 +51,11 @@ def _guard(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _known(run: Run) -> tuple[str | None, ...]:
+    """What a later score needs of a run, as a tuple of strings (which the GC stops tracking)."""
+    return run.trace_id, run.attr.tenant_id, run.attr.user_id, run.attr.session_id, run.graph, run.node
+
+
 class VitalCallbackHandler(GraphCallbackHandler):
     """Pass one to ``config["callbacks"]``; every run under it becomes priced, attributed events.
 
@@ -159,9 +164,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         with self._lock:
             run = self._runs.pop(run_id, None)
             if run is not None and run.kind != "chain":
-                attr = run.attr
-                self._recent[run.run_id] = (run.trace_id, attr.tenant_id, attr.user_id, attr.session_id, run.graph,
-                                            run.node)
+                self._recent[run.run_id] = _known(run)
                 if len(self._recent) > _RECENT_RUNS:
                     self._recent.popitem(last=False)
             return run
@@ -184,9 +187,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             known = self._recent.get(target)
             if known is None:
                 run = next((r for r in self._runs.values() if r.run_id == target), None)
-                if run is not None:
-                    known = (run.trace_id, run.attr.tenant_id, run.attr.user_id, run.attr.session_id, run.graph,
-                             run.node)
+                known = _known(run) if run is not None else None
         context = self._context(target, known) if known is not None else None
         event = make_score(target, name, value, comment=comment, context=context)
         self._submit(event)
@@ -299,25 +300,18 @@ class VitalCallbackHandler(GraphCallbackHandler):
         run.max_tokens = max_tokens if isinstance(max_tokens, int) else None
         run.raw_input = raw_input
         if self._stop_budgets:
-            self._check_budget(run)
+            self._check_budget(run_id, run)
 
-    def _check_budget(self, run: Run) -> None:
+    def _check_budget(self, run_id: UUID, run: Run) -> None:
         assert self.budgets is not None
         try:
             self.budgets.check(run.attr.tenant_id, run.attr.user_id, run.graph)
         except BudgetExceeded as exc:
-            self._close_by_id(run)
+            self._close(run_id)  # LangChain will send no end for a run whose start raised
             self._submit(LLMCall(provider=run.provider, model=run.model, requested_model=run.model,
                                  token_source="none",
                                  **self._base(run, "error", "BudgetExceeded", str(exc)[:MAX_ERROR_CHARS])))
             raise
-
-    def _close_by_id(self, run: Run) -> None:
-        with self._lock:
-            for key, value in list(self._runs.items()):
-                if value is run:
-                    del self._runs[key]
-                    return
 
     @_guard
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -344,7 +338,6 @@ class VitalCallbackHandler(GraphCallbackHandler):
         if self._stop_budgets and status == "success" and result is not None:
             fields.update(self._price_now(run, result))
         fields.setdefault("token_source", "none")
-        raw_input, run.raw_input = run.raw_input, None  # the run stays in _recent; the prompt must not
         self._submit(LLMCall(
             provider=run.provider,
             model=run.model,
@@ -353,7 +346,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             max_tokens=run.max_tokens,
             time_to_first_token_s=ttft,
             streamed=ttft is not None,
-            raw_input=raw_input,
+            raw_input=run.raw_input,
             raw_output=result,
             **fields,
         ))
@@ -361,11 +354,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
     def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
         """Price on the caller's thread, only under a stop budget, so the next call already sees it."""
         usage = extract_usage(result)
-        if usage is None or self._prices is None or self.budgets is None:
+        if usage is None or self._prices is None or self.budgets is None or is_cache_hit(result):
             return {}
         model = response_model(result) or run.model
-        if is_cache_hit(result):
-            return {}
         cost = self._prices.price(run.provider, model, usage, run.start_wall)
         if cost is None:
             return {}

@@ -199,7 +199,7 @@ class Pipeline:
     """Owns the inbox, the dispatcher thread and one worker per sink."""
 
     def __init__(self, sinks: Sequence[Sink], processors: Sequence[Processor] = (), *, queue_size: int = 100_000,
-                 batch_size: int = 512, flush_interval_s: float = 1.0, max_retries: int = 5,
+                 batch_size: int = 512, flush_interval_s: float = 0.25, max_retries: int = 5,
                  retry_backoff_s: float = 0.2) -> None:
         self.stats_ = PipelineStats()
         self._stats_lock = threading.Lock()

@@ -140,27 +140,25 @@ class PriceBook:
     def quote(self, provider: str | None, model: str, usage: TokenUsage, at: float | datetime) -> Quote | None:
         when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz=timezone.utc)
         for cand_provider, cand_model in candidates(provider, model):
-            override = self._find_override(cand_provider, cand_model, provider)
-            if override is not None:
-                entry, price = override
-                quote = self._quote_override(entry, price, cand_provider, cand_model, usage, when)
+            entry = self._find_override(cand_provider, cand_model, provider)
+            if entry is not None:
+                quote = self._quote_override(entry, cand_provider, cand_model, usage, when)
                 if quote is not None:
                     return quote
             found = self._catalog_lookup(cand_provider, cand_model)
             if found is not None:
-                cat_provider, cat_model = found
-                return self._quote_catalog(cat_provider, cat_model, usage, when, None)
+                return self._quote_catalog(found[0], found[1], usage, when)
         return None
 
     # -- overrides ---------------------------------------------------------------------------------
     def _find_override(self, cand_provider: str | None, model: str,
-                       raw_provider: str | None) -> tuple[OverrideEntry, None] | None:
+                       raw_provider: str | None) -> OverrideEntry | None:
         for entry in self._overrides:
             if entry.matches(cand_provider, model) or entry.matches(raw_provider, model):
-                return entry, None
+                return entry
         return None
 
-    def _quote_override(self, entry: OverrideEntry, _: None, cand_provider: str | None, model: str,
+    def _quote_override(self, entry: OverrideEntry, cand_provider: str | None, model: str,
                         usage: TokenUsage, when: datetime) -> Quote | None:
         price = entry.price_at(when)
         if price is None:
@@ -172,7 +170,7 @@ class PriceBook:
                 logger.warning("vital-callbacks: %s discounts %r, which the catalog does not price",
                                entry.source_file, model)
                 return None
-            base = self._quote_catalog(found[0], found[1], usage, when, None)
+            base = self._quote_catalog(found[0], found[1], usage, when)
             factor = Decimal(1) - price.discount
             cost = Cost(base.cost.input * factor, base.cost.output * factor, base.cost.total * factor, source)
             discount = price.discount
@@ -198,7 +196,7 @@ class PriceBook:
         return found
 
     @staticmethod
-    def _quote_catalog(provider: Any, model: Any, usage: TokenUsage, when: datetime, _: None) -> Quote:
+    def _quote_catalog(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> Quote:
         from genai_prices import Usage
 
         model_price = model.get_prices(when)

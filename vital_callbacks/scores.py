@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
@@ -76,18 +77,39 @@ def score_row(event: Score) -> dict[str, Any]:
     }
 
 
-_COPIED = ("trace_id", "tenant_id", "user_id", "session_id", "graph", "node")
+COPIED = ("trace_id", "tenant_id", "user_id", "session_id", "graph", "node")
+"""What an unmatched score takes over from the stored run its target id names."""
+
+
+def scores_last(rows: Mapping[str, list[dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Rows by kind, scores after runs, so a score can match a run stored in the same batch."""
+    return sorted(rows.items(), key=lambda item: item[0] == "score")
+
+
+def unmatched_targets(rows: list[dict[str, Any]]) -> set[str]:
+    """The target ids the store has to look up (scores the handler could not attach itself)."""
+    return {row["target_id"] for row in rows if not row.get("matched")}
+
+
+def attach(rows: list[dict[str, Any]], found: Mapping[str, Any]) -> None:
+    """Fill unmatched score rows from the runs ``found``: run id -> a record (row mapping, asyncpg
+    ``Record``) indexable by ``run_id`` and the ``COPIED`` columns."""
+    for row in rows:
+        match = None if row.get("matched") else found.get(row["target_id"])
+        if match is not None:
+            row.update({key: match[key] for key in ("run_id", *COPIED)}, matched=True)
 
 
 def resolve(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    """Attach unmatched score rows to the stored run (or trace) their target id names."""
-    for row in rows:
-        if row["matched"]:
-            continue
-        target = row["target_id"]
-        for row_type in tables.EVENT_TABLES.values():
-            t = row_type.__table__.c  # type: ignore[attr-defined]
-            found = conn.execute(select(t.run_id, *(t[c] for c in _COPIED)).where(t.run_id == target)).first()
-            if found is not None:
-                row.update(dict(zip(("run_id", *_COPIED), found, strict=True)), matched=True)
-                break
+    """Attach unmatched score rows to the stored run (or trace root) their target id names."""
+    wanted = unmatched_targets(rows)
+    found: dict[str, Any] = {}
+    for row_type in tables.EVENT_TABLES.values():
+        if not wanted:
+            break
+        t = row_type.__table__.c  # type: ignore[attr-defined]
+        stmt = select(t.run_id, *(t[c] for c in COPIED)).where(t.run_id.in_(list(wanted)))
+        for record in conn.execute(stmt).mappings():
+            found[record["run_id"]] = record
+            wanted.discard(record["run_id"])
+    attach(rows, found)

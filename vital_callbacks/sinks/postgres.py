@@ -26,7 +26,7 @@ from asyncpg import Record
 from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy.engine import make_url
 
-from vital_callbacks import tables
+from vital_callbacks import scores, tables
 from vital_callbacks.db import mask_url, upgrade_async
 from vital_callbacks.events import Event
 from vital_callbacks.settings import Settings
@@ -86,17 +86,10 @@ class _Statements:
 
 
 _STATEMENTS = {kind: _Statements(kind) for kind in tables.ROW_TYPES}
-_SCORE_COPIED = ("trace_id", "tenant_id", "user_id", "session_id", "graph", "node")
-"""What an unmatched score takes over from the run it names (as ``vital_callbacks.scores.resolve``)."""
 
 
 def _row_id(row: dict[str, Any]) -> object:
     return row.get("score_id") or row.get("run_id")
-
-
-def _scores_last(rows: Rows) -> list[tuple[str, list[dict[str, Any]]]]:
-    """Scores after runs, so a score can be matched to a run stored in the same batch."""
-    return sorted(rows.items(), key=lambda item: item[0] == "score")
 
 
 class PostgresSink(Sink):
@@ -267,7 +260,7 @@ class PostgresSink(Sink):
         async with pool.acquire() as conn:
             try:
                 async with conn.transaction():
-                    for kind, kind_rows in _scores_last(rows):
+                    for kind, kind_rows in scores.scores_last(rows):
                         if kind == "score":
                             await self._resolve_scores(conn, kind_rows)
                         statements = _STATEMENTS[kind]
@@ -279,7 +272,7 @@ class PostgresSink(Sink):
 
     async def _row_by_row(self, conn: PoolConnectionProxy[Record], rows: Rows) -> None:
         """Isolate the rows the database rejects, so they cannot sink the rest of their batch."""
-        for kind, kind_rows in _scores_last(rows):
+        for kind, kind_rows in scores.scores_last(rows):
             statements = _STATEMENTS[kind]
             if kind == "score":
                 await self._resolve_scores(conn, kind_rows)
@@ -295,17 +288,14 @@ class PostgresSink(Sink):
     @staticmethod
     async def _resolve_scores(conn: PoolConnectionProxy[Record], rows: list[dict[str, Any]]) -> None:
         """Attach unmatched scores to the stored run (or trace root) their target id names."""
-        wanted = {row["target_id"] for row in rows if not row.get("matched")}
+        wanted = scores.unmatched_targets(rows)
         found: dict[str, Record] = {}
+        columns = ", ".join(("run_id", *scores.COPIED))
         for row_type in tables.EVENT_TABLES.values():
             if not wanted:
                 break
-            columns = ", ".join(("run_id", *_SCORE_COPIED))
             sql = f"SELECT {columns} FROM {row_type.__tablename__} WHERE run_id = ANY($1::text[])"
             for record in await conn.fetch(sql, list(wanted)):
                 found[record["run_id"]] = record
                 wanted.discard(record["run_id"])
-        for row in rows:
-            match = None if row.get("matched") else found.get(row["target_id"])
-            if match is not None:
-                row.update(dict(match), matched=True)
+        scores.attach(rows, found)

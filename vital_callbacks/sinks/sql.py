@@ -23,7 +23,7 @@ from sqlmodel import SQLModel, create_engine
 from vital_callbacks import tables
 from vital_callbacks.events import Event, GraphRun, LLMCall, Score
 from vital_callbacks.scores import resolve as resolve_scores
-from vital_callbacks.scores import score_row
+from vital_callbacks.scores import score_row, scores_last
 from vital_callbacks.settings import Settings
 from vital_callbacks.sinks.base import ExportResult, Sink
 
@@ -177,12 +177,9 @@ class SQLSink(Sink):
             except Exception:
                 self.rejected_rows += 1
                 logger.exception("vital-callbacks: could not turn %s %s into a row; skipped", event.kind, event.run_id)
-        scores = grouped.pop("score", None)
-        if scores:
-            grouped["score"] = scores  # last: a score is matched against runs stored before it
         try:
             with self.engine.begin() as conn:
-                for kind, rows in grouped.items():
+                for kind, rows in scores_last(grouped):
                     if kind == "score":
                         resolve_scores(conn, rows)
                     conn.execute(self._statements[kind], rows)
