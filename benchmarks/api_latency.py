@@ -10,8 +10,11 @@ uvicorn on a loopback port, and times, request by request and interleaved round 
   same GROUP BY day.
 
 Prints p50 / p95 of each and the API / bare-SQL ratio. The seeds' target is p95 under 100 ms.
+The bare SQL scans ``llm_calls``; the API reads whole days from the daily rollup (migration 0004) and
+only the partial days at the window's edges from ``llm_calls``. ``--revision 0003`` builds the schema
+of before the rollup (covering indexes, every query on the raw rows) to show what the rollup is worth.
 
-    python -m benchmarks.api_latency [--rows 1000000] [--requests 200]
+    python -m benchmarks.api_latency [--rows 1000000] [--requests 200] [--revision 0003]
 """
 
 from __future__ import annotations
@@ -38,14 +41,6 @@ COLUMNS = ("run_id", "trace_id", "tenant_id", "user_id", "graph", "node", "start
            "reasoning_tokens", "provider", "model", "token_source", "total_cost", "streamed", "cache_hit")
 DAILY_SQL = ("SELECT date(timezone('UTC', started_at)) AS day, count(*), sum(total_tokens), "
              "sum(total_cost) FROM llm_calls WHERE started_at >= %s AND started_at < %s GROUP BY 1 ORDER BY 1")
-# The covering indexes of migration 0003 give index-only scans; --no-indexes replaces them with plain
-# key indexes to show what they are worth (both endpoints are 2-4x slower without them at this size).
-PLAIN_INDEXES = (
-    "DROP INDEX ix_llm_calls_tenant_started_cov",
-    "DROP INDEX ix_llm_calls_started_cov",
-    "CREATE INDEX ix_llm_calls_tenant_started ON llm_calls (tenant_id, started_at)",
-    "CREATE INDEX ix_llm_calls_started_at ON llm_calls (started_at)",
-)
 TENANT_SQL = ("SELECT count(*), sum(input_tokens), sum(output_tokens), sum(total_tokens), sum(total_cost), "
               "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END) FROM llm_calls "
               "WHERE tenant_id = %s AND started_at >= %s AND started_at < %s")
@@ -70,16 +65,14 @@ def fresh_database() -> Iterator[str]:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
-def load(url: str, rows: int, now: datetime, indexes: bool) -> float:
-    """Create the schema and COPY ``rows`` LLM calls spread over the last 90 days; returns seconds."""
+def load(url: str, rows: int, now: datetime, revision: str) -> float:
+    """Create the schema at ``revision`` and COPY ``rows`` LLM calls spread over the last 90 days (the
+    rollup's trigger sums them as they land); returns seconds."""
     import psycopg
-    from sqlalchemy import create_engine
 
-    from vital_callbacks.sinks.sql import create_schema
+    from vital_callbacks import db
 
-    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
-    create_schema(engine)
-    engine.dispose()
+    db.upgrade(url, revision)
     rng = random.Random(6)
     start = time.perf_counter()
     span = 90 * 86400
@@ -97,9 +90,7 @@ def load(url: str, rows: int, now: datetime, indexes: bool) -> float:
                                 model, "provider", (inp * 0.15 + out * 0.6) / 1e6, False, False))
         conn.commit()
         conn.autocommit = True
-        for statement in () if indexes else PLAIN_INDEXES:
-            cur.execute(statement)
-        cur.execute("VACUUM ANALYZE llm_calls")
+        cur.execute("VACUUM ANALYZE")
     return time.perf_counter() - start
 
 
@@ -157,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--no-indexes", action="store_true", help="plain key indexes instead of the covering ones")
+    parser.add_argument("--revision", default="head", help="schema revision to build (0003: before the rollup)")
     args = parser.parse_args()
 
     import httpx
@@ -166,8 +157,7 @@ def main() -> None:
     now = datetime.now(timezone.utc)
     with fresh_database() as url:
         print(f"loading {args.rows:,} LLM calls with COPY ...", flush=True)
-        print(f"loaded in {load(url, args.rows, now, not args.no_indexes):.1f} s "
-              f"({'plain key indexes' if args.no_indexes else 'with the covering indexes of migration 0003'})")
+        print(f"loaded in {load(url, args.rows, now, args.revision):.1f} s (schema revision {args.revision})")
         tenant = TENANTS[1]
         with serve(url, f"{tenant}:tok-tenant,*:tok-admin") as base, httpx.Client(base_url=base) as http, \
                 psycopg.connect(url) as sql:

@@ -50,33 +50,34 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     """From an empty database, ``upgrade`` builds exactly the schema tables.py declares (no autogenerate diff)."""
     assert db.current(empty_url) is None
     db.upgrade(empty_url)
-    assert db.current(empty_url) == db.head() == "0003"
+    assert db.current(empty_url) == db.head() == "0004"
     assert schema_diff(empty_url) == []
-    assert table_names(empty_url) == EVENT_TABLES | {"scores", VERSION_TABLE}
+    assert table_names(empty_url) == EVENT_TABLES | {"scores", "llm_cost_daily", VERSION_TABLE}
 
 
 def test_upgrade_from_the_first_revision(empty_url: str) -> None:
-    """A database at 0001 (event tables only) gains ``scores`` and the covering indexes on upgrade."""
+    """A database at 0001 (event tables only) gains ``scores`` and the daily rollup on upgrade."""
     db.upgrade(empty_url, "0001")
     assert db.current(empty_url) == "0001"
     assert table_names(empty_url) == EVENT_TABLES | {VERSION_TABLE}
     missing = schema_diff(empty_url)
-    assert {d[0] for d in missing} == {"add_table", "add_index", "remove_index"}
-    assert {d[1].name for d in missing if d[0] == "add_table"} == {"scores"}
+    assert {d[0] for d in missing} <= {"add_table", "add_index"}
+    assert {d[1].name for d in missing if d[0] == "add_table"} == {"scores", "llm_cost_daily"}
     db.upgrade(empty_url)
     assert db.current(empty_url) == db.head()
     assert schema_diff(empty_url) == []
 
 
 def test_upgrade_from_the_revision_before_head(empty_url: str) -> None:
-    """A database at 0002 swaps its two llm_calls time indexes for the covering ones, and nothing else."""
-    db.upgrade(empty_url, "0002")
+    """A database at 0003 gains the daily rollup and swaps the covering indexes for plain ones, and nothing else."""
+    db.upgrade(empty_url, "0003")
     changes = schema_diff(empty_url)
     assert {(d[0], d[1].name) for d in changes} == {
-        ("add_index", "ix_llm_calls_started_cov"), ("add_index", "ix_llm_calls_tenant_started_cov"),
-        ("remove_index", "ix_llm_calls_started_at"), ("remove_index", "ix_llm_calls_tenant_started")}
+        ("add_table", "llm_cost_daily"),
+        ("remove_index", "ix_llm_calls_started_cov"), ("remove_index", "ix_llm_calls_tenant_started_cov"),
+        ("add_index", "ix_llm_calls_started_at"), ("add_index", "ix_llm_calls_tenant_started")}
     db.upgrade(empty_url)
-    assert db.current(empty_url) == "0003"
+    assert db.current(empty_url) == "0004"
     assert schema_diff(empty_url) == []
 
 

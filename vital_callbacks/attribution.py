@@ -74,10 +74,23 @@ def _first(metadata: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
 _TENANT, _USER, _SESSION, _AGENT = (_KEYS[k] for k in ("tenant_id", "user_id", "session_id", "agent_id"))
 
 
+_ALL_KEYS = frozenset(key for keys in _KEYS.values() for key in keys)
+_FIELD_OF = {key: name for name, keys in _KEYS.items() for key in keys}
+
+
 def from_metadata(metadata: Mapping[str, Any] | None) -> Attribution:
     """Runs once per trace root, on the caller's thread: kept to plain lookups."""
     if not metadata:
         return EMPTY
+    keys = metadata.keys()
+    if keys.isdisjoint(_ALL_KEYS):  # decided in C; LangChain adds a dozen ls_* / langgraph_* keys
+        return EMPTY
+    present = keys & _ALL_KEYS
+    if len(present) == 1:  # one key (a tenant, say): the common case, no search through the aliases
+        key = present.pop()
+        value = metadata[key]
+        if value.__class__ is str and value:
+            return Attribution(**{_FIELD_OF[key]: value})
     found = Attribution(_first(metadata, _TENANT), _first(metadata, _USER), _first(metadata, _SESSION),
                         _first(metadata, _AGENT))
     return EMPTY if found == EMPTY else found

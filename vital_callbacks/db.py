@@ -62,6 +62,8 @@ def _adopt_unversioned(connection: Connection, config: Config) -> None:
         return
     if "scores" not in names:
         revision = "0001"
+    elif "llm_cost_daily" in names:
+        revision = "0004"
     else:
         indexes = {ix["name"] for ix in inspect(connection).get_indexes("llm_calls")}
         revision = "0003" if "ix_llm_calls_started_cov" in indexes else "0002"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal, NamedTuple
 
 Status = Literal["success", "error", "interrupted"]
 TokenSource = Literal["provider", "estimate", "none"]
@@ -210,3 +210,24 @@ class Score(Event):
 
 
 AnyEvent = GraphRun | NodeRun | LLMCall | ToolCall | RetrieverCall | Score
+
+
+class Draft(NamedTuple):
+    """An event the hot path captured but did not build: its class and its field values.
+
+    Building a frozen ~30-field dataclass costs ~5 µs, and the worker must add fields (usage, cost,
+    graph totals) anyway, which would mean a second full copy. So the hooks hand off the values and
+    the pipeline's dispatcher builds each event exactly once, off the caller's thread. The hand-off
+    passes ownership of ``fields``: the hot path never touches the dict again, and only the
+    dispatcher thread reads or completes it before :meth:`build`.
+    """
+
+    cls: type[Event]
+    fields: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return self.cls.kind
+
+    def build(self) -> Event:
+        return self.cls(**self.fields)

@@ -1,7 +1,8 @@
 """LangChain / LangGraph callbacks -> immutable events, on the caller's thread, in microseconds.
 
-The hot path only records timestamps and identities in a small run map and, when a run ends, builds
-one frozen event and appends it to the pipeline's queue. Reading usage, counting tokens and pricing
+The hot path only records timestamps and identities in a small run map and, when a run ends, hands
+the run's values to the pipeline's queue as a :class:`~vital_callbacks.events.Draft`; the dispatcher
+builds the frozen event once, with usage and cost added. Reading usage, counting tokens and pricing
 happen on the worker (see :mod:`vital_callbacks.enrich`). Every hook goes through one error guard,
 so a surprise payload is logged once and counted, and never reaches the user's workflow.
 """
@@ -23,7 +24,7 @@ from vital_callbacks import attribution
 from vital_callbacks._runs import MAX_ERROR_CHARS, Run, error_fields, number
 from vital_callbacks.attribution import Attribution
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
-from vital_callbacks.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Status, ToolCall
+from vital_callbacks.events import Draft, Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Status, ToolCall
 from vital_callbacks.pipeline import Pipeline
 from vital_callbacks.scores import ScoreValue, make_score
 from vital_callbacks.settings import Settings
@@ -252,11 +253,16 @@ class VitalCallbackHandler(GraphCallbackHandler):
             return
         base = self._base(run, status, error_type, error_message)
         if run.kind == "node":
-            self._submit(NodeRun(step=run.step, checkpoint_ns=run.checkpoint_ns, **base))
+            base["step"] = run.step
+            base["checkpoint_ns"] = run.checkpoint_ns
+            self._submit(Draft(NodeRun, base))
         else:
             if run.interrupts and status == "success":
                 base["status"] = "interrupted"
-            self._submit(GraphRun(name=run.name, interrupts=run.interrupts, resumed=run.resumed, **base))
+            base["name"] = run.name
+            base["interrupts"] = run.interrupts
+            base["resumed"] = run.resumed
+            self._submit(Draft(GraphRun, base))
 
     # -- LangGraph lifecycle (only GraphCallbackHandler subclasses receive these) ------------------
     @_guard
@@ -338,18 +344,15 @@ class VitalCallbackHandler(GraphCallbackHandler):
         if self._stop_budgets and status == "success" and result is not None:
             fields.update(self._price_now(run, result))
         fields.setdefault("token_source", "none")
-        self._submit(LLMCall(
-            provider=run.provider,
-            model=run.model,
-            requested_model=run.model,
-            temperature=run.params_temperature,
-            max_tokens=run.max_tokens,
-            time_to_first_token_s=ttft,
-            streamed=ttft is not None,
-            raw_input=run.raw_input,
-            raw_output=result,
-            **fields,
-        ))
+        fields["provider"] = run.provider
+        fields["model"] = fields["requested_model"] = run.model
+        fields["temperature"] = run.params_temperature
+        fields["max_tokens"] = run.max_tokens
+        fields["time_to_first_token_s"] = ttft
+        fields["streamed"] = ttft is not None
+        fields["raw_input"] = run.raw_input
+        fields["raw_output"] = result
+        self._submit(Draft(LLMCall, fields))
 
     def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
         """Price on the caller's thread, only under a stop budget, so the next call already sees it."""
@@ -386,12 +389,11 @@ class VitalCallbackHandler(GraphCallbackHandler):
         run = self._close(run_id)
         if run is None:
             return
-        self._submit(ToolCall(
-            name=run.name,
-            input=run.raw_input if isinstance(run.raw_input, str) else None,
-            raw_output=output if self._capture else None,
-            **self._base(run, status, error_type, error_message),
-        ))
+        fields = self._base(run, status, error_type, error_message)
+        fields["name"] = run.name
+        fields["input"] = run.raw_input if isinstance(run.raw_input, str) else None
+        fields["raw_output"] = output if self._capture else None
+        self._submit(Draft(ToolCall, fields))
 
     @_guard
     def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
@@ -415,12 +417,11 @@ class VitalCallbackHandler(GraphCallbackHandler):
         run = self._close(run_id)
         if run is None:
             return
-        self._submit(RetrieverCall(
-            name=run.name,
-            documents=documents,
-            query=run.raw_input if isinstance(run.raw_input, str) else None,
-            **self._base(run, status, error_type, error_message),
-        ))
+        fields = self._base(run, status, error_type, error_message)
+        fields["name"] = run.name
+        fields["documents"] = documents
+        fields["query"] = run.raw_input if isinstance(run.raw_input, str) else None
+        self._submit(Draft(RetrieverCall, fields))
 
     def submit(self, event: Event) -> None:
         """Queue an event built elsewhere (e.g. a score); same path as the callbacks'."""

@@ -23,12 +23,14 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from vital_callbacks.events import Event
+from vital_callbacks.events import Draft, Event
 from vital_callbacks.sinks.base import ExportResult, Sink
 
 logger = logging.getLogger("vital_callbacks")
 
-Processor = Callable[[Event], "Event | None"]
+Processor = Callable[[Event | Draft], "Event | Draft | None"]
+"""Runs on the dispatcher thread over every submitted item; a :class:`Draft` left after the last
+processor is built as it is."""
 
 _DISPATCH_POLL_S = 0.05
 _MAX_BACKOFF_S = 10.0
@@ -204,7 +206,7 @@ class Pipeline:
         self.stats_ = PipelineStats()
         self._stats_lock = threading.Lock()
         self.processors = list(processors)
-        self._inbox: deque[Event | _Marker] = deque()
+        self._inbox: deque[Event | Draft | _Marker] = deque()
         self._queue_size = queue_size
         self._batch_size = batch_size
         self._submitted = 0
@@ -230,8 +232,8 @@ class Pipeline:
         _live.add(self)
 
     # -- caller side -------------------------------------------------------------------------------
-    def submit(self, event: Event) -> None:
-        """Hand an event off; O(1), never blocks, never raises."""
+    def submit(self, event: Event | Draft) -> None:
+        """Hand an event (or the hot path's draft of one) off; O(1), never blocks, never raises."""
         inbox = self._inbox
         if self._closed or len(inbox) >= self._queue_size:
             with self._stats_lock:
@@ -319,21 +321,33 @@ class Pipeline:
             for worker in self._workers:
                 worker.put(out)
 
-    def _process(self, event: Event) -> Event | None:
-        current: Event | None = event
+    def _process(self, event: Event | Draft) -> Event | None:
+        current: Event | Draft | None = event
         for index, processor in enumerate(self.processors):
             if current is None:
                 return None
             try:
                 current = processor(current)
             except Exception as exc:
+                self._processor_failed(index, processor, exc)
+        if current.__class__ is Draft:
+            try:
+                return current.build()
+            except Exception as exc:  # a hook captured a value its event cannot take: count the loss
+                self._processor_failed(len(self.processors), Draft.build, exc, "event dropped and counted")
                 with self._stats_lock:
-                    self.stats_.processor_errors += 1
-                key = (index, type(exc))
-                if key not in self._logged_processor_errors:
-                    self._logged_processor_errors.add(key)
-                    logger.exception("vital-callbacks: processor %r failed; event passed on unchanged", processor)
-        return current
+                    self._inbox_dropped += 1
+                return None
+        return current  # type: ignore[return-value]
+
+    def _processor_failed(self, index: int, processor: object, exc: Exception,
+                          outcome: str = "event passed on unchanged") -> None:
+        with self._stats_lock:
+            self.stats_.processor_errors += 1
+        key = (index, type(exc))
+        if key not in self._logged_processor_errors:
+            self._logged_processor_errors.add(key)
+            logger.error("vital-callbacks: processor %r failed; %s", processor, outcome, exc_info=exc)
 
 
 def _shutdown_sink(sink: Sink, timeout_s: float) -> None:

@@ -111,6 +111,9 @@ class Quote:
         return self.describe()
 
 
+_Step = tuple["OverrideEntry | None", "str | None", str, "tuple[Any, Any] | None"]
+
+
 class PriceBook:
     """Prices calls; thread-safe, caches catalog matches."""
 
@@ -119,6 +122,7 @@ class PriceBook:
         self._catalog: dict[tuple[str | None, str], Any] = {}
         self._warned: set[tuple[str | None, str | None]] = set()
         self._lock = threading.Lock()
+        self._resolved: dict[tuple[str | None, str], tuple[_Step, ...]] = {}
         self.unpriced: dict[str, int] = {}
 
     def price(self, provider: str | None, model: str | None, usage: TokenUsage, at: float | datetime) -> Cost | None:
@@ -139,16 +143,31 @@ class PriceBook:
 
     def quote(self, provider: str | None, model: str, usage: TokenUsage, at: float | datetime) -> Quote | None:
         when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz=timezone.utc)
-        for cand_provider, cand_model in candidates(provider, model):
-            entry = self._find_override(cand_provider, cand_model, provider)
+        for entry, cand_provider, cand_model, found in self._steps(provider, model):
             if entry is not None:
                 quote = self._quote_override(entry, cand_provider, cand_model, usage, when)
                 if quote is not None:
                     return quote
-            found = self._catalog_lookup(cand_provider, cand_model)
             if found is not None:
                 return self._quote_catalog(found[0], found[1], usage, when)
         return None
+
+    def _steps(self, provider: str | None, model: str) -> tuple[_Step, ...]:
+        """Where to look, in order, for this (provider, model): which override entry and which catalog
+        match per candidate name. Fixed for the life of the book, so resolved once per pair; only the
+        price in force at the call's time is looked up per call."""
+        key = (provider, model)
+        steps = self._resolved.get(key)
+        if steps is None:
+            steps = tuple(
+                (entry, cand_provider, cand_model, found)
+                for cand_provider, cand_model in candidates(provider, model)
+                for entry, found in [(self._find_override(cand_provider, cand_model, provider),
+                                      self._catalog_lookup(cand_provider, cand_model))]
+                if entry is not None or found is not None
+            )
+            self._resolved[key] = steps  # a race computes the same tuple twice, harmlessly
+        return steps
 
     # -- overrides ---------------------------------------------------------------------------------
     def _find_override(self, cand_provider: str | None, model: str,
@@ -197,13 +216,13 @@ class PriceBook:
 
     @staticmethod
     def _quote_catalog(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> Quote:
-        from genai_prices import Usage
-
         model_price = model.get_prices(when)
         fast = fast_cost(model_price, usage)
         if fast is not None:
             cost = Cost(fast[0], fast[1], fast[0] + fast[1], "genai-prices")
             return Quote(provider.id, model.id, cost, lambda: f"{provider.id}/{model.id}: {model_price}")
+        from genai_prices import Usage
+
         calc = model.calc_price(
             Usage(
                 input_tokens=usage.input,

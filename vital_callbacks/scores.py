@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
@@ -20,6 +20,7 @@ from vital_callbacks import tables
 from vital_callbacks.events import Score
 
 ScoreValue = float | int | bool | str
+_T = TypeVar("_T")
 
 
 def make_score(target_id: str, name: str, value: ScoreValue, *, comment: str | None = None,
@@ -81,7 +82,7 @@ COPIED = ("trace_id", "tenant_id", "user_id", "session_id", "graph", "node")
 """What an unmatched score takes over from the stored run its target id names."""
 
 
-def scores_last(rows: Mapping[str, list[dict[str, Any]]]) -> list[tuple[str, list[dict[str, Any]]]]:
+def scores_last(rows: Mapping[str, list[_T]]) -> list[tuple[str, list[_T]]]:
     """Rows by kind, scores after runs, so a score can match a run stored in the same batch."""
     return sorted(rows.items(), key=lambda item: item[0] == "score")
 

@@ -6,11 +6,11 @@ time, and everything of one trace.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Column, DateTime, Index, Numeric, Text
+from sqlalchemy import BigInteger, Column, Date, DateTime, Index, Numeric, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -72,16 +72,11 @@ class NodeRunRow(_EventRow, table=True):
     checkpoint_ns: str | None = Field(default=None, sa_type=Text)
 
 
-_COVERED = ["model", "status", "token_source", "input_tokens", "output_tokens", "total_tokens",
-            "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_cost", "saved_cost", "cache_hit"]
-
-
 class LLMCallRow(_EventRow, _TokenColumns, table=True):
     __tablename__ = "llm_calls"
     __table_args__ = (
-        # Covering on PostgreSQL (migration 0003): the cost queries read only the index.
-        Index("ix_llm_calls_started_cov", "started_at", postgresql_include=["tenant_id", *_COVERED]),
-        Index("ix_llm_calls_tenant_started_cov", "tenant_id", "started_at", postgresql_include=_COVERED),
+        Index("ix_llm_calls_started_at", "started_at"),
+        Index("ix_llm_calls_tenant_started", "tenant_id", "started_at"),
         Index("ix_llm_calls_model_started", "model", "started_at"),
     )
 
@@ -150,6 +145,40 @@ class ScoreRow(SQLModel, table=True):
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
 
 
+def _sum() -> Any:
+    return Field(default=0, sa_type=BigInteger)
+
+
+class LLMCostDailyRow(SQLModel, table=True):
+    """LLM calls summed per UTC day, tenant, graph, provider and model (migration 0004).
+
+    Kept equal to ``llm_calls`` by the database itself: triggers add every inserted row (only rows
+    actually inserted, so a replay adds nothing), subtract deleted ones and move updated ones. The
+    analytics read whole days here and only the partial days at a window's edges from ``llm_calls``.
+    Missing keys are stored as ``''`` (a primary key cannot be NULL).
+    """
+
+    __tablename__ = "llm_cost_daily"
+
+    day: date = Field(sa_type=Date, primary_key=True)
+    tenant_id: str = Field(default="", max_length=256, primary_key=True)
+    graph: str = Field(default="", max_length=256, primary_key=True)
+    provider: str = Field(default="", max_length=128, primary_key=True)
+    model: str = Field(default="", max_length=256, primary_key=True)
+    calls: int = _sum()
+    input_tokens: int = _sum()
+    output_tokens: int = _sum()
+    total_tokens: int = _sum()
+    cache_read_tokens: int = _sum()
+    cache_write_tokens: int = _sum()
+    reasoning_tokens: int = _sum()
+    cost_usd: Decimal = Field(default=Decimal(0), sa_type=Numeric(30, 12))
+    unpriced_calls: int = _sum()
+    errors: int = _sum()
+    cache_hits: int = _sum()
+    saved_usd: Decimal = Field(default=Decimal(0), sa_type=Numeric(30, 12))
+
+
 ROW_TYPES: dict[str, type[SQLModel]] = {
     "graph_run": GraphRunRow,
     "node_run": NodeRunRow,
@@ -161,5 +190,5 @@ EVENT_TABLES = dict(ROW_TYPES)
 """The five tables of run events (scores excluded)."""
 ROW_TYPES["score"] = ScoreRow
 
-__all__ = ["ROW_TYPES", "Column", "GraphRunRow", "LLMCallRow", "NodeRunRow", "RetrieverCallRow", "ScoreRow",
-           "ToolCallRow"]
+__all__ = ["ROW_TYPES", "Column", "GraphRunRow", "LLMCallRow", "LLMCostDailyRow", "NodeRunRow", "RetrieverCallRow",
+           "ScoreRow", "ToolCallRow"]

@@ -57,6 +57,23 @@ def _int(value: Any) -> int:
 
 def from_usage_metadata(um: Mapping[str, Any]) -> TokenUsage:
     """LangChain's ``UsageMetadata`` dict to our counts."""
+    inp, out, total = um.get("input_tokens"), um.get("output_tokens"), um.get("total_tokens")
+    if (inp.__class__ is int and out.__class__ is int and total.__class__ is int and inp >= 0 and out >= 0
+            and total > 0 and not _has_details(um)):
+        return TokenUsage(inp, out, total)  # the usual shape, checked inline (this runs for every call)
+    return _from_usage_metadata(um)
+
+
+def _has_details(um: Mapping[str, Any]) -> bool:
+    """Whether any token detail (cache, reasoning, TTL split) is non-zero."""
+    for key in ("input_token_details", "output_token_details"):
+        details = um.get(key)
+        if details and any(details.values()):
+            return True
+    return False
+
+
+def _from_usage_metadata(um: Mapping[str, Any]) -> TokenUsage:
     inp = _int(um.get("input_tokens"))
     out = _int(um.get("output_tokens"))
     details_in = um.get("input_token_details") or {}

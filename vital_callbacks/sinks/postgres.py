@@ -1,11 +1,13 @@
 """The PostgreSQL store: the SQL sink's tables, written with asyncpg on the sink's worker thread.
 
 The sink owns a private event loop and drives it only from the pipeline's worker thread, so it never
-touches the caller's thread or the caller's event loop. A batch is one transaction: binary ``COPY``
-into a session-local temporary table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so a
-retried or replayed batch never counts a call twice. When the database rejects a batch for its data,
-the rows are inserted one by one and only the bad ones are dropped (counted and logged by run id,
-never by value). When the database is unreachable the export fails fast (reconnects back off up to
+touches the caller's thread or the caller's event loop. Each table's rows of a batch go first as one
+binary ``COPY`` straight into the table: fresh run ids, the normal case, cost two round trips and one
+write per row. A ``COPY`` is all or nothing, so when it fails on a run id already stored (a retry or a
+replay) or on a bad value, the same rows go the careful way, in one transaction: ``COPY`` into a
+session-local temporary table, then ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so nothing is
+ever counted twice; and if the database still rejects them for their data, they are inserted one by
+one and only the bad ones are dropped (counted and logged by run id, never by value). When the database is unreachable the export fails fast (reconnects back off up to
 5 s), the pipeline retries and then calls :meth:`PostgresSink.spill`; spilled rows are replayed,
 oldest first, after the next successful export, on every flush, and by the next process to start.
 """
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 import threading
 import time
 from collections.abc import Awaitable, Sequence
@@ -30,6 +31,7 @@ from vital_callbacks import scores, tables
 from vital_callbacks.db import mask_url, upgrade_async
 from vital_callbacks.events import Event
 from vital_callbacks.settings import Settings
+from vital_callbacks.sinks._records import RecordBuilder
 from vital_callbacks.sinks.base import ExportResult, Sink
 from vital_callbacks.sinks.sql import normalize_url, to_row
 from vital_callbacks.spill import Rows, SpillDir, default_spill_dir
@@ -54,20 +56,14 @@ _DATA_ERRORS: tuple[type[BaseException], ...] = (
 (down, restarting, timed out, schema missing) and fails the batch for the pipeline to retry."""
 
 
-def _columns(kind: str) -> list[str]:
-    return [c.name for c in tables.ROW_TYPES[kind].__table__.columns]  # type: ignore[attr-defined]
-
-
-def _table(kind: str) -> str:
-    return str(tables.ROW_TYPES[kind].__tablename__)
-
-
 class _Statements:
-    """The SQL of one event table, built once."""
+    """The SQL and the record builder of one event table, built once."""
 
     def __init__(self, kind: str) -> None:
-        self.table = _table(kind)
-        self.columns = _columns(kind)
+        self.kind = kind
+        self.table = str(tables.ROW_TYPES[kind].__tablename__)
+        self.builder = RecordBuilder(kind)
+        self.columns = self.builder.columns
         self.temp = f"vital_tmp_{self.table}"
         cols = ", ".join(f'"{c}"' for c in self.columns)
         self.create_temp = (f"CREATE TEMP TABLE IF NOT EXISTS {self.temp} (LIKE {self.table} INCLUDING DEFAULTS) "
@@ -75,21 +71,20 @@ class _Statements:
         self.insert_select = f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {self.temp} ON CONFLICT DO NOTHING"
         params = ", ".join(f"${i}" for i in range(1, len(self.columns) + 1))
         self.insert_one = f"INSERT INTO {self.table} ({cols}) VALUES ({params}) ON CONFLICT DO NOTHING"
-        self._getter = operator.itemgetter(*self.columns)
-
-    def records(self, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-        get = self._getter
-        try:
-            return [get(row) for row in rows]  # itemgetter runs in C; to_row gives every column
-        except KeyError:
-            return [tuple(row.get(c) for c in self.columns) for row in rows]
 
 
 _STATEMENTS = {kind: _Statements(kind) for kind in tables.ROW_TYPES}
 
+Batch = dict[str, list[Any]]
+"""Per table: records (tuples in column order), except scores, which stay row dicts until they are
+matched to their runs inside the write's transaction."""
 
-def _row_id(row: dict[str, Any]) -> object:
-    return row.get("score_id") or row.get("run_id")
+
+async def _reset(conn: asyncpg.Connection) -> None:
+    """Between uses, only end a transaction left open (a timeout mid-write). The pool's default reset
+    (``RESET ALL``, ``UNLISTEN *``, ...) is a round trip per batch for session state we never set."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
 
 
 class PostgresSink(Sink):
@@ -130,7 +125,7 @@ class PostgresSink(Sink):
 
     # -- the Sink interface (all called on the pipeline's worker thread, except spill) ----------------
     def export(self, batch: Sequence[Event]) -> ExportResult:
-        if not self._write(self._rows(batch)):
+        if not self._write(self._records(batch)):
             return ExportResult.FAILURE
         if self.spill_dir.may_have_pending():
             self._replay(time.monotonic() + _REPLAY_BUDGET_S)
@@ -178,19 +173,41 @@ class PostgresSink(Sink):
                            "this database replays them", waiting, self.masked_url, self.spill_dir.directory)
 
     # -- rows -------------------------------------------------------------------------------------
+    def _records(self, batch: Sequence[Event]) -> Batch:
+        grouped: Batch = {}
+        for event in batch:
+            try:
+                kind = event.kind
+                if kind == "score":
+                    grouped.setdefault(kind, []).append(to_row(event))
+                else:
+                    grouped.setdefault(kind, []).append(_STATEMENTS[kind].builder.record(event))
+            except Exception:
+                self._reject_unbuildable(event)
+        return grouped
+
     def _rows(self, batch: Sequence[Event]) -> Rows:
+        """Row dicts, for spill files (column names keep them readable across schema changes)."""
         grouped: Rows = {}
         for event in batch:
             try:
                 grouped.setdefault(event.kind, []).append(to_row(event))
             except Exception:
-                with self._counter_lock:
-                    self.rejected_rows += 1
-                logger.exception("vital-callbacks: could not turn %s %s into a row; skipped", event.kind, event.run_id)
+                self._reject_unbuildable(event)
         return grouped
 
+    def _reject_unbuildable(self, event: Event) -> None:
+        with self._counter_lock:
+            self.rejected_rows += 1
+        logger.exception("vital-callbacks: could not turn %s %s into a row; skipped", event.kind, event.run_id)
+
+    @staticmethod
+    def _from_rows(rows: Rows) -> Batch:
+        return {kind: kind_rows if kind == "score" else [_STATEMENTS[kind].builder.from_row(r) for r in kind_rows]
+                for kind, kind_rows in rows.items() if kind in _STATEMENTS}
+
     def _replay(self, deadline: float) -> bool:
-        replayed, done = self.spill_dir.replay(self._write, deadline)
+        replayed, done = self.spill_dir.replay(lambda rows: self._write(self._from_rows(rows)), deadline)
         self.replayed_rows += replayed
         if replayed:
             logger.info("vital-callbacks: replayed %d spilled rows into %s", replayed, self.masked_url)
@@ -200,7 +217,7 @@ class PostgresSink(Sink):
     def _run(self, awaitable: Awaitable[_T], timeout: float) -> _T:
         return self._loop.run_until_complete(asyncio.wait_for(awaitable, timeout))
 
-    def _write(self, rows: Rows) -> bool:
+    def _write(self, rows: Batch) -> bool:
         """Insert rows; False when the database is unavailable (the caller retries or spills)."""
         if not rows:
             return True
@@ -244,46 +261,61 @@ class PostgresSink(Sink):
                 self._auto_migrate = False
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._pool_size, timeout=self._connect_timeout_s,
-                command_timeout=self._statement_timeout_s + 5.0, init=self._init_connection,
+                command_timeout=self._statement_timeout_s + 5.0, init=self._init_connection, reset=_reset,
                 server_settings={"statement_timeout": str(int(self._statement_timeout_s * 1000)),
                                  "application_name": "vital-callbacks"},
             )
         return self._pool
 
     @staticmethod
-    async def _init_connection(conn: asyncpg.Connection) -> None:
+    async def _init_connection(conn: asyncpg.Connection) -> None:  # the temporary tables, once per session
         for statements in _STATEMENTS.values():
             await conn.execute(statements.create_temp)
 
-    async def _write_async(self, rows: Rows) -> None:
+    async def _write_async(self, rows: Batch) -> None:
         pool = await self._pool_or_connect()
         async with pool.acquire() as conn:
-            try:
-                async with conn.transaction():
-                    for kind, kind_rows in scores.scores_last(rows):
-                        if kind == "score":
-                            await self._resolve_scores(conn, kind_rows)
+            for kind, items in scores.scores_last(rows):
+                if kind != "score":
+                    try:
+                        # Fresh run ids, the normal case: one COPY straight into the table, atomic on its
+                        # own (two round trips, no temporary table for the server to write and read).
                         statements = _STATEMENTS[kind]
-                        await conn.copy_records_to_table(statements.temp, records=statements.records(kind_rows),
-                                                         columns=statements.columns)
-                        await conn.execute(statements.insert_select)
-            except _DATA_ERRORS:
-                await self._row_by_row(conn, rows)
+                        await conn.copy_records_to_table(statements.table, records=items, columns=statements.columns)
+                        continue
+                    except _DATA_ERRORS:
+                        pass  # a retry or replay (some ids stored already), or a bad row: the careful path
+                await self._write_idempotent(conn, kind, items)
 
-    async def _row_by_row(self, conn: PoolConnectionProxy[Record], rows: Rows) -> None:
+    async def _write_idempotent(self, conn: PoolConnectionProxy[Record], kind: str, items: list[Any]) -> None:
+        """COPY into the session's temporary table, then ``INSERT ... ON CONFLICT DO NOTHING``, in one
+        transaction; rows the database rejects are then isolated one by one."""
+        statements = _STATEMENTS[kind]
+        try:
+            async with conn.transaction():
+                records = await self._score_records(conn, items) if kind == "score" else items
+                await conn.copy_records_to_table(statements.temp, records=records, columns=statements.columns)
+                await conn.execute(statements.insert_select)
+        except _DATA_ERRORS:
+            await self._row_by_row(conn, kind, items)
+
+    async def _row_by_row(self, conn: PoolConnectionProxy[Record], kind: str, items: list[Any]) -> None:
         """Isolate the rows the database rejects, so they cannot sink the rest of their batch."""
-        for kind, kind_rows in scores.scores_last(rows):
-            statements = _STATEMENTS[kind]
-            if kind == "score":
-                await self._resolve_scores(conn, kind_rows)
-            for row, record in zip(kind_rows, statements.records(kind_rows), strict=True):
-                try:
-                    await conn.execute(statements.insert_one, *record)
-                except _DATA_ERRORS as exc:
-                    with self._counter_lock:
-                        self.rejected_rows += 1
-                    logger.error("vital-callbacks: %s row %s rejected by PostgreSQL: %s", kind, _row_id(row),
-                                 type(exc).__name__)
+        statements = _STATEMENTS[kind]
+        records = await self._score_records(conn, items) if kind == "score" else items
+        for record in records:
+            try:
+                await conn.execute(statements.insert_one, *record)
+            except _DATA_ERRORS as exc:
+                with self._counter_lock:
+                    self.rejected_rows += 1
+                logger.error("vital-callbacks: %s row %s rejected by PostgreSQL: %s", kind,
+                             record[statements.builder.id_position], type(exc).__name__)
+
+    async def _score_records(self, conn: PoolConnectionProxy[Record], rows: list[dict[str, Any]]) -> list[Any]:
+        await self._resolve_scores(conn, rows)
+        builder = _STATEMENTS["score"].builder
+        return [builder.from_row(row) for row in rows]
 
     @staticmethod
     async def _resolve_scores(conn: PoolConnectionProxy[Record], rows: list[dict[str, Any]]) -> None:

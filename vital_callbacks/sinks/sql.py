@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import event as sa_event
 from sqlalchemy import insert
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from sqlmodel import SQLModel, create_engine
 
@@ -153,12 +153,27 @@ class SQLSink(Sink):
     name = "sql"
 
     def __init__(self, url: str = "sqlite:///vital_callbacks.db", *, auto_migrate: bool = True) -> None:
+        from vital_callbacks.sinks._records import RecordBuilder  # imported here: it builds on this module
+
         self.url = url
         self.engine = make_engine(url)
         self.rejected_rows = 0
         if auto_migrate:
             create_schema(self.engine)
         self._statements = {kind: _insert(self.engine, rt) for kind, rt in tables.ROW_TYPES.items()}
+        # SQLite: tuples straight to sqlite3's executemany, skipping SQLAlchemy's per-row dict handling
+        # (the builders apply the same bind processors SQLAlchemy would). Scores stay dicts: they are
+        # matched to their runs first.
+        self._builders: dict[str, RecordBuilder] = {}
+        self._driver_sql: dict[str, str] = {}
+        if self.engine.dialect.name == "sqlite":
+            for kind, row_type in tables.ROW_TYPES.items():
+                if kind == "score":
+                    continue
+                builder = self._builders[kind] = RecordBuilder(kind, self.engine.dialect)
+                self._driver_sql[kind] = (
+                    f"INSERT INTO {row_type.__tablename__} ({', '.join(builder.columns)}) "
+                    f"VALUES ({', '.join('?' * len(builder.columns))}) ON CONFLICT DO NOTHING")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sink:
@@ -170,19 +185,19 @@ class SQLSink(Sink):
         return cls(url, auto_migrate=settings.auto_migrate())
 
     def export(self, batch: Sequence[Event]) -> ExportResult:
-        grouped: dict[str, list[dict[str, Any]]] = {}
+        grouped: dict[str, list[Any]] = {}
+        builders = self._builders
         for event in batch:
             try:
-                grouped.setdefault(event.kind, []).append(to_row(event))
+                builder = builders.get(event.kind)
+                grouped.setdefault(event.kind, []).append(builder.record(event) if builder else to_row(event))
             except Exception:
                 self.rejected_rows += 1
                 logger.exception("vital-callbacks: could not turn %s %s into a row; skipped", event.kind, event.run_id)
         try:
             with self.engine.begin() as conn:
                 for kind, rows in scores_last(grouped):
-                    if kind == "score":
-                        resolve_scores(conn, rows)
-                    conn.execute(self._statements[kind], rows)
+                    self._execute(conn, kind, rows)
             return ExportResult.SUCCESS
         except OperationalError:
             logger.warning("vital-callbacks: SQL store unavailable; batch of %d will be retried", len(batch),
@@ -193,19 +208,28 @@ class SQLSink(Sink):
             # the database rejects: find it, skip it, keep the rest.
             return self._row_by_row(grouped)
 
-    def _row_by_row(self, grouped: dict[str, list[dict[str, Any]]]) -> ExportResult:
+    def _execute(self, conn: Connection, kind: str, rows: list[Any]) -> None:
+        if kind in self._driver_sql:
+            conn.exec_driver_sql(self._driver_sql[kind], rows)
+            return
+        if kind == "score":
+            resolve_scores(conn, rows)
+        conn.execute(self._statements[kind], rows)
+
+    def _row_by_row(self, grouped: dict[str, list[Any]]) -> ExportResult:
         """Isolate the rows the database rejects so they cannot sink the rest of their batch."""
         for kind, rows in grouped.items():
             for row in rows:
                 try:
                     with self.engine.begin() as conn:
-                        conn.execute(self._statements[kind], [row])
+                        self._execute(conn, kind, [row])
                 except OperationalError:
                     return ExportResult.FAILURE
                 except (DBAPIError, SQLAlchemyError, ValueError, TypeError, OverflowError) as exc:
                     self.rejected_rows += 1
+                    run_id = row.get("run_id") if isinstance(row, dict) else row[self._builders[kind].id_position]
                     logger.error("vital-callbacks: %s row %s rejected by the database: %s",
-                                 kind, row.get("run_id"), exc.__class__.__name__)
+                                 kind, run_id, exc.__class__.__name__)
         return ExportResult.SUCCESS
 
     def shutdown(self) -> None:

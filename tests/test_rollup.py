@@ -1,0 +1,183 @@
+"""The daily rollup (migration 0004) equals ``llm_calls`` summed per day and key, whoever writes, replays,
+reprices or deletes; and cost queries through it equal the same queries over the raw rows alone."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from datetime import date, datetime, timedelta, timezone
+from decimal import Decimal
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from tests.conftest import require_service
+from vital_callbacks import analytics, db
+from vital_callbacks.analytics import _rollup, costs
+from vital_callbacks.events import Cost, LLMCall, TokenUsage
+from vital_callbacks.sinks.base import Sink
+from vital_callbacks.sinks.sql import SQLSink
+
+START = datetime(2026, 10, 1, tzinfo=timezone.utc)
+SUMS = ", ".join(f"sum({c})" for c in ("calls", "input_tokens", "output_tokens", "total_tokens", "cache_read_tokens",
+                                        "cost_usd", "unpriced_calls", "errors", "cache_hits", "saved_usd"))
+
+
+def workload(n: int, seed: int = 3) -> list[LLMCall]:
+    """Calls over 20 days with missing keys, errors, unpriced and cached calls, at all hours."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        start = (START + timedelta(seconds=rng.random() * 20 * 86400)).timestamp()
+        inp, outp = rng.randint(0, 5000), rng.randint(0, 900)
+        priced = rng.random() > 0.1
+        hit = rng.random() < 0.05
+        cost = Cost(Decimal(inp) / 10**7, Decimal(outp) / 10**6, Decimal(inp) / 10**7 + Decimal(outp) / 10**6)
+        out.append(LLMCall(
+            run_id=f"r{seed}-{i}", parent_run_id=None, trace_id=f"t{i // 4}",
+            tenant_id=rng.choice(["acme", "globex", None]), graph=rng.choice(["agent", "helper", None]),
+            provider=rng.choice(["openai", "anthropic"]), model=rng.choice(["gpt-4o-mini", "claude-haiku-4-5", None]),
+            start_time=start, end_time=start + 1, duration_s=1.0,
+            status="error" if rng.random() < 0.07 else "success",
+            usage=TokenUsage(inp, outp, inp + outp, cache_read=inp // 3),
+            token_source="none" if rng.random() < 0.03 else "provider",
+            cost=cost if priced and not hit else (Cost(Decimal(0), Decimal(0), Decimal(0), "cache") if hit else None),
+            cache_hit=hit, saved_cost=cost.total if hit else None))
+    return out
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sink, Engine]]:
+    """The real writer of each database (the SQL sink on SQLite, the asyncpg sink on PostgreSQL) and a reader."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'rollup.db'}"
+        sink: Sink = SQLSink(url)
+        engine = analytics.reader_engine(url)
+        yield sink, engine
+        sink.shutdown()
+        engine.dispose()
+        return
+    from tests.pg_cluster import fresh_database, reachable
+    from vital_callbacks.sinks.postgres import PostgresSink
+
+    require_service(reachable(), "no PostgreSQL at 127.0.0.1:5432")
+    with fresh_database() as url:
+        db.upgrade(url)
+        sink = PostgresSink(url, spill_dir=tmp_path / "spill")
+        engine = analytics.reader_engine(url)
+        yield sink, engine
+        sink.shutdown()
+        engine.dispose()
+
+
+def _day(column: str, engine: Engine) -> str:
+    return f"date({column})" if engine.dialect.name == "sqlite" else f"date(timezone('UTC', {column}))"
+
+
+def rollup_by_day(engine: Engine) -> dict[Any, tuple[Any, ...]]:
+    sql = f"SELECT day, tenant_id, graph, provider, model, {SUMS} FROM llm_cost_daily GROUP BY 1, 2, 3, 4, 5"
+    with engine.connect() as conn:
+        return {tuple(str(k) for k in r[:5]): _normal(r[5:]) for r in conn.execute(text(sql))}
+
+
+def raw_by_day(engine: Engine) -> dict[Any, tuple[Any, ...]]:
+    sql = (f"SELECT {_day('started_at', engine)}, coalesce(tenant_id, ''), coalesce(graph, ''), "
+           "coalesce(provider, ''), coalesce(model, ''), count(*), sum(input_tokens), sum(output_tokens), "
+           "sum(total_tokens), sum(cache_read_tokens), coalesce(sum(total_cost), 0), "
+           "sum(CASE WHEN total_cost IS NULL AND token_source <> 'none' THEN 1 ELSE 0 END), "
+           "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END), sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
+           "coalesce(sum(saved_cost), 0) FROM llm_calls GROUP BY 1, 2, 3, 4, 5")
+    with engine.connect() as conn:
+        return {tuple(str(k) for k in r[:5]): _normal(r[5:]) for r in conn.execute(text(sql))}
+
+
+def _normal(values: Any) -> tuple[Any, ...]:
+    """Integers as they are; USD rounded to 1e-9 (SQLite stores NUMERIC as a float, summed in any order)."""
+    return tuple(round(Decimal(v), 9) if isinstance(v, (float, Decimal)) else int(v) for v in values)
+
+
+def test_rollup_equals_the_raw_rows_through_writes_replays_repricing_and_deletes(
+        store: tuple[Sink, Engine]) -> None:
+    sink, engine = store
+    calls = workload(1500)
+    sink.export(calls[:1000])
+    sink.export(calls[500:])  # a retry overlapping what is stored: the rollup must not count 500 calls twice
+    raw = raw_by_day(engine)
+    assert sum(v[0] for v in raw.values()) == 1500
+    assert rollup_by_day(engine) == raw
+
+    writer = _writer(engine)  # the reader is read-only on PostgreSQL; write as an operator would
+    with writer.begin() as conn:
+        conn.execute(text("UPDATE llm_calls SET total_cost = 0.5 WHERE total_cost IS NULL AND token_source <> 'none'"))
+        conn.execute(text("DELETE FROM llm_calls WHERE tenant_id = 'globex' AND status = 'error'"))
+    writer.dispose()
+    raw = raw_by_day(engine)
+    assert sum(v[6] for v in raw.values()) == 0  # no unpriced calls left after repricing
+    assert rollup_by_day(engine) == raw
+
+
+def _writer(engine: Engine) -> Engine:
+    from sqlalchemy import create_engine
+
+    return create_engine(engine.url) if engine.dialect.name == "postgresql" else engine
+
+
+def test_cost_queries_through_the_rollup_equal_the_raw_queries(store: tuple[Sink, Engine]) -> None:
+    """Random windows (midnight-aligned or not, open-ended or not) and every grouping the rollup keeps."""
+    sink, engine = store
+    sink.export(workload(2000, seed=5))
+    rng = random.Random(9)
+    dims_choices = [()] + [c for n in (1, 2) for c in combinations(("day", "tenant", "graph", "provider", "model"), n)]
+    used_rollup = 0
+    for trial in range(60):
+        since: datetime | None = START + timedelta(hours=rng.randint(-30, 21 * 24))
+        until: datetime | None = since + timedelta(hours=rng.randint(1, 15 * 24))  # type: ignore[operator]
+        if trial % 10 == 0:
+            since = None
+        if trial % 10 == 5:
+            until = None
+        if trial % 3 == 0 and since is not None:
+            since = since.replace(hour=0)
+        dims = rng.choice(dims_choices)
+        tenant = rng.choice([None, "acme"])
+        used_rollup += _rollup.plan(engine, dims, since, until) is not None
+        fast = costs.cost_by_rows(engine, dims, since=since, until=until, tenant_id=tenant)
+        slow = costs._raw_cost_by(engine, tuple(dims), since=since, until=until, tenant_id=tenant, graph=None)
+        assert _as_dict(fast) == _as_dict(slow), (dims, since, until, tenant)
+    assert used_rollup >= 40  # most windows hold whole days
+
+
+def _as_dict(groups: list[costs.CostGroup]) -> dict[Any, tuple[Any, ...]]:
+    return {g.keys: (g.calls, g.input_tokens, g.output_tokens, g.total_tokens, g.cache_read_tokens,
+                     round(g.cost_usd, 9), g.unpriced_calls, g.errors, g.cache_hits, round(g.saved_usd, 9))
+            for g in groups if g.calls}
+
+
+def test_the_daily_api_query_reads_whole_days_from_the_rollup(store: tuple[Sink, Engine]) -> None:
+    """With the raw rows of whole days gone from the plan, only the partial days are read from llm_calls:
+    shown by deleting the rollup's rows, which leaves exactly the edges."""
+    sink, engine = store
+    sink.export(workload(400, seed=7))
+    since, until = START + timedelta(days=2), START + timedelta(days=6, hours=12)
+    plan = _rollup.plan(engine, ("day",), since, until)
+    assert plan == _rollup.Plan(date(2026, 10, 3), date(2026, 10, 7),
+                                ((datetime(2026, 10, 7, tzinfo=timezone.utc), until),))
+    days = [d.day for d in costs.daily_cost_rows(engine, since=since, until=until)]
+    assert days == ["2026-10-03", "2026-10-04", "2026-10-05", "2026-10-06", "2026-10-07"]
+    writer = _writer(engine)
+    with writer.begin() as conn:
+        conn.execute(text("DELETE FROM llm_cost_daily"))
+    writer.dispose()
+    assert [d.day for d in costs.daily_cost_rows(engine, since=since, until=until)] == ["2026-10-07"]
+
+
+def test_a_store_without_the_rollup_is_answered_from_the_raw_rows(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db.upgrade(url, "0003")
+    engine = analytics.reader_engine(url)
+    assert _rollup.plan(engine, ("day",), START, START + timedelta(days=3)) is None
+    assert costs.daily_cost_rows(engine, since=START, until=START + timedelta(days=3)) == []

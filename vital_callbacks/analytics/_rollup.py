@@ -1,0 +1,113 @@
+"""Whole days from the ``llm_cost_daily`` rollup, the partial days at a window's edges from ``llm_calls``.
+
+A 30-day cost question over a million calls would sum a million rows; with the rollup (migration
+0004, kept equal to ``llm_calls`` by triggers) it sums a few hundred grouped rows plus the raw calls of
+at most two partial days. The answer is the same as summing the raw rows: the rollup holds exactly
+their sums per UTC day and key, and the edges are read from the raw rows themselves. Only groupings
+the rollup keeps (day, tenant, graph, provider, model) qualify; any other dimension, or a store
+without the rollup (a database not yet upgraded), is answered from ``llm_calls`` alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from sqlalchemy import Table, func, inspect, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from vital_callbacks.analytics._common import utc
+from vital_callbacks.tables import LLMCostDailyRow
+
+LLM_COST_DAILY: Table = LLMCostDailyRow.__table__  # type: ignore[attr-defined]
+DIMENSIONS = {"day": "day", "tenant": "tenant_id", "graph": "graph", "provider": "provider", "model": "model"}
+SUMS = ("calls", "input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens",
+        "reasoning_tokens", "cost_usd", "unpriced_calls", "errors", "cache_hits", "saved_usd")
+_RECHECK_S = 60.0
+
+_lock = threading.Lock()
+_present: dict[str, tuple[bool, float]] = {}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Whole days ``[first_day, end_day)`` from the rollup (``None``: unbounded on that side), and
+    the raw windows left over at the edges."""
+
+    first_day: date | None
+    end_day: date | None
+    edges: tuple[tuple[datetime | None, datetime | None], ...]
+
+
+def has_rollup(engine: Engine) -> bool:
+    """Whether the store has the rollup; a "no" is asked again after a minute (an upgrade may run)."""
+    key = str(engine.url)
+    now = time.monotonic()
+    with _lock:
+        known = _present.get(key)
+    if known is not None and (known[0] or now - known[1] < _RECHECK_S):
+        return known[0]
+    present = inspect(engine).has_table(LLM_COST_DAILY.name)
+    with _lock:
+        _present[key] = (present, now)
+    return present
+
+
+def _midnight(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+
+
+def plan(engine: Engine, dims: Sequence[str], since: datetime | None, until: datetime | None) -> Plan | None:
+    """How to answer a cost query over ``[since, until)`` grouped by ``dims``; ``None``: raw rows only."""
+    if any(d not in DIMENSIONS for d in dims) or not has_rollup(engine):
+        return None
+    start = utc(since) if since is not None else None
+    end = utc(until) if until is not None else None
+    first_day: date | None = None
+    if start is not None:
+        first_day = start.date() if start == _midnight(start.date()) else start.date() + timedelta(days=1)
+    end_day = end.date() if end is not None else None
+    if first_day is not None and end_day is not None and first_day >= end_day:
+        return None  # no whole day inside the window
+    edges: list[tuple[datetime | None, datetime | None]] = []
+    if start is not None and first_day is not None and start < _midnight(first_day):
+        edges.append((start, _midnight(first_day)))
+    if end is not None and end_day is not None and _midnight(end_day) < end:
+        edges.append((_midnight(end_day), end))
+    return Plan(first_day, end_day, tuple(edges))
+
+
+def key_column(dim: str) -> ColumnElement[Any]:
+    return LLM_COST_DAILY.c[DIMENSIONS[dim]].label(dim)
+
+
+def grouped_sums(engine: Engine, dims: Sequence[str], days: Plan, *, tenant_id: str | None,
+                 graph: str | None) -> list[dict[str, Any]]:
+    """The rollup's sums over the plan's whole days, grouped by ``dims``; keys stored as ``''`` come
+    back as ``None``, as the raw rows' NULLs do."""
+    t = LLM_COST_DAILY.c
+    conditions = []
+    if days.first_day is not None:
+        conditions.append(t.day >= days.first_day)
+    if days.end_day is not None:
+        conditions.append(t.day < days.end_day)
+    if tenant_id is not None:
+        conditions.append(t.tenant_id == tenant_id)
+    if graph is not None:
+        conditions.append(t.graph == graph)
+    keys = [key_column(d) for d in dims]
+    stmt = select(*keys, *[func.sum(t[name]).label(name) for name in SUMS]).where(*conditions)
+    if keys:
+        stmt = stmt.group_by(*keys)
+    with engine.connect() as conn:
+        rows = [dict(row._mapping) for row in conn.execute(stmt)]
+    for row in rows:
+        for dim in dims:
+            if dim != "day" and row[dim] == "":
+                row[dim] = None
+    return [row for row in rows if row["calls"]]  # an empty total comes back as one row of NULLs

@@ -1,0 +1,219 @@
+"""A daily rollup of LLM calls, kept by the database; plain time indexes instead of covering ones.
+
+``llm_cost_daily`` holds, per UTC day, tenant, graph, provider and model, the sums the cost analytics
+ask for. Triggers keep it equal to ``llm_calls`` whoever writes there (our writers, a bulk ``COPY``,
+a hand-run repricing ``UPDATE``, a retention ``DELETE``):
+
+* PostgreSQL: statement-level triggers with transition tables, so a batch of 512 rows costs one
+  grouped upsert, not 512. ``ON CONFLICT DO NOTHING`` puts only the rows actually inserted in the
+  transition table, so a replayed batch adds nothing. TimescaleDB hypertables do not allow transition
+  tables; there the same sums are kept by row-level triggers (untested here: no TimescaleDB in CI).
+* SQLite: row-level triggers (the database is in-process; an upsert per row is cheap there).
+
+The upserts visit keys in sorted order, so two writers' batches lock rollup rows in the same order
+and cannot deadlock. Missing keys are stored as ``''``. The existing rows are summed in at upgrade.
+
+With whole days answered by the rollup, the covering indexes of 0003 (which made every insert write
+two wide index entries) give way to plain ``(started_at)`` and ``(tenant_id, started_at)`` indexes,
+which the partial days at a window's edges need.
+
+Revision ID: 0004
+Revises: 0003
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0004"
+down_revision = "0003"
+branch_labels = None
+depends_on = None
+
+KEYS = ("day", "tenant_id", "graph", "provider", "model")
+SUMS = ("calls", "input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens",
+        "reasoning_tokens", "cost_usd", "unpriced_calls", "errors", "cache_hits", "saved_usd")
+COVERED = ["model", "status", "token_source", "input_tokens", "output_tokens", "total_tokens",
+           "cache_read_tokens", "cache_write_tokens", "reasoning_tokens", "total_cost", "saved_cost", "cache_hit"]
+
+
+def _values(row: str, dialect: str) -> list[str]:
+    """The rollup key and the one-row sums of ``row`` (``NEW``/``OLD`` or a transition-table alias)."""
+    if dialect == "sqlite":  # SQLAlchemy's "YYYY-MM-DD HH:MM:SS.ffffff"; never NULL for a stray format
+        day = f"coalesce(date({row}.started_at), substr({row}.started_at, 1, 10))"
+    else:
+        day = f"({row}.started_at AT TIME ZONE 'UTC')::date"
+    return [
+        day,
+        f"coalesce({row}.tenant_id, '')",
+        f"coalesce({row}.graph, '')",
+        f"coalesce({row}.provider, '')",
+        f"coalesce({row}.model, '')",
+        "1",
+        f"{row}.input_tokens",
+        f"{row}.output_tokens",
+        f"{row}.total_tokens",
+        f"{row}.cache_read_tokens",
+        f"{row}.cache_write_tokens",
+        f"{row}.reasoning_tokens",
+        f"coalesce({row}.total_cost, 0)",
+        f"CASE WHEN {row}.total_cost IS NULL AND {row}.token_source <> 'none' THEN 1 ELSE 0 END",
+        f"CASE WHEN {row}.status = 'error' THEN 1 ELSE 0 END",
+        f"CASE WHEN {row}.cache_hit THEN 1 ELSE 0 END",
+        f"coalesce({row}.saved_cost, 0)",
+    ]
+
+
+def _upsert(select_sql: str) -> str:
+    sets = ", ".join(f"{c} = llm_cost_daily.{c} + excluded.{c}" for c in SUMS)
+    return (f"INSERT INTO llm_cost_daily ({', '.join(KEYS + SUMS)}) {select_sql} "
+            f"ON CONFLICT ({', '.join(KEYS)}) DO UPDATE SET {sets}")
+
+
+def _grouped(source: str, sign: str) -> str:
+    """SELECT of the signed sums of transition table ``source``, grouped by key, in key order."""
+    values = _values("r", "postgresql")
+    keys = ", ".join(values[: len(KEYS)])
+    sums = ", ".join(f"{sign}sum({v})" for v in values[len(KEYS):])
+    order = ", ".join(str(i + 1) for i in range(len(KEYS)))
+    return f"SELECT {keys}, {sums} FROM {source} r GROUP BY {order} ORDER BY {order}"
+
+
+_PRUNE = "DELETE FROM llm_cost_daily WHERE calls = 0"
+
+
+def _postgres_statement_triggers() -> None:
+    op.execute(f"""
+CREATE OR REPLACE FUNCTION vital_llm_cost_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  {_upsert(_grouped("vital_new", ""))};
+  RETURN NULL;
+END $$""")
+    op.execute(f"""
+CREATE OR REPLACE FUNCTION vital_llm_cost_daily_remove() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  {_upsert(_grouped("vital_old", "-"))};
+  {_PRUNE};
+  RETURN NULL;
+END $$""")
+    op.execute(f"""
+CREATE OR REPLACE FUNCTION vital_llm_cost_daily_move() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  {_upsert(_grouped("vital_old", "-"))};
+  {_upsert(_grouped("vital_new", ""))};
+  {_PRUNE};
+  RETURN NULL;
+END $$""")
+    op.execute("CREATE TRIGGER vital_llm_cost_daily_insert AFTER INSERT ON llm_calls "
+               "REFERENCING NEW TABLE AS vital_new FOR EACH STATEMENT EXECUTE FUNCTION vital_llm_cost_daily_add()")
+    op.execute("CREATE TRIGGER vital_llm_cost_daily_delete AFTER DELETE ON llm_calls "
+               "REFERENCING OLD TABLE AS vital_old FOR EACH STATEMENT EXECUTE FUNCTION vital_llm_cost_daily_remove()")
+    op.execute("CREATE TRIGGER vital_llm_cost_daily_update AFTER UPDATE ON llm_calls "
+               "REFERENCING OLD TABLE AS vital_old NEW TABLE AS vital_new "
+               "FOR EACH STATEMENT EXECUTE FUNCTION vital_llm_cost_daily_move()")
+
+
+def _row_upsert(row: str, dialect: str, sign: str = "") -> str:
+    values = _values(row, dialect)
+    signed = values[: len(KEYS)] + [f"{sign}({v})" for v in values[len(KEYS):]]
+    select = f"SELECT {', '.join(signed)}" + (" WHERE true" if dialect == "sqlite" else "")
+    return _upsert(select)
+
+
+def _postgres_row_triggers() -> None:
+    """For TimescaleDB hypertables, which refuse transition tables."""
+    op.execute(f"""
+CREATE OR REPLACE FUNCTION vital_llm_cost_daily_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    {_row_upsert("OLD", "postgresql", "-")};
+  END IF;
+  IF TG_OP IN ('UPDATE', 'INSERT') THEN
+    {_row_upsert("NEW", "postgresql")};
+  END IF;
+  IF TG_OP IN ('UPDATE', 'DELETE') THEN
+    {_PRUNE};
+  END IF;
+  RETURN NULL;
+END $$""")
+    op.execute("CREATE TRIGGER vital_llm_cost_daily_row AFTER INSERT OR UPDATE OR DELETE ON llm_calls "
+               "FOR EACH ROW EXECUTE FUNCTION vital_llm_cost_daily_row()")
+
+
+def _sqlite_triggers() -> None:
+    # "WHERE true" keeps SQLite from reading the upsert's ON CONFLICT as a join constraint.
+    op.execute(f"CREATE TRIGGER vital_llm_cost_daily_insert AFTER INSERT ON llm_calls BEGIN "
+               f"{_row_upsert('NEW', 'sqlite')}; END")
+    op.execute(f"CREATE TRIGGER vital_llm_cost_daily_delete AFTER DELETE ON llm_calls BEGIN "
+               f"{_row_upsert('OLD', 'sqlite', '-')}; {_PRUNE}; END")
+    op.execute(f"CREATE TRIGGER vital_llm_cost_daily_update AFTER UPDATE ON llm_calls BEGIN "
+               f"{_row_upsert('OLD', 'sqlite', '-')}; {_row_upsert('NEW', 'sqlite')}; {_PRUNE}; END")
+
+
+def _is_hypertable(bind: sa.engine.Connection) -> bool:
+    has_timescale = bind.execute(sa.text("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")).first()
+    if has_timescale is None:
+        return False
+    found = bind.execute(sa.text("SELECT 1 FROM timescaledb_information.hypertables "
+                                 "WHERE hypertable_name = 'llm_calls'")).first()
+    return found is not None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "llm_cost_daily",
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("tenant_id", sa.String(256), nullable=False),
+        sa.Column("graph", sa.String(256), nullable=False),
+        sa.Column("provider", sa.String(128), nullable=False),
+        sa.Column("model", sa.String(256), nullable=False),
+        *[sa.Column(name, sa.Numeric(30, 12) if name.endswith("_usd") else sa.BigInteger(), nullable=False)
+          for name in SUMS],
+        sa.PrimaryKeyConstraint(*KEYS),
+    )
+    bind = op.get_bind()
+    dialect = bind.dialect.name
+    # Sum what is there before the triggers exist (the upgrade holds the migration lock; rows written
+    # meanwhile by a running writer are counted by the triggers once they exist, or here, not both:
+    # the statement below and the trigger creation run in the upgrade's one transaction).
+    if dialect == "postgresql":
+        op.execute("LOCK TABLE llm_calls IN SHARE ROW EXCLUSIVE MODE")
+    values = _values("r", dialect)
+    order = ", ".join(str(i + 1) for i in range(len(KEYS)))
+    sums = ", ".join(f"sum({v})" for v in values[len(KEYS):])
+    op.execute(f"INSERT INTO llm_cost_daily ({', '.join(KEYS + SUMS)}) "
+               f"SELECT {', '.join(values[: len(KEYS)])}, {sums} FROM llm_calls r GROUP BY {order}")
+    if dialect == "postgresql":
+        if _is_hypertable(bind):
+            _postgres_row_triggers()
+        else:
+            _postgres_statement_triggers()
+    elif dialect == "sqlite":
+        _sqlite_triggers()
+    else:
+        raise NotImplementedError(f"the daily rollup's triggers exist for SQLite and PostgreSQL, not {dialect}")
+    op.drop_index("ix_llm_calls_started_cov", table_name="llm_calls")
+    op.drop_index("ix_llm_calls_tenant_started_cov", table_name="llm_calls")
+    op.create_index("ix_llm_calls_started_at", "llm_calls", ["started_at"])
+    op.create_index("ix_llm_calls_tenant_started", "llm_calls", ["tenant_id", "started_at"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_llm_calls_tenant_started", table_name="llm_calls")
+    op.drop_index("ix_llm_calls_started_at", table_name="llm_calls")
+    op.create_index("ix_llm_calls_tenant_started_cov", "llm_calls", ["tenant_id", "started_at"],
+                    postgresql_include=COVERED)
+    op.create_index("ix_llm_calls_started_cov", "llm_calls", ["started_at"],
+                    postgresql_include=["tenant_id", *COVERED])
+    for trigger in ("vital_llm_cost_daily_insert", "vital_llm_cost_daily_delete", "vital_llm_cost_daily_update",
+                    "vital_llm_cost_daily_row"):
+        if op.get_bind().dialect.name == "sqlite":
+            op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        else:
+            op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON llm_calls")
+    if op.get_bind().dialect.name == "postgresql":
+        for function in ("vital_llm_cost_daily_add", "vital_llm_cost_daily_remove", "vital_llm_cost_daily_move",
+                         "vital_llm_cost_daily_row"):
+            op.execute(f"DROP FUNCTION IF EXISTS {function}()")
+    op.drop_table("llm_cost_daily")
