@@ -140,3 +140,84 @@ def test_malformed_payloads_never_reach_the_workflow(memory_sink: InMemorySink) 
     assert len(calls) == 2
     assert handler.stats()["handler_errors"] == 0
     handler.shutdown()
+
+
+class SlowSink(InMemorySink):
+    """Works, but each export takes a while: the pipeline is faster than this sink."""
+
+    name = "slow"
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+        self.deepest = 0
+        self.pipeline: Pipeline | None = None
+
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        if self.pipeline is not None:
+            self.deepest = max(self.deepest, self.pipeline.stats().queue_depth[self.name])
+        time.sleep(self.seconds)
+        return super().export(batch)
+
+
+def test_the_dispatcher_stays_a_few_batches_ahead_of_sinks_that_are_all_behind() -> None:
+    """When every sink is behind, the backlog waits in the inbox as drafts, not as finished events in the
+    sink queues; a faster second sink would still get everything at its own pace (tested above)."""
+    slow = SlowSink(0.01)
+    pipeline = Pipeline([slow], batch_size=20, flush_interval_s=0.01)
+    slow.pipeline = pipeline
+    for i in range(1000):
+        pipeline.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i)))
+    assert pipeline.flush(30)
+    assert len(slow.events) == 1000
+    assert 0 < slow.deepest <= 4 * 20  # two batches ahead, plus what one dispatch round adds
+    pipeline.shutdown(2)
+
+
+class SpillingSink(Sink):
+    """Always down; keeps what it cannot deliver (like the PostgreSQL sink's spill files)."""
+
+    name = "spilling"
+
+    def __init__(self) -> None:
+        self.spilled = 0
+
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        return ExportResult.FAILURE
+
+    def spill(self, batch: Sequence[Event]) -> int:
+        self.spilled += len(batch)
+        return len(batch)
+
+
+def test_a_failing_sink_overflows_into_its_spill_not_the_inbox() -> None:
+    """With the sink down, the dispatcher does not hold events back in the shared inbox: they reach the
+    sink's own queue and its spill, so none is dropped."""
+    sink = SpillingSink()
+    pipeline = Pipeline([sink], queue_size=100, batch_size=10, flush_interval_s=0.01, max_retries=0,
+                        retry_backoff_s=0.001)
+    for i in range(2000):
+        pipeline.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i)))
+        if i % 50 == 0:
+            time.sleep(0.002)  # a producer the dispatcher keeps up with: the inbox itself never overflows
+    assert pipeline.flush(30)
+    assert sink.spilled == 2000
+    assert pipeline.stats().dropped == {}
+    pipeline.shutdown(2)
+
+
+def test_a_draft_is_still_delivered_when_the_enricher_fails() -> None:
+    """A processor that raises leaves the draft as captured; it is built and delivered, not lost."""
+    from vital_callbacks.events import RAW_LLM_OUTPUT, Draft
+
+    def broken(item: object) -> object:
+        raise RuntimeError("enricher bug")
+
+    sink = InMemorySink()
+    pipeline = Pipeline([sink], [broken], flush_interval_s=0.01)  # type: ignore[list-item]
+    pipeline.submit(Draft(LLMCall, {"run_id": "a", "parent_run_id": None, "trace_id": "a", "model": "m",
+                                    RAW_LLM_OUTPUT: {"token_usage": {}}}))
+    assert pipeline.flush(10)
+    assert [(e.run_id, e.model) for e in sink.events] == [("a", "m")]  # type: ignore[attr-defined]
+    assert pipeline.stats().processor_errors == 1
+    pipeline.shutdown(2)

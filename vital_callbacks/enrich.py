@@ -13,25 +13,27 @@ from decimal import Decimal
 from typing import Any
 
 from vital_callbacks.budgets import BudgetGuard
-from vital_callbacks.events import Cost, Draft, Event, GraphRun, LLMCall, RetrieverCall, TokenUsage, ToolCall
+from vital_callbacks.events import (
+    RAW_LLM_OUTPUT,
+    Cost,
+    Draft,
+    Event,
+    GraphRun,
+    LLMCall,
+    RetrieverCall,
+    TokenUsage,
+    ToolCall,
+)
 from vital_callbacks.pricing import PriceBook
 from vital_callbacks.tokens import count_tokens
-from vital_callbacks.usage import (
-    ResultSnapshot,
-    completion_text,
-    extract_usage,
-    finish_reason,
-    is_cache_hit,
-    message_text,
-    prompt_text,
-    response_model,
-)
+from vital_callbacks.usage import Reading, as_snapshot, completion_text, message_text, prompt_text, read
 
 logger = logging.getLogger("vital_callbacks")
 
 _MAX_OPEN_TRACES = 50_000
 _ZERO = Decimal(0)
 _NO_USAGE = TokenUsage()
+_NOTHING_READ = Reading(None, None, False, None)
 
 
 @dataclass
@@ -53,8 +55,9 @@ class Enricher:
         self._open: OrderedDict[str, _Totals] = OrderedDict()
 
     def __call__(self, item: Event | Draft) -> Event:
+        fields: dict[str, Any]
         if item.__class__ is Draft:
-            cls, fields = item
+            cls, fields = item.cls, item
         elif isinstance(item, (LLMCall, GraphRun, ToolCall, RetrieverCall)):
             cls, fields = type(item), _fields_of(item)  # built elsewhere (tests, custom hooks)
         else:
@@ -70,14 +73,14 @@ class Enricher:
         return cls(**fields)  # the event's one construction (see Draft)
 
     def _llm(self, f: dict[str, Any]) -> None:
-        raw_output = f.pop("raw_output", None)
+        response = as_snapshot(f.pop("raw_output", None), f.pop(RAW_LLM_OUTPUT, None))
         raw_input = f.pop("raw_input", None)
-        response = raw_output if isinstance(raw_output, ResultSnapshot) else None
-        provider_usage = extract_usage(response) if response is not None else None
-        model = (response_model(response) if response is not None else None) or f.get("model")
+        reading = read(response) if response is not None else _NOTHING_READ
+        provider_usage = reading.usage
+        model = reading.model or f.get("model")
         usage: TokenUsage = provider_usage or f.get("usage") or _NO_USAGE
         source = "provider" if provider_usage is not None else f.get("token_source", "provider")
-        cache_hit = f.get("cache_hit", False) or (response is not None and is_cache_hit(response))
+        cache_hit = f.get("cache_hit", False) or reading.cache_hit
         prompt, completion = f.get("prompt"), f.get("completion")
         if self.capture_content or provider_usage is None:
             if prompt is None:
@@ -117,8 +120,8 @@ class Enricher:
         f["cache_hit"] = cache_hit
         f["prompt"] = prompt
         f["completion"] = completion
-        if not f.get("finish_reason") and response is not None:
-            f["finish_reason"] = finish_reason(response)
+        if not f.get("finish_reason"):
+            f["finish_reason"] = reading.finish_reason
 
     def _tool(self, f: dict[str, Any]) -> None:
         output = f.pop("raw_output", None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any, ClassVar, Literal, NamedTuple
+from typing import Any, ClassVar, Literal
 
 Status = Literal["success", "error", "interrupted"]
 TokenSource = Literal["provider", "estimate", "none"]
@@ -212,22 +212,32 @@ class Score(Event):
 AnyEvent = GraphRun | NodeRun | LLMCall | ToolCall | RetrieverCall | Score
 
 
-class Draft(NamedTuple):
-    """An event the hot path captured but did not build: its class and its field values.
+class Draft(dict[str, Any]):
+    """An event the hot path captured but did not build: its field values, and its class in ``cls``.
 
     Building a frozen ~30-field dataclass costs ~5 µs, and the worker must add fields (usage, cost,
     graph totals) anyway, which would mean a second full copy. So the hooks hand off the values and
-    the pipeline's dispatcher builds each event exactly once, off the caller's thread. The hand-off
-    passes ownership of ``fields``: the hot path never touches the dict again, and only the
-    dispatcher thread reads or completes it before :meth:`build`.
+    the pipeline's dispatcher builds each event exactly once, off the caller's thread. One dict (not a
+    tuple holding a dict), because drafts wait in the queue and every container there is one more
+    object for the garbage collector. The hand-off passes ownership: the hot path never touches a
+    draft again, and only the dispatcher thread reads or completes it before :meth:`build`.
     """
 
-    cls: type[Event]
-    fields: dict[str, Any]
+    __slots__ = ("cls",)
+
+    def __init__(self, cls: type[Event], fields: dict[str, Any]) -> None:
+        super().__init__(fields)
+        self.cls = cls
 
     @property
     def kind(self) -> str:
         return self.cls.kind
 
     def build(self) -> Event:
-        return self.cls(**self.fields)
+        """The event as captured, without the worker's fields (the pipeline's fallback when a
+        processor failed); values only the worker reads are left out."""
+        return self.cls(**{k: v for k, v in self.items() if k != RAW_LLM_OUTPUT})
+
+
+RAW_LLM_OUTPUT = "raw_llm_output"
+"""The draft key of ``LLMResult.llm_output`` (read on the worker, not a field of :class:`LLMCall`)."""

@@ -24,11 +24,21 @@ from vital_callbacks import attribution
 from vital_callbacks._runs import MAX_ERROR_CHARS, Run, error_fields, number
 from vital_callbacks.attribution import Attribution
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
-from vital_callbacks.events import Draft, Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Status, ToolCall
+from vital_callbacks.events import (
+    RAW_LLM_OUTPUT,
+    Draft,
+    Event,
+    GraphRun,
+    LLMCall,
+    NodeRun,
+    RetrieverCall,
+    Status,
+    ToolCall,
+)
 from vital_callbacks.pipeline import Pipeline
 from vital_callbacks.scores import ScoreValue, make_score
 from vital_callbacks.settings import Settings
-from vital_callbacks.usage import ResultSnapshot, extract_usage, is_cache_hit, response_model, snapshot
+from vital_callbacks.usage import ResultSnapshot, as_snapshot, capture, extract_usage, is_cache_hit, response_model
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -339,10 +349,12 @@ class VitalCallbackHandler(GraphCallbackHandler):
         if run is None:
             return
         ttft = run.first_token - run.start_perf if run.first_token is not None else None
-        result = snapshot(response)
+        output, llm_output = capture(response)
         fields = self._base(run, status, error_type, error_message)
-        if self._stop_budgets and status == "success" and result is not None:
-            fields.update(self._price_now(run, result))
+        if self._stop_budgets and status == "success":
+            result = as_snapshot(output, llm_output)
+            if result is not None:
+                fields.update(self._price_now(run, result))
         fields.setdefault("token_source", "none")
         fields["provider"] = run.provider
         fields["model"] = fields["requested_model"] = run.model
@@ -351,7 +363,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
         fields["time_to_first_token_s"] = ttft
         fields["streamed"] = ttft is not None
         fields["raw_input"] = run.raw_input
-        fields["raw_output"] = result
+        fields["raw_output"] = output
+        if llm_output is not None:
+            fields[RAW_LLM_OUTPUT] = llm_output
         self._submit(Draft(LLMCall, fields))
 
     def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:

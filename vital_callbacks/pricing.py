@@ -126,31 +126,48 @@ class PriceBook:
         self.unpriced: dict[str, int] = {}
 
     def price(self, provider: str | None, model: str | None, usage: TokenUsage, at: float | datetime) -> Cost | None:
-        """The cost of ``usage`` at the price in force at ``at``; ``None`` (warned once) if unknown."""
-        quote = self.quote(provider, model, usage, at) if model else None
-        if quote is None:
-            key = (provider, model)
-            with self._lock:
-                self.unpriced[model or "<none>"] = self.unpriced.get(model or "<none>", 0) + 1
-                first = key not in self._warned
-                self._warned.add(key)
-            if first:
-                logger.warning(
-                    "vital-callbacks: no price for model %r (provider %r); cost recorded as null. "
-                    "Add it to a pricing/ override file to price it.", model, provider)
-            return None
-        return quote.cost
+        """The cost of ``usage`` at the price in force at ``at``; ``None`` (warned once) if unknown.
+
+        Runs for every call, so it skips what only :meth:`quote` needs (the description)."""
+        if model:
+            when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz=timezone.utc)
+            override, found = self._match(provider, model, usage, when)
+            if override is not None:
+                return override.cost
+            if found is not None:
+                return self._catalog_cost(found[0], found[1], usage, when)
+        key = (provider, model)
+        with self._lock:
+            self.unpriced[model or "<none>"] = self.unpriced.get(model or "<none>", 0) + 1
+            first = key not in self._warned
+            self._warned.add(key)
+        if first:
+            logger.warning(
+                "vital-callbacks: no price for model %r (provider %r); cost recorded as null. "
+                "Add it to a pricing/ override file to price it.", model, provider)
+        return None
 
     def quote(self, provider: str | None, model: str, usage: TokenUsage, at: float | datetime) -> Quote | None:
+        """The cost and how it was found (what ``vital-callbacks prices`` prints)."""
         when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz=timezone.utc)
+        override, found = self._match(provider, model, usage, when)
+        if override is not None:
+            return override
+        if found is not None:
+            return self._quote_catalog(found[0], found[1], usage, when)
+        return None
+
+    def _match(self, provider: str | None, model: str, usage: TokenUsage,
+               when: datetime) -> tuple[Quote | None, tuple[Any, Any] | None]:
+        """The override quote, or else the catalog entry, that prices this call (neither: unknown)."""
         for entry, cand_provider, cand_model, found in self._steps(provider, model):
             if entry is not None:
                 quote = self._quote_override(entry, cand_provider, cand_model, usage, when)
                 if quote is not None:
-                    return quote
+                    return quote, None
             if found is not None:
-                return self._quote_catalog(found[0], found[1], usage, when)
-        return None
+                return None, found
+        return None, None
 
     def _steps(self, provider: str | None, model: str) -> tuple[_Step, ...]:
         """Where to look, in order, for this (provider, model): which override entry and which catalog
@@ -213,6 +230,13 @@ class PriceBook:
         with self._lock:
             self._catalog[key] = found
         return found
+
+    @staticmethod
+    def _catalog_cost(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> Cost:
+        fast = fast_cost(model.get_prices(when), usage)
+        if fast is not None:
+            return Cost(fast[0], fast[1], fast[0] + fast[1], "genai-prices")
+        return PriceBook._quote_catalog(provider, model, usage, when).cost
 
     @staticmethod
     def _quote_catalog(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> Quote:

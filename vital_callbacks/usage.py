@@ -18,29 +18,65 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from vital_callbacks.events import TokenUsage
 
 
-class ResultSnapshot(NamedTuple):
-    """What the worker needs of an ``LLMResult``, taken at ``on_llm_end``.
+class ResultSnapshot(tuple[Any, ...]):
+    """What the worker needs of an ``LLMResult``, taken at ``on_llm_end``: ``llm_output``, then per
+    generation the ``BaseMessage`` (chat models) or the ``Generation`` (completion models).
 
     LangChain's response cache later *replaces* ``generation.message`` on the very objects the
     first result holds (to zero the cost of a replay), so reading the result later on the worker
     would see a miss turned into a hit. Keeping the message objects themselves (which are replaced,
-    never changed) makes the later read exact; it costs one list per call on the hot path.
+    never changed) makes the later read exact. One flat tuple, because it is built on the hot path
+    and waits in the queue: every extra container there is one more object for the garbage
+    collector to count and promote.
     """
 
-    items: tuple[Any, ...]
-    """Per generation: the ``BaseMessage`` for chat models, the ``Generation`` otherwise."""
-    llm_output: Mapping[str, Any] | None
+    __slots__ = ()
+
+    @property
+    def llm_output(self) -> Mapping[str, Any] | None:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def items(self) -> tuple[Any, ...]:
+        return self[1:]
+
+
+def capture(response: Any) -> tuple[object, Mapping[str, Any] | None]:
+    """What ``on_llm_end`` keeps of a result, as cheaply as it can: ``(output, llm_output)``.
+
+    For the usual result (one prompt, one chat generation) the output is the message object itself:
+    a reference, nothing allocated, and exact for the same reason a snapshot is (the cache replaces
+    messages, it never changes them). Otherwise a :class:`ResultSnapshot`. :func:`as_snapshot` turns
+    either back into a snapshot on the worker."""
+    if not isinstance(response, LLMResult):
+        return None, None
+    generations = response.generations
+    if len(generations) == 1 and len(generations[0]) == 1 and isinstance(generations[0][0], ChatGeneration):
+        return generations[0][0].message, response.llm_output
+    return snapshot(response), None
+
+
+def as_snapshot(output: object, llm_output: Mapping[str, Any] | None) -> ResultSnapshot | None:
+    if isinstance(output, ResultSnapshot):
+        return output
+    if isinstance(output, BaseMessage):
+        return tuple.__new__(ResultSnapshot, (llm_output, output))
+    return None
 
 
 def snapshot(response: Any) -> ResultSnapshot | None:
     if not isinstance(response, LLMResult):
         return None
-    items = tuple(
-        gen.message if isinstance(gen, ChatGeneration) else gen
-        for generations in response.generations
-        for gen in generations
-    )
-    return ResultSnapshot(items, response.llm_output)
+    generations = response.generations
+    if len(generations) == 1 and len(generations[0]) == 1:  # one prompt, one candidate: nearly every call
+        gen = generations[0][0]
+        return tuple.__new__(ResultSnapshot, (response.llm_output,
+                                              gen.message if isinstance(gen, ChatGeneration) else gen))
+    return tuple.__new__(ResultSnapshot, [
+        response.llm_output,
+        *(gen.message if isinstance(gen, ChatGeneration) else gen
+          for generations in response.generations for gen in generations),
+    ])
 
 
 def _messages(result: ResultSnapshot) -> Iterator[BaseMessage]:
@@ -135,6 +171,34 @@ def extract_usage(result: ResultSnapshot) -> TokenUsage | None:
     if result.llm_output:
         return from_llm_output(result.llm_output)
     return total
+
+
+class Reading(NamedTuple):
+    """Everything the worker reads from a result, in one pass (see :func:`read`)."""
+
+    usage: TokenUsage | None
+    model: str | None
+    cache_hit: bool
+    finish_reason: str | None
+
+
+def read(result: ResultSnapshot) -> Reading:
+    """Usage, served model, cache hit and finish reason of a result. One chat message (nearly every
+    call) is read in one pass over its two dicts; anything else goes through the functions below."""
+    if len(result) == 2 and isinstance(result[1], BaseMessage):
+        message = result[1]
+        um = getattr(message, "usage_metadata", None) or {}
+        meta = message.response_metadata or {}
+        usage = from_usage_metadata(um) if um else None
+        if usage is None or usage.is_empty:
+            usage = from_llm_output(result[0]) if result[0] else usage
+        name = meta.get("model_name") or meta.get("model") or meta.get("model_id")
+        if not (isinstance(name, str) and name):
+            name = response_model(result)
+        reason = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason")
+        return Reading(usage, name, "total_cost" in um and um["total_cost"] == 0,
+                       reason if isinstance(reason, str) else None)
+    return Reading(extract_usage(result), response_model(result), is_cache_hit(result), finish_reason(result))
 
 
 def response_model(result: ResultSnapshot) -> str | None:

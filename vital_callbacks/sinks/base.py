@@ -35,6 +35,11 @@ class Sink(abc.ABC):
         """Build the sink from settings; the default ignores them."""
         return cls()
 
+    def prepare(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
+        """Open connections before the first batch (called once, on the sink's worker thread, as it
+        starts), so the first events do not wait for a connection. Failing here is only logged:
+        ``export`` connects again, with retries, when the first batch comes."""
+
     @abc.abstractmethod
     def export(self, batch: Sequence[Event]) -> ExportResult:
         """Deliver a batch. Raising is treated as ``FAILURE``."""
