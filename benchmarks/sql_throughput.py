@@ -231,7 +231,8 @@ def bench(backend: Backend, n: int, rounds: int, target: int) -> None:
     for label, values in (("bare executemany (baseline)", bare), ("queue -> sink (no pricing)", sink),
                           ("handler -> queue -> sink", full)):
         rate = statistics.median(values)
-        print(f"  {label:30s} {rate:>9,.0f} rows/s  {rate / base:5.2f}x baseline")
+        print(f"  {label:30s} {rate:>9,.0f} rows/s  {rate / base:5.2f}x baseline  "
+              f"(rounds {min(values):,.0f}-{max(values):,.0f})")
     print(f"  target handler -> sink >= {target:,} rows/s: "
           f"{'met' if statistics.median(full) >= target else 'NOT met'}")
     print(f"  caller-side per event (on_chat_model_start + on_llm_end): p50 {percentile(latencies, 0.5):.1f} us, "
