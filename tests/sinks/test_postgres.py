@@ -212,6 +212,28 @@ def test_unreachable_database_fails_fast_spills_and_never_logs_the_password(
     assert "writer:***@127.0.0.1" in caplog.text
 
 
+def test_prepare_opens_the_pool_before_the_first_batch(pg_url: str, tmp_path: Path,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    """The pool is open and the tables' types are known before any event; a database that is down at
+    start is only logged (masked), and the first export then fails fast for the pipeline to retry."""
+    sink = PostgresSink(pg_url, spill_dir=tmp_path / "up")
+    try:
+        sink.prepare()
+        assert sink._pool is not None
+        assert sink.export(events(5)) is ExportResult.SUCCESS
+    finally:
+        sink.shutdown()
+    down = PostgresSink(f"postgresql://w:pw-9x@127.0.0.1:{pg_cluster.free_port()}/db", spill_dir=tmp_path / "down",
+                        connect_timeout_s=2)
+    try:
+        with caplog.at_level(logging.WARNING, logger="vital_callbacks"):
+            down.prepare()  # must not raise
+        assert down._pool is None and "unavailable" in caplog.text and "pw-9x" not in caplog.text
+        assert down.export(events(1)) is ExportResult.FAILURE
+    finally:
+        down.shutdown()
+
+
 def test_a_new_sink_replays_what_an_old_one_spilled(pg_url: str, tmp_path: Path) -> None:
     """Spilled rows survive the sink (as they survive a process) and the next sink's flush replays them."""
     first = PostgresSink(pg_url, spill_dir=tmp_path)

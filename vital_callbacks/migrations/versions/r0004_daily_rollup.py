@@ -83,28 +83,17 @@ def _grouped(source: str, sign: str) -> str:
 _PRUNE = "DELETE FROM llm_cost_daily WHERE calls = 0"
 
 
+def _plpgsql_function(name: str, *statements: str) -> None:
+    body = "".join(f"  {statement};\n" for statement in statements)
+    op.execute(f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql AS $$\nBEGIN\n{body}"
+               "  RETURN NULL;\nEND $$")
+
+
 def _postgres_statement_triggers() -> None:
-    op.execute(f"""
-CREATE OR REPLACE FUNCTION vital_llm_cost_daily_add() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  {_upsert(_grouped("vital_new", ""))};
-  RETURN NULL;
-END $$""")
-    op.execute(f"""
-CREATE OR REPLACE FUNCTION vital_llm_cost_daily_remove() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  {_upsert(_grouped("vital_old", "-"))};
-  {_PRUNE};
-  RETURN NULL;
-END $$""")
-    op.execute(f"""
-CREATE OR REPLACE FUNCTION vital_llm_cost_daily_move() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  {_upsert(_grouped("vital_old", "-"))};
-  {_upsert(_grouped("vital_new", ""))};
-  {_PRUNE};
-  RETURN NULL;
-END $$""")
+    add, remove = _upsert(_grouped("vital_new", "")), _upsert(_grouped("vital_old", "-"))
+    _plpgsql_function("vital_llm_cost_daily_add", add)
+    _plpgsql_function("vital_llm_cost_daily_remove", remove, _PRUNE)
+    _plpgsql_function("vital_llm_cost_daily_move", remove, add, _PRUNE)
     op.execute("CREATE TRIGGER vital_llm_cost_daily_insert AFTER INSERT ON llm_calls "
                "REFERENCING NEW TABLE AS vital_new FOR EACH STATEMENT EXECUTE FUNCTION vital_llm_cost_daily_add()")
     op.execute("CREATE TRIGGER vital_llm_cost_daily_delete AFTER DELETE ON llm_calls "
