@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from itertools import combinations
@@ -24,7 +25,8 @@ from vital_callbacks.sinks.sql import SQLSink
 
 START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 SUMS = ", ".join(f"sum({c})" for c in ("calls", "input_tokens", "output_tokens", "total_tokens", "cache_read_tokens",
-                                        "cost_usd", "unpriced_calls", "errors", "cache_hits", "saved_usd"))
+                                        "cache_write_tokens", "reasoning_tokens", "cost_usd", "unpriced_calls",
+                                        "errors", "cache_hits", "saved_usd"))
 
 
 def workload(n: int, seed: int = 3) -> list[LLMCall]:
@@ -43,7 +45,8 @@ def workload(n: int, seed: int = 3) -> list[LLMCall]:
             provider=rng.choice(["openai", "anthropic"]), model=rng.choice(["gpt-4o-mini", "claude-haiku-4-5", None]),
             start_time=start, end_time=start + 1, duration_s=1.0,
             status="error" if rng.random() < 0.07 else "success",
-            usage=TokenUsage(inp, outp, inp + outp, cache_read=inp // 3),
+            usage=TokenUsage(inp, outp, inp + outp, cache_read=inp // 3, cache_write=inp // 7,
+                             reasoning=outp // 2),
             token_source="none" if rng.random() < 0.03 else "provider",
             cost=cost if priced and not hit else (Cost(Decimal(0), Decimal(0), Decimal(0), "cache") if hit else None),
             cache_hit=hit, saved_cost=cost.total if hit else None))
@@ -61,6 +64,12 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sink
         sink.shutdown()
         engine.dispose()
         return
+    with postgres_store(tmp_path) as pair:
+        yield pair
+
+
+@contextmanager
+def postgres_store(tmp_path: Path) -> Iterator[tuple[Sink, Engine]]:
     from tests.pg_cluster import fresh_database, reachable
     from vital_callbacks.sinks.postgres import PostgresSink
 
@@ -69,9 +78,11 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sink
         db.upgrade(url)
         sink = PostgresSink(url, spill_dir=tmp_path / "spill")
         engine = analytics.reader_engine(url)
-        yield sink, engine
-        sink.shutdown()
-        engine.dispose()
+        try:
+            yield sink, engine
+        finally:
+            sink.shutdown()
+            engine.dispose()
 
 
 def _day(column: str, engine: Engine) -> str:
@@ -87,7 +98,8 @@ def rollup_by_day(engine: Engine) -> dict[Any, tuple[Any, ...]]:
 def raw_by_day(engine: Engine) -> dict[Any, tuple[Any, ...]]:
     sql = (f"SELECT {_day('started_at', engine)}, coalesce(tenant_id, ''), coalesce(graph, ''), "
            "coalesce(provider, ''), coalesce(model, ''), count(*), sum(input_tokens), sum(output_tokens), "
-           "sum(total_tokens), sum(cache_read_tokens), coalesce(sum(total_cost), 0), "
+           "sum(total_tokens), sum(cache_read_tokens), sum(cache_write_tokens), sum(reasoning_tokens), "
+           "coalesce(sum(total_cost), 0), "
            "sum(CASE WHEN total_cost IS NULL AND token_source <> 'none' THEN 1 ELSE 0 END), "
            "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END), sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
            "coalesce(sum(saved_cost), 0) FROM llm_calls GROUP BY 1, 2, 3, 4, 5")
@@ -116,7 +128,7 @@ def test_rollup_equals_the_raw_rows_through_writes_replays_repricing_and_deletes
         conn.execute(text("DELETE FROM llm_calls WHERE tenant_id = 'globex' AND status = 'error'"))
     writer.dispose()
     raw = raw_by_day(engine)
-    assert sum(v[6] for v in raw.values()) == 0  # no unpriced calls left after repricing
+    assert sum(v[8] for v in raw.values()) == 0  # no unpriced calls left after repricing
     assert rollup_by_day(engine) == raw
 
 
@@ -144,17 +156,26 @@ def test_cost_queries_through_the_rollup_equal_the_raw_queries(store: tuple[Sink
             since = since.replace(hour=0)
         dims = rng.choice(dims_choices)
         tenant = rng.choice([None, "acme"])
+        graph = rng.choice([None, None, "agent"])
         used_rollup += _rollup.plan(engine, dims, since, until) is not None
-        fast = costs.cost_by_rows(engine, dims, since=since, until=until, tenant_id=tenant)
-        slow = costs._raw_cost_by(engine, tuple(dims), since=since, until=until, tenant_id=tenant, graph=None)
-        assert _as_dict(fast) == _as_dict(slow), (dims, since, until, tenant)
+        fast = costs.cost_by_rows(engine, dims, since=since, until=until, tenant_id=tenant, graph=graph)
+        slow = costs._raw_cost_by(engine, tuple(dims), since=since, until=until, tenant_id=tenant, graph=graph)
+        assert _as_dict(fast) == _as_dict(slow), (dims, since, until, tenant, graph)
+        assert [g.keys for g in fast if g.calls] == [g.keys for g in slow if g.calls]  # the same order
+        if dims and dims[0] not in ("day",):
+            top = costs.top_spenders_rows(engine, dims[0], 2, since=since, until=until, tenant_id=tenant)
+            assert [(g.keys, _sums(g)) for g in top] == [(g.keys, _sums(g)) for g in costs._raw_cost_by(
+                engine, (dims[0],), since=since, until=until, tenant_id=tenant, graph=None, limit=2)]
     assert used_rollup >= 40  # most windows hold whole days
 
 
 def _as_dict(groups: list[costs.CostGroup]) -> dict[Any, tuple[Any, ...]]:
-    return {g.keys: (g.calls, g.input_tokens, g.output_tokens, g.total_tokens, g.cache_read_tokens,
-                     round(g.cost_usd, 9), g.unpriced_calls, g.errors, g.cache_hits, round(g.saved_usd, 9))
-            for g in groups if g.calls}
+    return {g.keys: _sums(g) for g in groups if g.calls}
+
+
+def _sums(g: costs.CostGroup) -> tuple[Any, ...]:
+    return (g.calls, g.input_tokens, g.output_tokens, g.total_tokens, g.cache_read_tokens, g.cache_write_tokens,
+            g.reasoning_tokens, round(g.cost_usd, 9), g.unpriced_calls, g.errors, g.cache_hits, round(g.saved_usd, 9))
 
 
 def test_the_daily_api_query_reads_whole_days_from_the_rollup(store: tuple[Sink, Engine]) -> None:
@@ -181,3 +202,65 @@ def test_a_store_without_the_rollup_is_answered_from_the_raw_rows(tmp_path: Path
     engine = analytics.reader_engine(url)
     assert _rollup.plan(engine, ("day",), START, START + timedelta(days=3)) is None
     assert costs.daily_cost_rows(engine, since=START, until=START + timedelta(days=3)) == []
+
+
+def test_rollup_days_are_utc_days_of_the_calls(store: tuple[Sink, Engine]) -> None:
+    """Per-day sums computed in Python from the events themselves (UTC days), independent of the
+    database's own date functions, equal the rollup's."""
+    sink, engine = store
+    calls = workload(800, seed=11)
+    sink.export(calls)
+    expected: dict[str, list[int]] = {}
+    for call in calls:
+        day = datetime.fromtimestamp(call.start_time, tz=timezone.utc).date().isoformat()
+        sums = expected.setdefault(day, [0, 0])
+        sums[0] += 1
+        sums[1] += call.usage.input
+    with engine.connect() as conn:
+        got = {str(r[0]): [int(r[1]), int(r[2])] for r in conn.execute(
+            text("SELECT day, sum(calls), sum(input_tokens) FROM llm_cost_daily GROUP BY day"))}
+    assert got == expected
+
+
+def test_deleting_every_call_of_a_key_removes_its_rollup_row(store: tuple[Sink, Engine]) -> None:
+    sink, engine = store
+    sink.export(workload(300, seed=13))
+    writer = _writer(engine)
+    with writer.begin() as conn:
+        conn.execute(text("DELETE FROM llm_calls WHERE tenant_id = 'acme'"))
+    writer.dispose()
+    with engine.connect() as conn:
+        tenants = {r[0] for r in conn.execute(text("SELECT DISTINCT tenant_id FROM llm_cost_daily"))}
+    assert tenants == {"globex", ""}
+    assert rollup_by_day(engine) == raw_by_day(engine)
+
+
+def test_truncate_empties_the_rollup_on_postgresql(tmp_path: Path) -> None:
+    """SQLite has no TRUNCATE (a DELETE there runs the delete trigger, tested above)."""
+    with postgres_store(tmp_path) as (sink, engine):
+        sink.export(workload(100, seed=17))
+        writer = _writer(engine)
+        with writer.begin() as conn:
+            conn.execute(text("TRUNCATE llm_calls"))
+        writer.dispose()
+        assert rollup_by_day(engine) == {} == raw_by_day(engine)
+
+
+def test_a_store_made_by_create_all_gets_the_triggers_on_upgrade(tmp_path: Path) -> None:
+    """An app's own ``SQLModel.metadata.create_all`` also makes ``llm_cost_daily``, without triggers; the
+    upgrade must still install them (and refill the table), or whole days would read as empty."""
+    from sqlmodel import SQLModel
+
+    from vital_callbacks.sinks.sql import make_engine
+
+    url = f"sqlite:///{tmp_path / 'app.db'}"
+    engine = make_engine(url)
+    SQLModel.metadata.create_all(engine)
+    engine.dispose()
+    sink = SQLSink(url)  # auto-migrates
+    sink.export(workload(200, seed=19))
+    reader = analytics.reader_engine(url)
+    assert sum(v[0] for v in rollup_by_day(reader).values()) == 200
+    assert rollup_by_day(reader) == raw_by_day(reader)
+    sink.shutdown()
+    reader.dispose()

@@ -56,14 +56,15 @@ def head() -> str:
 
 
 def _adopt_unversioned(connection: Connection, config: Config) -> None:
-    """Stamp a pre-migration database (tables made by ``create_all``) with the revision it matches."""
+    """Stamp a pre-migration database (tables made by ``create_all``) with the revision it matches.
+
+    A ``llm_cost_daily`` made by ``create_all`` has no triggers, so such a database is stamped before
+    0004, which installs them and refills the table."""
     names = set(inspect(connection).get_table_names())
     if VERSION_TABLE in names or "llm_calls" not in names:
         return
     if "scores" not in names:
         revision = "0001"
-    elif "llm_cost_daily" in names:
-        revision = "0004"
     else:
         indexes = {ix["name"] for ix in inspect(connection).get_indexes("llm_calls")}
         revision = "0003" if "ix_llm_calls_started_cov" in indexes else "0002"
@@ -87,10 +88,10 @@ def _is_async(url: str) -> bool:
     return url.startswith("postgresql+asyncpg")
 
 
-async def _on_async(url: str, fn: Callable[[Connection], _T]) -> _T:
+async def _on_async(url: str, fn: Callable[[Connection], _T], connect_timeout_s: float = 60.0) -> _T:
     from sqlalchemy.ext.asyncio import create_async_engine  # needs greenlet: the `postgres` extra
 
-    engine = create_async_engine(url, poolclass=NullPool)
+    engine = create_async_engine(url, poolclass=NullPool, connect_args={"timeout": connect_timeout_s})
     try:
         async with engine.begin() as conn:
             return await conn.run_sync(fn)
@@ -138,12 +139,13 @@ def upgrade(url: str | Engine, revision: str = "head") -> None:
     _on(url, lambda conn: _upgrade_on(conn, revision))
 
 
-async def upgrade_async(url: str, revision: str = "head") -> None:
-    """:func:`upgrade` for code already on an event loop (the PostgreSQL sink's own loop)."""
+async def upgrade_async(url: str, revision: str = "head", *, connect_timeout_s: float = 60.0) -> None:
+    """:func:`upgrade` for code already on an event loop (the PostgreSQL sink's own loop). Connecting
+    is bounded by ``connect_timeout_s``; the upgrade itself is not (a large table takes its time)."""
     url = normalize_url(url)
     if not _is_async(url):
         raise ValueError(f"upgrade_async needs a postgresql+asyncpg URL, got {mask_url(url)}")
-    await _on_async(url, lambda conn: _upgrade_on(conn, revision))
+    await _on_async(url, lambda conn: _upgrade_on(conn, revision), connect_timeout_s)
 
 
 def current(url: str | Engine) -> str | None:

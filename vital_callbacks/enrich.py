@@ -62,13 +62,13 @@ class Enricher:
             cls, fields = type(item), _fields_of(item)  # built elsewhere (tests, custom hooks)
         else:
             return item  # type: ignore[return-value]
-        if cls is LLMCall:
+        if issubclass(cls, LLMCall):
             self._llm(fields)
-        elif cls is GraphRun:
+        elif issubclass(cls, GraphRun):
             self._graph(fields)
-        elif cls is ToolCall:
+        elif issubclass(cls, ToolCall):
             self._tool(fields)
-        elif cls is RetrieverCall and not self.capture_content:
+        elif issubclass(cls, RetrieverCall) and not self.capture_content:
             fields["query"] = None
         return cls(**fields)  # the event's one construction (see Draft)
 

@@ -62,9 +62,11 @@ def _midnight(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
 
 
-def plan(engine: Engine, dims: Sequence[str], since: datetime | None, until: datetime | None) -> Plan | None:
-    """How to answer a cost query over ``[since, until)`` grouped by ``dims``; ``None``: raw rows only."""
-    if any(d not in DIMENSIONS for d in dims) or not has_rollup(engine):
+def plan(engine: Engine, dims: Sequence[str], since: datetime | None, until: datetime | None, *,
+         tenant_id: str | None = None, graph: str | None = None) -> Plan | None:
+    """How to answer a cost query over ``[since, until)`` grouped by ``dims``; ``None``: raw rows only
+    (also for an empty-string tenant or graph filter, which the rollup cannot tell from a missing one)."""
+    if any(d not in DIMENSIONS for d in dims) or tenant_id == "" or graph == "" or not has_rollup(engine):
         return None
     start = utc(since) if since is not None else None
     end = utc(until) if until is not None else None

@@ -92,7 +92,7 @@ def cost_by_rows(engine: Engine, by: str | Sequence[str] = "tenant", *, since: d
     Whole UTC days come from the daily rollup when the grouping allows it (see
     :mod:`vital_callbacks.analytics._rollup`); the result is the same as summing the raw rows."""
     dims = dimensions(by)
-    days = _rollup.plan(engine, dims, since, until)
+    days = _rollup.plan(engine, dims, since, until, tenant_id=tenant_id, graph=graph)
     if days is None:
         return _raw_cost_by(engine, dims, since=since, until=until, tenant_id=tenant_id, graph=graph, limit=limit)
     merged: dict[tuple[str | None, ...], CostGroup] = {}
@@ -116,20 +116,29 @@ def _raw_cost_by(engine: Engine, dims: tuple[str, ...], *, since: datetime | Non
                                                     graph=graph))
     if keys:
         stmt = stmt.group_by(*keys)
+        ordered_keys = [k.nulls_last() for k in keys]
         if dims[0] in ("day", "hour"):
-            stmt = stmt.order_by(*keys)
+            stmt = stmt.order_by(*ordered_keys)
         else:
             cost = aggregates[7]
-            stmt = stmt.order_by(func.coalesce(cost, 0).desc(), aggregates[0].desc(), *keys)
+            stmt = stmt.order_by(func.coalesce(cost, 0).desc(), aggregates[0].desc(), *ordered_keys)
     if limit is not None:
         stmt = stmt.limit(limit)
     with engine.connect() as conn:
-        return [_group(dims, row._mapping) for row in conn.execute(stmt)]
+        # Sorted again here, as merged results are: one order whichever path answered, whatever the
+        # database's collation.
+        return _ordered(dims, [_group(dims, row._mapping) for row in conn.execute(stmt)])
+
+
+def _key(value: Any) -> str | None:
+    """A group key as text; an empty string is a missing key, as the rollup (which cannot hold NULL
+    keys) stores it."""
+    return key_text(value) or None
 
 
 def _group(dims: tuple[str, ...], m: Any) -> CostGroup:
     return CostGroup(
-        dims, tuple(key_text(m[d]) for d in dims), _int(m["calls"]), _int(m["input_tokens"]),
+        dims, tuple(_key(m[d]) for d in dims), _int(m["calls"]), _int(m["input_tokens"]),
         _int(m["output_tokens"]), _int(m["total_tokens"]), _int(m["cache_read_tokens"]),
         _int(m["cache_write_tokens"]), _int(m["reasoning_tokens"]), _usd(m["cost_usd"]),
         _int(m["unpriced_calls"]), _int(m["errors"]), _int(m["cache_hits"]), _usd(m["saved_usd"]))

@@ -130,7 +130,7 @@ class PostgresSink(Sink):
         """Open the pool and let asyncpg learn the tables' column types (an empty ``COPY`` per table):
         ~80 ms that would otherwise fall on the first batch. The database being down is not an error
         here; ``export`` reconnects with backoff."""
-        if self._closed:
+        if self._closed or not self._migrated():
             return
         try:
             self._run(self._prepare_async(), timeout=self._connect_timeout_s + 5.0)
@@ -240,7 +240,7 @@ class PostgresSink(Sink):
         """Insert rows; False when the database is unavailable (the caller retries or spills)."""
         if not rows:
             return True
-        if self._closed or time.monotonic() < self._retry_at:
+        if self._closed or time.monotonic() < self._retry_at or not self._migrated():
             return False
         try:
             self._run(self._write_async(rows), timeout=self._connect_timeout_s + 2 * self._statement_timeout_s)
@@ -250,6 +250,20 @@ class PostgresSink(Sink):
         if self._backoff_s:
             logger.info("vital-callbacks: PostgreSQL store at %s is reachable again", self.masked_url)
             self._backoff_s = 0.0
+        return True
+
+    def _migrated(self) -> bool:
+        """With auto-migrate on, upgrade the schema once before anything else. Not under the write's
+        timeout: a first upgrade of a large table (0004 sums every call) may take minutes, and
+        cancelling it would roll it back only to start again with the next batch."""
+        if not self._auto_migrate:
+            return True
+        try:
+            self._loop.run_until_complete(upgrade_async(self.url, connect_timeout_s=self._connect_timeout_s))
+        except Exception as exc:
+            self._unavailable(exc)
+            return False
+        self._auto_migrate = False
         return True
 
     def _unavailable(self, exc: BaseException) -> None:
@@ -275,9 +289,6 @@ class PostgresSink(Sink):
 
     async def _pool_or_connect(self) -> asyncpg.Pool:
         if self._pool is None:
-            if self._auto_migrate:
-                await upgrade_async(self.url)
-                self._auto_migrate = False
             self._pool = await asyncpg.create_pool(
                 self._dsn, min_size=1, max_size=self._pool_size, timeout=self._connect_timeout_s,
                 command_timeout=self._statement_timeout_s + 5.0, init=self._init_connection, reset=_reset,

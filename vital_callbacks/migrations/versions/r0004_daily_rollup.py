@@ -71,16 +71,34 @@ def _upsert(select_sql: str) -> str:
             f"ON CONFLICT ({', '.join(KEYS)}) DO UPDATE SET {sets}")
 
 
-def _grouped(source: str, sign: str) -> str:
-    """SELECT of the signed sums of transition table ``source``, grouped by key, in key order."""
+def _signed(source: str, sign: str) -> str:
+    """Each row of transition table ``source`` as a rollup key and its (signed) one-row sums."""
     values = _values("r", "postgresql")
-    keys = ", ".join(values[: len(KEYS)])
-    sums = ", ".join(f"{sign}sum({v})" for v in values[len(KEYS):])
-    order = ", ".join(str(i + 1) for i in range(len(KEYS)))
-    return f"SELECT {keys}, {sums} FROM {source} r GROUP BY {order} ORDER BY {order}"
+    columns = [f"{v} AS {name}" for v, name in zip(values, KEYS + SUMS, strict=True)]
+    columns[len(KEYS):] = [f"{sign}({v}) AS {name}" for v, name in zip(values[len(KEYS):], SUMS, strict=True)]
+    return f"SELECT {', '.join(columns)} FROM {source} r"
 
 
-_PRUNE = "DELETE FROM llm_cost_daily WHERE calls = 0"
+def _grouped(*parts: str) -> str:
+    """The parts' sums per key, in key order: one upsert that locks rollup rows in a fixed order, so
+    concurrent writers (or an UPDATE moving rows between keys both ways) cannot deadlock."""
+    keys = ", ".join(KEYS)
+    sums = ", ".join(f"sum({c})" for c in SUMS)
+    return f"SELECT {keys}, {sums} FROM ({' UNION ALL '.join(parts)}) u GROUP BY {keys} ORDER BY {keys}"
+
+
+def _prune_touched(source: str) -> str:
+    """Drop the rollup rows the removed rows emptied (only their keys: no scan of the rollup)."""
+    values = _values("r", "postgresql")[: len(KEYS)]
+    match = " AND ".join(f"d.{k} = k.{k}" for k in KEYS)
+    return (f"DELETE FROM llm_cost_daily d USING (SELECT DISTINCT {', '.join(values)} FROM {source} r) "
+            f"AS k({', '.join(KEYS)}) WHERE {match} AND d.calls = 0")
+
+
+def _prune_row(row: str, dialect: str) -> str:
+    values = _values(row, dialect)[: len(KEYS)]
+    match = " AND ".join(f"{k} = {v}" for k, v in zip(KEYS, values, strict=True))
+    return f"DELETE FROM llm_cost_daily WHERE {match} AND calls = 0"
 
 
 def _plpgsql_function(name: str, *statements: str) -> None:
@@ -90,10 +108,10 @@ def _plpgsql_function(name: str, *statements: str) -> None:
 
 
 def _postgres_statement_triggers() -> None:
-    add, remove = _upsert(_grouped("vital_new", "")), _upsert(_grouped("vital_old", "-"))
-    _plpgsql_function("vital_llm_cost_daily_add", add)
-    _plpgsql_function("vital_llm_cost_daily_remove", remove, _PRUNE)
-    _plpgsql_function("vital_llm_cost_daily_move", remove, add, _PRUNE)
+    added, removed = _signed("vital_new", ""), _signed("vital_old", "-")
+    _plpgsql_function("vital_llm_cost_daily_add", _upsert(_grouped(added)))
+    _plpgsql_function("vital_llm_cost_daily_remove", _upsert(_grouped(removed)), _prune_touched("vital_old"))
+    _plpgsql_function("vital_llm_cost_daily_move", _upsert(_grouped(removed, added)), _prune_touched("vital_old"))
     op.execute("CREATE TRIGGER vital_llm_cost_daily_insert AFTER INSERT ON llm_calls "
                "REFERENCING NEW TABLE AS vital_new FOR EACH STATEMENT EXECUTE FUNCTION vital_llm_cost_daily_add()")
     op.execute("CREATE TRIGGER vital_llm_cost_daily_delete AFTER DELETE ON llm_calls "
@@ -101,6 +119,14 @@ def _postgres_statement_triggers() -> None:
     op.execute("CREATE TRIGGER vital_llm_cost_daily_update AFTER UPDATE ON llm_calls "
                "REFERENCING OLD TABLE AS vital_old NEW TABLE AS vital_new "
                "FOR EACH STATEMENT EXECUTE FUNCTION vital_llm_cost_daily_move()")
+    _truncate_trigger()
+
+
+def _truncate_trigger() -> None:
+    """``TRUNCATE llm_calls`` fires no row or insert trigger: empty the rollup with it."""
+    _plpgsql_function("vital_llm_cost_daily_clear", "DELETE FROM llm_cost_daily")
+    op.execute("CREATE TRIGGER vital_llm_cost_daily_truncate AFTER TRUNCATE ON llm_calls "
+               "FOR EACH STATEMENT EXECUTE FUNCTION vital_llm_cost_daily_clear()")
 
 
 def _row_upsert(row: str, dialect: str, sign: str = "") -> str:
@@ -122,22 +148,25 @@ BEGIN
     {_row_upsert("NEW", "postgresql")};
   END IF;
   IF TG_OP IN ('UPDATE', 'DELETE') THEN
-    {_PRUNE};
+    {_prune_row("OLD", "postgresql")};
   END IF;
   RETURN NULL;
 END $$""")
     op.execute("CREATE TRIGGER vital_llm_cost_daily_row AFTER INSERT OR UPDATE OR DELETE ON llm_calls "
                "FOR EACH ROW EXECUTE FUNCTION vital_llm_cost_daily_row()")
+    _truncate_trigger()
 
 
 def _sqlite_triggers() -> None:
-    # "WHERE true" keeps SQLite from reading the upsert's ON CONFLICT as a join constraint.
+    # "WHERE true" keeps SQLite from reading the upsert's ON CONFLICT as a join constraint. SQLite has
+    # no TRUNCATE; a DELETE without WHERE runs the delete trigger per row.
     op.execute(f"CREATE TRIGGER vital_llm_cost_daily_insert AFTER INSERT ON llm_calls BEGIN "
                f"{_row_upsert('NEW', 'sqlite')}; END")
     op.execute(f"CREATE TRIGGER vital_llm_cost_daily_delete AFTER DELETE ON llm_calls BEGIN "
-               f"{_row_upsert('OLD', 'sqlite', '-')}; {_PRUNE}; END")
+               f"{_row_upsert('OLD', 'sqlite', '-')}; {_prune_row('OLD', 'sqlite')}; END")
     op.execute(f"CREATE TRIGGER vital_llm_cost_daily_update AFTER UPDATE ON llm_calls BEGIN "
-               f"{_row_upsert('OLD', 'sqlite', '-')}; {_row_upsert('NEW', 'sqlite')}; {_PRUNE}; END")
+               f"{_row_upsert('OLD', 'sqlite', '-')}; {_row_upsert('NEW', 'sqlite')}; "
+               f"{_prune_row('OLD', 'sqlite')}; END")
 
 
 def _is_hypertable(bind: sa.engine.Connection) -> bool:
@@ -150,22 +179,29 @@ def _is_hypertable(bind: sa.engine.Connection) -> bool:
 
 
 def upgrade() -> None:
-    op.create_table(
-        "llm_cost_daily",
-        sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("tenant_id", sa.String(256), nullable=False),
-        sa.Column("graph", sa.String(256), nullable=False),
-        sa.Column("provider", sa.String(128), nullable=False),
-        sa.Column("model", sa.String(256), nullable=False),
-        *[sa.Column(name, sa.Numeric(30, 12) if name.endswith("_usd") else sa.BigInteger(), nullable=False)
-          for name in SUMS],
-        sa.PrimaryKeyConstraint(*KEYS),
-    )
     bind = op.get_bind()
     dialect = bind.dialect.name
-    # Sum what is there before the triggers exist (the upgrade holds the migration lock; rows written
-    # meanwhile by a running writer are counted by the triggers once they exist, or here, not both:
-    # the statement below and the trigger creation run in the upgrade's one transaction).
+    _swap_indexes()
+    if dialect not in ("sqlite", "postgresql"):
+        return  # no rollup: the analytics read llm_calls alone there (see analytics/_rollup.py)
+    if sa.inspect(bind).has_table("llm_cost_daily"):
+        # Made by a ``create_all`` (an app's own ``SQLModel.metadata``) without its triggers: never
+        # maintained, so it is refilled below rather than trusted.
+        op.execute("DELETE FROM llm_cost_daily")
+    else:
+        op.create_table(
+            "llm_cost_daily",
+            sa.Column("day", sa.Date(), nullable=False),
+            sa.Column("tenant_id", sa.String(256), nullable=False),
+            sa.Column("graph", sa.String(256), nullable=False),
+            sa.Column("provider", sa.String(128), nullable=False),
+            sa.Column("model", sa.String(256), nullable=False),
+            *[sa.Column(name, sa.Numeric(30, 12) if name.endswith("_usd") else sa.BigInteger(), nullable=False)
+              for name in SUMS],
+            sa.PrimaryKeyConstraint(*KEYS),
+        )
+    # Sum what is there and create the triggers in the upgrade's one transaction, with writers held
+    # off on PostgreSQL, so every row is counted once: here, or by a trigger afterwards.
     if dialect == "postgresql":
         op.execute("LOCK TABLE llm_calls IN SHARE ROW EXCLUSIVE MODE")
     values = _values("r", dialect)
@@ -178,31 +214,37 @@ def upgrade() -> None:
             _postgres_row_triggers()
         else:
             _postgres_statement_triggers()
-    elif dialect == "sqlite":
-        _sqlite_triggers()
     else:
-        raise NotImplementedError(f"the daily rollup's triggers exist for SQLite and PostgreSQL, not {dialect}")
-    op.drop_index("ix_llm_calls_started_cov", table_name="llm_calls")
-    op.drop_index("ix_llm_calls_tenant_started_cov", table_name="llm_calls")
-    op.create_index("ix_llm_calls_started_at", "llm_calls", ["started_at"])
-    op.create_index("ix_llm_calls_tenant_started", "llm_calls", ["tenant_id", "started_at"])
+        _sqlite_triggers()
+
+
+def _swap_indexes() -> None:
+    """Covering indexes out, plain ones in; tolerant of a schema made by ``create_all`` (plain already)."""
+    op.execute("DROP INDEX IF EXISTS ix_llm_calls_started_cov")
+    op.execute("DROP INDEX IF EXISTS ix_llm_calls_tenant_started_cov")
+    op.execute("CREATE INDEX IF NOT EXISTS ix_llm_calls_started_at ON llm_calls (started_at)")
+    op.execute("CREATE INDEX IF NOT EXISTS ix_llm_calls_tenant_started ON llm_calls (tenant_id, started_at)")
+
+
+TRIGGERS = ("vital_llm_cost_daily_insert", "vital_llm_cost_daily_delete", "vital_llm_cost_daily_update",
+            "vital_llm_cost_daily_row", "vital_llm_cost_daily_truncate")
+FUNCTIONS = ("vital_llm_cost_daily_add", "vital_llm_cost_daily_remove", "vital_llm_cost_daily_move",
+             "vital_llm_cost_daily_row", "vital_llm_cost_daily_clear")
 
 
 def downgrade() -> None:
+    dialect = op.get_bind().dialect.name
     op.drop_index("ix_llm_calls_tenant_started", table_name="llm_calls")
     op.drop_index("ix_llm_calls_started_at", table_name="llm_calls")
     op.create_index("ix_llm_calls_tenant_started_cov", "llm_calls", ["tenant_id", "started_at"],
                     postgresql_include=COVERED)
     op.create_index("ix_llm_calls_started_cov", "llm_calls", ["started_at"],
                     postgresql_include=["tenant_id", *COVERED])
-    for trigger in ("vital_llm_cost_daily_insert", "vital_llm_cost_daily_delete", "vital_llm_cost_daily_update",
-                    "vital_llm_cost_daily_row"):
-        if op.get_bind().dialect.name == "sqlite":
-            op.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-        else:
-            op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON llm_calls")
-    if op.get_bind().dialect.name == "postgresql":
-        for function in ("vital_llm_cost_daily_add", "vital_llm_cost_daily_remove", "vital_llm_cost_daily_move",
-                         "vital_llm_cost_daily_row"):
+    if dialect not in ("sqlite", "postgresql"):
+        return
+    for trigger in TRIGGERS:
+        op.execute(f"DROP TRIGGER IF EXISTS {trigger}" + (" ON llm_calls" if dialect == "postgresql" else ""))
+    if dialect == "postgresql":
+        for function in FUNCTIONS:
             op.execute(f"DROP FUNCTION IF EXISTS {function}()")
     op.drop_table("llm_cost_daily")
