@@ -350,7 +350,7 @@ class Pipeline:
         Then every sink is behind, and processing further would only move the backlog from the inbox
         (drafts: one object each) to the sink queues (finished events: an event, its usage and its
         cost), where the garbage collector keeps counting and promoting them (measured: caller p99
-        21-33 µs instead of 42-44 µs in a 20,000-call burst). A slow sink alone never holds the others
+        19-42 µs over six runs of a 20,000-call burst, 42-44 µs without). A slow sink alone never holds the others
         back: the least busy one decides. Never while stopping; never while a sink is failing; and
         never once the inbox is a quarter full: each sink's own bounded queue is where events it
         cannot take overflow into its spill files, and the shared inbox, which has no spill, must not
