@@ -142,6 +142,16 @@ def test_malformed_payloads_never_reach_the_workflow(memory_sink: InMemorySink) 
     handler.shutdown()
 
 
+def inbox_below(pipeline: Pipeline, depth: int) -> None:
+    """Wait (no clock in the assertion: a hang detector only) until the dispatcher has taken the inbox
+    below ``depth``, so the test does not depend on how fast this machine runs the dispatcher."""
+    for _ in range(30_000):
+        if pipeline.stats().queue_depth["pipeline"] < depth:
+            return
+        time.sleep(0.001)
+    raise AssertionError("the dispatcher stopped taking events from the inbox")
+
+
 class SpillingSink(Sink):
     """Always down; keeps what it cannot deliver (like the PostgreSQL sink's spill files)."""
 
@@ -165,8 +175,8 @@ def test_a_failing_sink_spills_everything_and_drops_nothing() -> None:
                         retry_backoff_s=0.001)
     for i in range(2000):
         pipeline.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i)))
-        if i % 50 == 0:
-            time.sleep(0.002)  # a producer the dispatcher keeps up with: the inbox itself never overflows
+        if i % 50 == 49:
+            inbox_below(pipeline, 50)  # a producer the dispatcher keeps up with: the inbox never overflows
     assert pipeline.flush(30)
     assert sink.spilled == 2000
     assert pipeline.stats().dropped == {}
@@ -195,8 +205,8 @@ def test_a_slow_sink_overflows_into_its_spill_not_into_losses() -> None:
     pipeline = Pipeline([sink], queue_size=1000, batch_size=50, flush_interval_s=0.01)
     for i in range(20_000):
         pipeline.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i)))
-        if i % 500 == 0:
-            time.sleep(0.002)  # the dispatcher keeps up with the producer; the sink does not
+        if i % 500 == 499:
+            inbox_below(pipeline, 500)  # the dispatcher keeps up with the producer; the sink does not
     assert pipeline.flush(60)
     assert sink.exported + sink.spilled == 20_000 and sink.spilled > 10_000
     assert pipeline.stats().dropped == {}

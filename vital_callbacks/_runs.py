@@ -5,15 +5,19 @@ Kept apart from :mod:`vital_callbacks.handler` so the handler module is only the
 
 from __future__ import annotations
 
+import functools
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from langgraph.errors import GraphBubbleUp, GraphInterrupt
 
 from vital_callbacks import attribution
+from vital_callbacks.budgets import BudgetExceeded
 from vital_callbacks.events import Status
 
 MAX_ERROR_CHARS = 2000
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Run:
@@ -86,3 +90,25 @@ def error_fields(error: BaseException) -> tuple[Status, str | None, str | None]:
 
 def number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def guard(fn: F) -> F:
+    """The one place that keeps handler bugs and odd payloads out of the user's workflow: a hook that
+    raises is reported to ``self._internal_error`` and returns ``None``."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except BudgetExceeded:
+            raise  # the one deliberate exception: a stop budget the user configured
+        except Exception as exc:
+            self._internal_error(fn.__name__, exc)
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def score_fields(run: Run) -> tuple[str | None, ...]:
+    """What a later score needs of a run, as a tuple of strings (which the GC stops tracking)."""
+    return run.trace_id, run.attr.tenant_id, run.attr.user_id, run.attr.session_id, run.graph, run.node

@@ -9,19 +9,18 @@ so a surprise payload is logged once and counted, and never reaches the user's w
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 from uuid import UUID
 
 from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, GraphResumeEvent
 
 from vital_callbacks import attribution
-from vital_callbacks._runs import MAX_ERROR_CHARS, Run, error_fields, number
+from vital_callbacks._runs import MAX_ERROR_CHARS, Run, error_fields, guard, number, score_fields
 from vital_callbacks.attribution import Attribution
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
 from vital_callbacks.events import (
@@ -42,29 +41,7 @@ from vital_callbacks.usage import ResultSnapshot, as_snapshot, capture, extract_
 
 logger = logging.getLogger("vital_callbacks")
 
-F = TypeVar("F", bound=Callable[..., Any])
 _RECENT_RUNS = 10_000
-
-
-def _guard(fn: F) -> F:
-    """The one place that keeps handler bugs and odd payloads out of the user's workflow."""
-
-    @functools.wraps(fn)
-    def wrapper(self: VitalCallbackHandler, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(self, *args, **kwargs)
-        except BudgetExceeded:
-            raise  # the one deliberate exception: a stop budget the user configured
-        except Exception as exc:
-            self._internal_error(fn.__name__, exc)
-            return None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _known(run: Run) -> tuple[str | None, ...]:
-    """What a later score needs of a run, as a tuple of strings (which the GC stops tracking)."""
-    return run.trace_id, run.attr.tenant_id, run.attr.user_id, run.attr.session_id, run.graph, run.node
 
 
 class VitalCallbackHandler(GraphCallbackHandler):
@@ -175,7 +152,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         with self._lock:
             run = self._runs.pop(run_id, None)
             if run is not None and run.kind != "chain":
-                self._recent[run.run_id] = _known(run)
+                self._recent[run.run_id] = score_fields(run)
                 if len(self._recent) > _RECENT_RUNS:
                     self._recent.popitem(last=False)
             return run
@@ -198,7 +175,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             known = self._recent.get(target)
             if known is None:
                 run = next((r for r in self._runs.values() if r.run_id == target), None)
-                known = _known(run) if run is not None else None
+                known = score_fields(run) if run is not None else None
         context = self._context(target, known) if known is not None else None
         event = make_score(target, name, value, comment=comment, context=context)
         self._submit(event)
@@ -226,7 +203,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         }
 
     # -- chains: graph runs and node runs ----------------------------------------------------------
-    @_guard
+    @guard
     def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
                        parent_run_id: UUID | None = None, tags: list[str] | None = None,
                        metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -249,11 +226,11 @@ class VitalCallbackHandler(GraphCallbackHandler):
                 step = metadata.get("langgraph_step") if metadata else None
                 run.step = step if isinstance(step, int) else None
 
-    @_guard
+    @guard
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end_chain(run_id, "success", None, None)
 
-    @_guard
+    @guard
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end_chain(run_id, *error_fields(error))
 
@@ -275,26 +252,26 @@ class VitalCallbackHandler(GraphCallbackHandler):
             self._submit(Draft(GraphRun, base))
 
     # -- LangGraph lifecycle (only GraphCallbackHandler subclasses receive these) ------------------
-    @_guard
+    @guard
     def on_interrupt(self, event: GraphInterruptEvent) -> None:
         run = self._runs.get(event.run_id) if event.run_id is not None else None
         if run is not None:
             (run.root or run).interrupts += len(event.interrupts) or 1
 
-    @_guard
+    @guard
     def on_resume(self, event: GraphResumeEvent) -> None:
         run = self._runs.get(event.run_id) if event.run_id is not None else None
         if run is not None:
             (run.root or run).resumed = True
 
     # -- LLM calls ---------------------------------------------------------------------------------
-    @_guard
+    @guard
     def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *, run_id: UUID,
                             parent_run_id: UUID | None = None, tags: list[str] | None = None,
                             metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self._start_llm(serialized, messages, run_id, parent_run_id, tags, metadata, kwargs)
 
-    @_guard
+    @guard
     def on_llm_start(self, serialized: dict[str, Any] | None, prompts: list[str], *, run_id: UUID,
                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -329,17 +306,17 @@ class VitalCallbackHandler(GraphCallbackHandler):
                                  **self._base(run, "error", "BudgetExceeded", str(exc)[:MAX_ERROR_CHARS])))
             raise
 
-    @_guard
+    @guard
     def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
         run = self._runs.get(run_id)
         if run is not None and run.first_token is None:
             run.first_token = time.perf_counter()
 
-    @_guard
+    @guard
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end_llm(run_id, response, "success", None, None)
 
-    @_guard
+    @guard
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end_llm(run_id, kwargs.get("response"), *error_fields(error))
 
@@ -381,7 +358,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         return {"usage": usage, "token_source": "provider", "cost": cost}
 
     # -- tools and retrievers ----------------------------------------------------------------------
-    @_guard
+    @guard
     def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID,
                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -390,11 +367,11 @@ class VitalCallbackHandler(GraphCallbackHandler):
         if self._capture:
             run.raw_input = input_str
 
-    @_guard
+    @guard
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
         self._end_tool(run_id, output, "success", None, None)
 
-    @_guard
+    @guard
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end_tool(run_id, None, *error_fields(error))
 
@@ -409,7 +386,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         fields["raw_output"] = output if self._capture else None
         self._submit(Draft(ToolCall, fields))
 
-    @_guard
+    @guard
     def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
@@ -418,11 +395,11 @@ class VitalCallbackHandler(GraphCallbackHandler):
         if self._capture:
             run.raw_input = query
 
-    @_guard
+    @guard
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
         self._end_retriever(run_id, len(documents) if documents is not None else 0, "success", None, None)
 
-    @_guard
+    @guard
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._end_retriever(run_id, 0, *error_fields(error))
 

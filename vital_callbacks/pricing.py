@@ -233,18 +233,21 @@ class PriceBook:
 
     @staticmethod
     def _catalog_cost(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> Cost:
-        fast = fast_cost(model.get_prices(when), usage)
-        if fast is not None:
-            return Cost(fast[0], fast[1], fast[0] + fast[1], "genai-prices")
-        return PriceBook._quote_catalog(provider, model, usage, when).cost
+        return PriceBook._catalog_price(provider, model, usage, when)[0]
 
     @staticmethod
     def _quote_catalog(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> Quote:
+        cost, model_price = PriceBook._catalog_price(provider, model, usage, when)
+        return Quote(provider.id, model.id, cost, lambda: f"{provider.id}/{model.id}: {model_price}")
+
+    @staticmethod
+    def _catalog_price(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> tuple[Cost, Any]:
+        """The cost and the ``ModelPrice`` it came from: our exact fast path for per-token prices,
+        genai-prices' ``calc_price`` for anything else."""
         model_price = model.get_prices(when)
         fast = fast_cost(model_price, usage)
         if fast is not None:
-            cost = Cost(fast[0], fast[1], fast[0] + fast[1], "genai-prices")
-            return Quote(provider.id, model.id, cost, lambda: f"{provider.id}/{model.id}: {model_price}")
+            return Cost(fast[0], fast[1], fast[0] + fast[1], "genai-prices"), model_price
         from genai_prices import Usage
 
         calc = model.calc_price(
@@ -258,8 +261,7 @@ class PriceBook:
             provider,
             genai_request_timestamp=when,
         )
-        cost = Cost(calc.input_price, calc.output_price, calc.total_price, "genai-prices")
-        return Quote(provider.id, model.id, cost, lambda: f"{provider.id}/{model.id}: {calc.model_price}")
+        return Cost(calc.input_price, calc.output_price, calc.total_price, "genai-prices"), calc.model_price
 
 
 def _explicit_cost(price: PriceEntry, usage: TokenUsage, source: str) -> Cost:

@@ -192,32 +192,38 @@ def read(result: ResultSnapshot) -> Reading:
         usage = from_usage_metadata(um) if um else None
         if usage is None or usage.is_empty:
             usage = from_llm_output(result[0]) if result[0] else usage
-        name = meta.get("model_name") or meta.get("model") or meta.get("model_id")
-        if not (isinstance(name, str) and name):
-            name = response_model(result)
-        reason = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason")
-        return Reading(usage, name, "total_cost" in um and um["total_cost"] == 0,
-                       reason if isinstance(reason, str) else None)
+        return Reading(usage, _model_name(meta) or response_model(result), _replayed(um), _reason(meta))
     return Reading(extract_usage(result), response_model(result), is_cache_hit(result), finish_reason(result))
+
+
+def _model_name(meta: Mapping[str, Any]) -> str | None:
+    name = meta.get("model_name") or meta.get("model") or meta.get("model_id")
+    return name if isinstance(name, str) and name else None
+
+
+def _reason(meta: Mapping[str, Any]) -> str | None:
+    reason = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason")
+    return reason if isinstance(reason, str) else None
+
+
+def _replayed(usage_metadata: Mapping[str, Any]) -> bool:
+    """LangChain replays a cached chat generation with ``usage_metadata["total_cost"] = 0``."""
+    return "total_cost" in usage_metadata and usage_metadata["total_cost"] == 0
 
 
 def response_model(result: ResultSnapshot) -> str | None:
     """The model the provider says served the call (it wins over what was requested)."""
     for message in _messages(result):
-        meta = message.response_metadata or {}
-        name = meta.get("model_name") or meta.get("model") or meta.get("model_id")
-        if isinstance(name, str) and name:
+        name = _model_name(message.response_metadata or {})
+        if name:
             return name
-    out = result.llm_output or {}
-    name = out.get("model_name") or out.get("model")
-    return name if isinstance(name, str) and name else None
+    return _model_name(result.llm_output or {})
 
 
 def finish_reason(result: ResultSnapshot) -> str | None:
     for item in result.items:
         if isinstance(item, BaseMessage):
-            meta = item.response_metadata or {}
-            reason = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason")
+            reason = _reason(item.response_metadata or {})
         else:
             info = getattr(item, "generation_info", None) or {}
             reason = info.get("finish_reason") or info.get("stop_reason")
@@ -227,12 +233,7 @@ def finish_reason(result: ResultSnapshot) -> str | None:
 
 
 def is_cache_hit(result: ResultSnapshot) -> bool:
-    """LangChain replays a cached chat generation with ``usage_metadata["total_cost"] = 0``."""
-    for message in _messages(result):
-        um = getattr(message, "usage_metadata", None) or {}
-        if "total_cost" in um and um["total_cost"] == 0:
-            return True
-    return False
+    return any(_replayed(getattr(message, "usage_metadata", None) or {}) for message in _messages(result))
 
 
 def completion_text(result: ResultSnapshot) -> str:
