@@ -36,6 +36,7 @@ from typing import Any
 import asyncpg
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.utils.uuid import uuid7
 
 from vital_callbacks import LLMCall, Settings, TokenUsage, VitalCallbackHandler, db
 from vital_callbacks._factory import sink_class
@@ -192,11 +193,13 @@ def run_handler(backend: Backend, n: int, spill: Path) -> tuple[float, list[int]
     assert handler.flush(60)
     latencies = [0] * n
     clock = time.perf_counter_ns
-    new_id = uuid.uuid4
+    new_id = uuid7
     start = time.perf_counter()
     for i in range(n):
-        # A new id per run, as LangChain makes one, so it dies with its run; a list of 20,000 ids made
-        # up front would outlive them all and feed the garbage collector's oldest generation.
+        # A new id per run, made the way LangChain's callback manager makes it (``uuid7``), so it dies
+        # with its run: a list of 20,000 ids made up front would outlive them all and feed the garbage
+        # collector's oldest generation. (``uuid.uuid4`` would also be wrong here: its ``os.urandom``
+        # releases the GIL on every call, which LangChain's id never does.)
         run_id = new_id()
         t0 = clock()
         handler.on_chat_model_start(SERIALIZED, MESSAGES, run_id=run_id, metadata=METADATA)

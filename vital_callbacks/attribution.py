@@ -13,6 +13,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from vital_callbacks._slots import fast_init
+
 # Metadata keys we read, including the ones Langfuse users already set.
 _KEYS: dict[str, tuple[str, ...]] = {
     "tenant_id": ("tenant_id", "tenant", "vital_tenant_id"),
@@ -22,6 +24,7 @@ _KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Attribution:
     tenant_id: str | None = None

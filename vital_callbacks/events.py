@@ -15,10 +15,13 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
+from vital_callbacks._slots import fast_init
+
 Status = Literal["success", "error", "interrupted"]
 TokenSource = Literal["provider", "estimate", "none"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
     """Token counts in LangChain's convention: ``input`` already includes cache reads and writes,
@@ -61,6 +64,7 @@ class TokenUsage:
         return self.input == 0 and self.output == 0 and self.total == 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Cost:
     """USD cost of one call; ``source`` says which price list produced it."""
@@ -76,6 +80,7 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, tz=timezone.utc)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Event:
     """Fields every event carries: identity, place in the run tree, attribution, timing, outcome."""
@@ -111,6 +116,7 @@ class Event:
         return _utc(self.end_time)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GraphRun(Event):
     """The root run of one invoke/stream; totals cover every LLM call under it."""
@@ -127,6 +133,7 @@ class GraphRun(Event):
     resumed: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeRun(Event):
     """One execution of a LangGraph node (each ``Send`` branch and each subgraph node separately)."""
@@ -137,6 +144,7 @@ class NodeRun(Event):
     checkpoint_ns: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LLMCall(Event):
     """One chat-model or completion-model call."""
@@ -169,6 +177,7 @@ class LLMCall(Event):
     worker."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ToolCall(Event):
     kind: ClassVar[str] = "tool_call"
@@ -179,6 +188,7 @@ class ToolCall(Event):
     raw_output: object = field(default=None, repr=False, compare=False)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetrieverCall(Event):
     kind: ClassVar[str] = "retriever_call"
@@ -188,6 +198,7 @@ class RetrieverCall(Event):
     query: str | None = None
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Score(Event):
     """A quality score (evaluator, user feedback) for a run or a whole trace.
