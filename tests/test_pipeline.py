@@ -228,3 +228,44 @@ def test_a_draft_is_still_delivered_when_the_enricher_fails() -> None:
     assert [(e.run_id, e.model) for e in sink.events] == [("a", "m")]  # type: ignore[attr-defined]
     assert pipeline.stats().processor_errors == 1
     pipeline.shutdown(2)
+
+
+class SlowCoalescingSink(Sink):
+    """Pays per export, not per event (like a database round trip), and says so with ``coalesce``."""
+
+    name = "slow-coalescing"
+    coalesce = 4
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        time.sleep(0.01)
+        self.sizes.append(len(batch))
+        return ExportResult.SUCCESS
+
+
+class SlowSink(SlowCoalescingSink):
+    name = "slow"
+    coalesce = 1
+
+
+def test_a_sink_that_falls_behind_gets_larger_exports_up_to_its_coalesce() -> None:
+    """Behind, a coalescing sink takes up to ``coalesce`` batches per export (and never more); one that
+    does not coalesce keeps to the batch size; at an idle pace both get what is there."""
+    coalescing, plain = SlowCoalescingSink(), SlowSink()
+    pipeline = Pipeline([coalescing, plain], queue_size=100_000, batch_size=50, flush_interval_s=0.01)
+    for i in range(3000):
+        pipeline.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i)))
+    assert pipeline.flush(60)
+    assert sum(coalescing.sizes) == sum(plain.sizes) == 3000
+    assert max(coalescing.sizes) == 200 and max(plain.sizes) == 50
+    assert len(coalescing.sizes) < len(plain.sizes)
+    coalescing.sizes.clear()
+    plain.sizes.clear()
+    for i in range(5):
+        pipeline.submit(LLMCall(run_id=f"idle-{i}", parent_run_id=None, trace_id=f"idle-{i}"))
+        assert pipeline.flush(10)
+    assert coalescing.sizes == plain.sizes == [1] * 5
+    assert pipeline.stats().dropped == {}
+    pipeline.shutdown(2)

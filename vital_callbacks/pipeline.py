@@ -34,7 +34,8 @@ processor is built as it is."""
 
 _DISPATCH_POLL_S = 0.05
 _AHEAD_BATCHES = 2
-"""How many batches the dispatcher may process ahead of the least busy sink (see ``_wait_for_room``)."""
+"""How many batches the dispatcher may process ahead of the least busy sink (see ``_wait_for_room``);
+more for a sink that exports several at once (``Sink.coalesce``), so a full export is ready."""
 _MAX_BACKOFF_S = 10.0
 
 
@@ -86,6 +87,10 @@ class _SinkWorker:
         self._queue: deque[Event | _Marker] = deque()
         self._queue_size = queue_size
         self._batch_size = batch_size
+        coalesce = max(1, int(getattr(sink, "coalesce", 1)))
+        self._export_size = batch_size * coalesce
+        self.ahead_limit = batch_size * max(_AHEAD_BATCHES, coalesce)
+        """The queue depth at which the dispatcher may stop for this sink (see ``Pipeline._wait_for_room``)."""
         self._interval_s = interval_s
         self._max_retries = max_retries
         self._backoff_s = backoff_s
@@ -150,7 +155,7 @@ class _SinkWorker:
                 item.arrive(ok and self._force_flush())
                 continue
             batch.append(item)
-            if len(batch) >= self._batch_size:
+            if len(batch) >= self._export_size:
                 self._room.set()
                 self._export(batch)
                 batch = []
@@ -345,7 +350,8 @@ class Pipeline:
                 worker.put(out)
 
     def _wait_for_room(self) -> None:
-        """Hold off while even the least busy sink has ``_AHEAD_BATCHES`` batches waiting.
+        """Hold off while every sink has its ``ahead_limit`` of events waiting (``_AHEAD_BATCHES``
+        batches, or one full export for a sink that coalesces).
 
         Then every sink is behind, and processing further would only move the backlog from the inbox
         (drafts: one object each) to the sink queues (finished events: an event, its usage and its
@@ -357,10 +363,9 @@ class Pipeline:
         fill up in its place."""
         if not self._workers:
             return
-        limit = _AHEAD_BATCHES * self._batch_size
         while not self._stop.is_set() and len(self._inbox) < self._valve:
             self._room.clear()
-            if min(w.depth() for w in self._workers) < limit or any(w.failing for w in self._workers):
+            if any(w.depth() < w.ahead_limit or w.failing for w in self._workers):
                 return
             self._room.wait(_DISPATCH_POLL_S)
 
