@@ -82,6 +82,9 @@ def test_a_hanging_sink_never_blocks_the_caller_and_shutdown_is_bounded() -> Non
     for _ in range(3):
         build_graph().invoke(INPUT, config={"callbacks": [handler]})
     assert handler.flush(timeout=0.2) is False
+    # The events in the hung export are still undelivered, and the reported depth says so.
+    stats = handler.pipeline.stats()
+    assert stats.queue_depth["pipeline"] == 0 and stats.queue_depth["hanging"] == stats.submitted > 0
     result: list[bool] = []
     stopper = threading.Thread(target=lambda: result.append(handler.shutdown(timeout=0.5)))
     stopper.start()
@@ -268,4 +271,19 @@ def test_a_sink_that_falls_behind_gets_larger_exports_up_to_its_coalesce() -> No
         assert pipeline.flush(10)
     assert coalescing.sizes == plain.sizes == [1] * 5
     assert pipeline.stats().dropped == {}
+    pipeline.shutdown(2)
+
+
+def test_a_small_queue_still_paces_the_dispatcher_instead_of_overflowing() -> None:
+    """With ``queue_size`` below a coalescing sink's full export, the dispatcher must still stop before
+    the sink's queue is full: a producer the inbox keeps up with loses nothing."""
+    sink = SlowCoalescingSink()
+    sink.coalesce = 8  # a full export (800) larger than the sink's whole queue (500)
+    pipeline = Pipeline([sink], queue_size=500, batch_size=100, flush_interval_s=0.01)
+    for i in range(3000):
+        pipeline.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i)))
+        if i % 50 == 49:
+            inbox_below(pipeline, 100)  # below the valve (a quarter of 500): the dispatcher may wait
+    assert pipeline.flush(60)
+    assert pipeline.stats().dropped == {} and sum(sink.sizes) == 3000
     pipeline.shutdown(2)

@@ -53,9 +53,11 @@ def workload(n: int, seed: int = 3) -> list[LLMCall]:
     return out
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", "postgresql", "postgresql-row-triggers"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sink, Engine]]:
-    """The real writer of each database (the SQL sink on SQLite, the asyncpg sink on PostgreSQL) and a reader."""
+    """The real writer of each database (the SQL sink on SQLite, the asyncpg sink on PostgreSQL) and a reader;
+    ``postgresql-row-triggers`` keeps the rollup with the row-level triggers 0004 installs on a TimescaleDB
+    hypertable (see :func:`postgres_store`)."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'rollup.db'}"
         sink: Sink = SQLSink(url)
@@ -64,18 +66,43 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sink
         sink.shutdown()
         engine.dispose()
         return
-    with postgres_store(tmp_path) as pair:
+    with postgres_store(tmp_path, row_triggers=request.param.endswith("row-triggers")) as pair:
         yield pair
 
 
+def use_row_triggers(url: str) -> None:
+    """Swap the statement-level triggers for the row-level ones that migration 0004 installs when
+    ``llm_calls`` is a TimescaleDB hypertable (which refuses transition tables), running 0004's own DDL.
+    TimescaleDB itself is not on this machine (nor in Debian's archive); its triggers are plain
+    PostgreSQL, so they are tested here on a plain table."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    from sqlalchemy import create_engine
+
+    from vital_callbacks.migrations.versions import r0004_daily_rollup as r0004
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        for trigger in ("insert", "delete", "update", "truncate"):
+            conn.execute(text(f"DROP TRIGGER vital_llm_cost_daily_{trigger} ON llm_calls"))
+        with Operations.context(MigrationContext.configure(conn)):
+            r0004._postgres_row_triggers()
+        names = {r[0] for r in conn.execute(text(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = 'llm_calls'::regclass AND NOT tgisinternal"))}
+    engine.dispose()
+    assert names == {"vital_llm_cost_daily_row", "vital_llm_cost_daily_truncate"}
+
+
 @contextmanager
-def postgres_store(tmp_path: Path) -> Iterator[tuple[Sink, Engine]]:
+def postgres_store(tmp_path: Path, *, row_triggers: bool = False) -> Iterator[tuple[Sink, Engine]]:
     from tests.pg_cluster import fresh_database, reachable
     from vital_callbacks.sinks.postgres import PostgresSink
 
     require_service(reachable(), "no PostgreSQL at 127.0.0.1:5432")
     with fresh_database() as url:
         db.upgrade(url)
+        if row_triggers:
+            use_row_triggers(url)
         sink = PostgresSink(url, spill_dir=tmp_path / "spill")
         engine = analytics.reader_engine(url)
         try:
@@ -235,9 +262,10 @@ def test_deleting_every_call_of_a_key_removes_its_rollup_row(store: tuple[Sink, 
     assert rollup_by_day(engine) == raw_by_day(engine)
 
 
-def test_truncate_empties_the_rollup_on_postgresql(tmp_path: Path) -> None:
+@pytest.mark.parametrize("row_triggers", [False, True], ids=["statement-triggers", "row-triggers"])
+def test_truncate_empties_the_rollup_on_postgresql(tmp_path: Path, row_triggers: bool) -> None:
     """SQLite has no TRUNCATE (a DELETE there runs the delete trigger, tested above)."""
-    with postgres_store(tmp_path) as (sink, engine):
+    with postgres_store(tmp_path, row_triggers=row_triggers) as (sink, engine):
         sink.export(workload(100, seed=17))
         writer = _writer(engine)
         with writer.begin() as conn:

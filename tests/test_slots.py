@@ -97,6 +97,35 @@ def test_still_frozen_comparable_hashable_picklable_and_replaceable() -> None:
     assert dataclasses.replace(call, model="m").model == "m"
     assert TokenUsage(1, 2, 3) == TokenUsage(input=1, output=2, total=3)
     # A default factory gives each instance its own value, as before.
-    assert GraphRun(run_id="a", parent_run_id=None, trace_id="a").usage == TokenUsage()
+    first, second = (GraphRun(run_id=i, parent_run_id=None, trace_id=i) for i in "ab")
+    assert first.usage == second.usage == TokenUsage() and first.usage is not second.usage
     assert repr(TokenUsage(1)) == "TokenUsage(input=1, output=0, total=0, cache_read=0, cache_write=0, reasoning=0, " \
                                   "cache_write_1h=0)"
+
+
+def test_classes_whose_init_it_cannot_copy_are_refused() -> None:
+    """``__post_init__``, ``init=False`` and ``InitVar`` would be silently wrong: refused instead."""
+    from dataclasses import InitVar, dataclass, field
+
+    from vital_callbacks._slots import fast_init
+
+    @dataclass(frozen=True, slots=True)
+    class PostInit:
+        x: int = 0
+
+        def __post_init__(self) -> None:
+            pass
+
+    @dataclass(frozen=True, slots=True)
+    class NotInInit:
+        x: int = 0
+        y: int = field(default=5, init=False)
+
+    @dataclass(frozen=True)
+    class WithInitVar:
+        x: int = 0
+        scale: InitVar[int] = 1
+
+    for cls in (PostInit, NotInInit, WithInitVar):
+        with pytest.raises(TypeError, match="cannot copy"):
+            fast_init(cls)

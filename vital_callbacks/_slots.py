@@ -6,12 +6,13 @@ because the class's own ``__setattr__`` refuses. An event is built for every cal
 so that was ~3 µs of the dispatcher's ~10 µs per LLM call. The replacement keeps the exact signature
 (positional and keyword-only parameters, defaults, default factories, the same ``TypeError`` for a
 missing or unknown argument) and sets each slot through its own descriptor, as
-``object.__setattr__`` ends up doing; ``tests/test_events.py`` checks it against the generated one.
+``object.__setattr__`` ends up doing; ``tests/test_slots.py`` checks it against the generated one.
+Classes it cannot copy exactly (``__post_init__``, ``init=False`` fields, ``InitVar``) are refused.
 """
 
 from __future__ import annotations
 
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, InitVar, fields
 from typing import Any, TypeVar
 
 _C = TypeVar("_C", bound=type)
@@ -21,7 +22,7 @@ class _Missing:
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return "<factory default>"
+        return "<factory>"  # as dataclasses shows it
 
 
 _FACTORY = _Missing()
@@ -29,6 +30,12 @@ _FACTORY = _Missing()
 
 def init_source(cls: type) -> tuple[str, dict[str, Any]]:
     """The Python source of the faster ``__init__`` of ``cls``, and the names it uses."""
+    unsupported = [f.name for f in fields(cls) if not f.init] + [
+        name for name, f in cls.__dataclass_fields__.items()  # type: ignore[attr-defined]
+        if isinstance(f.type, InitVar) or str(f.type).startswith(("InitVar", "dataclasses.InitVar"))]
+    if hasattr(cls, "__post_init__") or unsupported:
+        raise TypeError(f"fast_init cannot copy the __init__ of {cls.__qualname__}: it has __post_init__, "
+                        f"init=False fields or InitVars ({unsupported or '__post_init__'})")
     namespace: dict[str, Any] = {"_FACTORY": _FACTORY}
     positional: list[str] = []
     keyword: list[str] = []

@@ -51,7 +51,11 @@ class Settings(BaseSettings):
         "offline token estimates; the `offline` extra ships them too.",
     )
     queue_size: int = Field(default=100_000, ge=1, description="Events buffered per stage before counting drops.")
-    batch_size: int = Field(default=512, ge=1, description="Events per sink export.")
+    batch_size: int = Field(
+        default=512, ge=1,
+        description="Events per sink export; a sink that has fallen behind and declares `coalesce` "
+        "(PostgreSQL: 8) takes up to that many batches in one export.",
+    )
     flush_interval_s: float = Field(
         default=0.25, gt=0,
         description="Longest wait before a partial batch is sent (short, so queued events die young for the GC).",

@@ -168,6 +168,34 @@ def test_out_of_range_values_are_isolated_on_postgresql(pg_url: str, tmp_path: P
     assert pg_cluster.query(pg_url, "SELECT COUNT(*) AS n FROM llm_calls")[0]["n"] == 20
 
 
+def test_a_bad_row_in_a_coalesced_export_sends_only_its_slice_row_by_row(
+        pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An export of several batches (``coalesce``) with one bad row: the careful path goes in slices of
+    ``_CAREFUL_ROWS``, so only the bad row's slice is inserted row by row, and the rest all land."""
+    from vital_callbacks.sinks import postgres
+
+    monkeypatch.setattr(postgres, "_CAREFUL_ROWS", 100)
+    slices: list[int] = []
+    row_by_row = PostgresSink._row_by_row
+
+    async def counting(self: PostgresSink, conn: object, kind: str, items: list[object]) -> None:
+        slices.append(len(items))
+        await row_by_row(self, conn, kind, items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PostgresSink, "_row_by_row", counting)
+    batch: list[Event] = list(events(450))
+    bad = replace(pg_cluster.llm_call(9999), token_source=None)  # type: ignore[arg-type]
+    batch.insert(250, bad)
+    sink = PostgresSink(pg_url, spill_dir=tmp_path)
+    try:
+        assert sink.export(batch) is ExportResult.SUCCESS
+        assert sink.rejected_rows == 1
+    finally:
+        sink.shutdown()
+    assert slices == [100]
+    assert pg_cluster.query(pg_url, "SELECT COUNT(*) AS n FROM llm_calls")[0]["n"] == 450
+
+
 def test_auto_migrate_creates_the_schema_on_first_write(tmp_path: Path) -> None:
     """With auto-migrate on, the sink's first export (on its worker, not at construction) creates the schema."""
     require_service(pg_cluster.reachable(), "no PostgreSQL")

@@ -35,8 +35,9 @@ class Sink(abc.ABC):
     For a sink whose cost is per export rather than per event (a database round trip, a commit),
     larger exports under load are what lets it catch up: while the pipeline's other threads keep the
     GIL busy, each network wait costs the sink up to one interpreter switch interval (5 ms) to get
-    the GIL back, so a 512-row ``COPY`` spent ~10 ms of its ~14 ms waiting (measured in
-    ``benchmarks/sql_throughput.py``). Idle, exports stay at one batch; the queue decides."""
+    the GIL back: a 512-row ``COPY`` that takes 6 ms alone took 15-20 ms beside one CPU-bound thread,
+    and ~12 ms inside the pipeline under ``benchmarks/sql_throughput.py``. Idle, exports stay at one
+    batch; the queue decides."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sink:
