@@ -24,7 +24,6 @@ import sqlite3
 import statistics
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from functools import partial
@@ -33,6 +32,7 @@ from typing import Any
 
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
+from langchain_core.utils.uuid import uuid7
 
 from benchmarks._common import describe_machine, langfuse_receiver, markdown_table
 from vital_callbacks import Settings, VitalCallbackHandler, db
@@ -50,9 +50,11 @@ RESULT = LLMResult(generations=[[ChatGeneration(message=AIMessage(
 
 
 def drive(handler: VitalCallbackHandler, traces: int) -> None:
-    """The hooks LangGraph calls for graph -> node -> (chat model, tool), ``traces`` times."""
+    """The hooks LangGraph calls for graph -> node -> (chat model, tool), ``traces`` times, with run ids
+    made as LangChain's callback manager makes them (``uuid7``; ``uuid.uuid4``'s ``os.urandom`` would
+    release the GIL four times per trace, which LangChain does not)."""
     for _ in range(traces):
-        root, node, llm, tool = uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        root, node, llm, tool = uuid7(), uuid7(), uuid7(), uuid7()
         handler.on_chain_start({"name": "agent"}, {}, run_id=root, metadata=GRAPH_MD)
         handler.on_chain_start({"name": "plan"}, {}, run_id=node, parent_run_id=root, metadata=NODE_MD)
         handler.on_chat_model_start({"name": "ChatOpenAI"}, MESSAGES, run_id=llm, parent_run_id=node,
