@@ -6,6 +6,8 @@ import threading
 import time
 from collections.abc import Sequence
 
+import pytest
+
 from tests.graphs import INPUT, build_graph
 from vital_callbacks import Event, ExportResult, InMemorySink, LLMCall, Settings, Sink, VitalCallbackHandler
 from vital_callbacks.pipeline import Pipeline
@@ -171,9 +173,12 @@ class SpillingSink(Sink):
         return len(batch)
 
 
-def test_a_failing_sink_spills_everything_and_drops_nothing() -> None:
-    """With the sink down, every event reaches the sink's own queue and its spill: none is dropped."""
+@pytest.mark.parametrize("coalesce", [1, 4])
+def test_a_failing_sink_spills_everything_and_drops_nothing(coalesce: int) -> None:
+    """With the sink down, every event reaches the sink's own queue and its spill: none is dropped, also
+    when the sink takes several batches per export."""
     sink = SpillingSink()
+    sink.coalesce = coalesce
     pipeline = Pipeline([sink], queue_size=100, batch_size=10, flush_interval_s=0.01, max_retries=0,
                         retry_backoff_s=0.001)
     for i in range(2000):
