@@ -287,8 +287,8 @@ def test_a_small_queue_still_paces_the_dispatcher_instead_of_overflowing() -> No
     pipeline = Pipeline([sink], queue_size=500, batch_size=100, flush_interval_s=0.01)
     for i in range(3000):
         pipeline.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i)))
-        if i % 50 == 49:
-            inbox_below(pipeline, 100)  # below the valve (a quarter of 500): the dispatcher may wait
+        if i % 25 == 24:
+            inbox_below(pipeline, 50)  # so the inbox stays below the valve (125, a quarter of 500)
     assert pipeline.flush(60)
     assert pipeline.stats().dropped == {} and sum(sink.sizes) == 3000
     pipeline.shutdown(2)
