@@ -230,8 +230,8 @@ def test_a_draft_is_still_delivered_when_the_enricher_fails() -> None:
 
     sink = InMemorySink()
     pipeline = Pipeline([sink], [broken], flush_interval_s=0.01)  # type: ignore[list-item]
-    pipeline.submit(Draft(LLMCall, {"run_id": "a", "parent_run_id": None, "trace_id": "a", "model": "m",
-                                    RAW_LLM_OUTPUT: {"token_usage": {}}}))
+    pipeline.submit(Draft.of(LLMCall, {"run_id": "a", "parent_run_id": None, "trace_id": "a", "model": "m",
+                                       RAW_LLM_OUTPUT: {"token_usage": {}}}))
     assert pipeline.flush(10)
     assert [(e.run_id, e.model) for e in sink.events] == [("a", "m")]  # type: ignore[attr-defined]
     assert pipeline.stats().processor_errors == 1

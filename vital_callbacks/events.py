@@ -10,6 +10,7 @@ worker (pricing is too slow for the caller's thread), before any sink sees the e
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -235,10 +236,15 @@ class Draft(dict[str, Any]):
     """
 
     __slots__ = ("cls",)
+    cls: type[Event]
+    """Set right after construction. No ``__init__`` of its own: the hooks build a draft from keywords
+    (``Draft(run_id=..., ...)``), which ``dict`` fills in C without an intermediate dict to copy."""
 
-    def __init__(self, cls: type[Event], fields: dict[str, Any]) -> None:
-        super().__init__(fields)
-        self.cls = cls
+    @classmethod
+    def of(cls, event_cls: type[Event], fields: Mapping[str, Any]) -> Draft:
+        draft = cls(fields)
+        draft.cls = event_cls
+        return draft
 
     @property
     def kind(self) -> str:

@@ -181,26 +181,30 @@ class VitalCallbackHandler(GraphCallbackHandler):
         self._submit(event)
         return event.run_id
 
-    def _base(self, run: Run, status: Status, error_type: str | None, error_message: str | None) -> dict[str, Any]:
+    def _base(self, run: Run, cls: type[Event], status: Status, error_type: str | None,
+              error_message: str | None) -> Draft:
+        """The fields every event has, as the draft the hook completes and hands off."""
         duration = time.perf_counter() - run.start_perf
         attr = run.attr
-        return {
-            "run_id": run.run_id,
-            "parent_run_id": run.record_id,
-            "trace_id": run.trace_id,
-            "tenant_id": attr.tenant_id,
-            "user_id": attr.user_id,
-            "session_id": attr.session_id,
-            "graph": run.graph,
-            "node": run.node,
-            "tags": run.tags,
-            "start_time": run.start_wall,
-            "end_time": run.start_wall + duration,
-            "duration_s": duration,
-            "status": status,
-            "error_type": error_type,
-            "error_message": error_message,
-        }
+        draft = Draft(
+            run_id=run.run_id,
+            parent_run_id=run.record_id,
+            trace_id=run.trace_id,
+            tenant_id=attr.tenant_id,
+            user_id=attr.user_id,
+            session_id=attr.session_id,
+            graph=run.graph,
+            node=run.node,
+            tags=run.tags,
+            start_time=run.start_wall,
+            end_time=run.start_wall + duration,
+            duration_s=duration,
+            status=status,
+            error_type=error_type,
+            error_message=error_message,
+        )
+        draft.cls = cls
+        return draft
 
     # -- chains: graph runs and node runs ----------------------------------------------------------
     @guard
@@ -238,18 +242,18 @@ class VitalCallbackHandler(GraphCallbackHandler):
         run = self._close(run_id)
         if run is None or run.kind == "chain":
             return
-        base = self._base(run, status, error_type, error_message)
         if run.kind == "node":
+            base = self._base(run, NodeRun, status, error_type, error_message)
             base["step"] = run.step
             base["checkpoint_ns"] = run.checkpoint_ns
-            self._submit(Draft(NodeRun, base))
         else:
+            base = self._base(run, GraphRun, status, error_type, error_message)
             if run.interrupts and status == "success":
                 base["status"] = "interrupted"
             base["name"] = run.name
             base["interrupts"] = run.interrupts
             base["resumed"] = run.resumed
-            self._submit(Draft(GraphRun, base))
+        self._submit(base)
 
     # -- LangGraph lifecycle (only GraphCallbackHandler subclasses receive these) ------------------
     @guard
@@ -303,7 +307,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             self._close(run_id)  # LangChain will send no end for a run whose start raised
             self._submit(LLMCall(provider=run.provider, model=run.model, requested_model=run.model,
                                  token_source="none",
-                                 **self._base(run, "error", "BudgetExceeded", str(exc)[:MAX_ERROR_CHARS])))
+                                 **self._base(run, LLMCall, "error", "BudgetExceeded", str(exc)[:MAX_ERROR_CHARS])))
             raise
 
     @guard
@@ -327,7 +331,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             return
         ttft = run.first_token - run.start_perf if run.first_token is not None else None
         output, llm_output = capture(response)
-        fields = self._base(run, status, error_type, error_message)
+        fields = self._base(run, LLMCall, status, error_type, error_message)
         if self._stop_budgets and status == "success":
             result = as_snapshot(output, llm_output)
             if result is not None:
@@ -343,7 +347,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         fields["raw_output"] = output
         if llm_output is not None:
             fields[RAW_LLM_OUTPUT] = llm_output
-        self._submit(Draft(LLMCall, fields))
+        self._submit(fields)
 
     def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
         """Price on the caller's thread, only under a stop budget, so the next call already sees it."""
@@ -380,11 +384,11 @@ class VitalCallbackHandler(GraphCallbackHandler):
         run = self._close(run_id)
         if run is None:
             return
-        fields = self._base(run, status, error_type, error_message)
+        fields = self._base(run, ToolCall, status, error_type, error_message)
         fields["name"] = run.name
         fields["input"] = run.raw_input if isinstance(run.raw_input, str) else None
         fields["raw_output"] = output if self._capture else None
-        self._submit(Draft(ToolCall, fields))
+        self._submit(fields)
 
     @guard
     def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
@@ -408,11 +412,11 @@ class VitalCallbackHandler(GraphCallbackHandler):
         run = self._close(run_id)
         if run is None:
             return
-        fields = self._base(run, status, error_type, error_message)
+        fields = self._base(run, RetrieverCall, status, error_type, error_message)
         fields["name"] = run.name
         fields["documents"] = documents
         fields["query"] = run.raw_input if isinstance(run.raw_input, str) else None
-        self._submit(Draft(RetrieverCall, fields))
+        self._submit(fields)
 
     def submit(self, event: Event) -> None:
         """Queue an event built elsewhere (e.g. a score); same path as the callbacks'."""

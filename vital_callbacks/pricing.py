@@ -135,7 +135,7 @@ class PriceBook:
             if override is not None:
                 return override.cost
             if found is not None:
-                return self._catalog_cost(found[0], found[1], usage, when)
+                return self._catalog_price(found[0], found[1], usage, when)[0]
         key = (provider, model)
         with self._lock:
             self.unpriced[model or "<none>"] = self.unpriced.get(model or "<none>", 0) + 1
@@ -230,10 +230,6 @@ class PriceBook:
         with self._lock:
             self._catalog[key] = found
         return found
-
-    @staticmethod
-    def _catalog_cost(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> Cost:
-        return PriceBook._catalog_price(provider, model, usage, when)[0]
 
     @staticmethod
     def _quote_catalog(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> Quote:

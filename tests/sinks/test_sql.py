@@ -130,3 +130,19 @@ def test_a_value_the_driver_cannot_bind_costs_only_its_row(sqlite_url: str) -> N
 
     assert sql.export(batch) is ExportResult.SUCCESS
     assert count(sql.engine, "llm_calls") == 2 and sql.rejected_rows == 1
+
+
+def test_a_score_in_a_batch_that_goes_row_by_row_still_matches_its_run(sqlite_url: str) -> None:
+    """Row by row (one row rejected), runs are still stored before scores, so a score that comes first in
+    the batch is matched to its run from the same batch, as on the batch path."""
+    from vital_callbacks.scores import make_score
+
+    sql = SQLSink(sqlite_url)
+    with sql.engine.begin() as conn:
+        conn.execute(text("CREATE TRIGGER reject BEFORE INSERT ON llm_calls WHEN NEW.model = 'poison' "
+                          "BEGIN SELECT RAISE(ABORT, 'rejected'); END"))
+    run = LLMCall(run_id="run-1", parent_run_id=None, trace_id="trace-1", tenant_id="acme", model="ok")
+    poison = LLMCall(run_id="run-2", parent_run_id=None, trace_id="trace-2", model="poison")
+    sql.export([make_score("run-1", "helpful", True), run, poison])
+    assert sql.rejected_rows == 1
+    assert count(sql.engine, "scores", "matched AND tenant_id = 'acme' AND trace_id = 'trace-1'") == 1

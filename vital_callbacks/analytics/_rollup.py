@@ -26,8 +26,7 @@ from vital_callbacks.tables import LLMCostDailyRow
 
 LLM_COST_DAILY: Table = LLMCostDailyRow.__table__  # type: ignore[attr-defined]
 DIMENSIONS = {"day": "day", "tenant": "tenant_id", "graph": "graph", "provider": "provider", "model": "model"}
-SUMS = ("calls", "input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens",
-        "reasoning_tokens", "cost_usd", "unpriced_calls", "errors", "cache_hits", "saved_usd")
+SUMS = tuple(c.name for c in LLM_COST_DAILY.columns if not c.primary_key)
 _RECHECK_S = 60.0
 
 _lock = threading.Lock()

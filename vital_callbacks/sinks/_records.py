@@ -23,7 +23,7 @@ from sqlalchemy.engine import Dialect
 
 from vital_callbacks import tables
 from vital_callbacks.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Score, ToolCall
-from vital_callbacks.sinks.sql import MAX_TEXT, clean_text, to_row
+from vital_callbacks.sinks.sql import MAX_TEXT, storable_text, to_row
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -45,13 +45,6 @@ def _utc(ts: float) -> datetime:
 
 def _tags(tags: tuple[str, ...]) -> str | None:
     return json.dumps(list(tags)) if tags else None
-
-
-def _fix_text(value: str, limit: int, kind: str, column: str) -> str:
-    cleaned = clean_text(value, limit)
-    if len(value) > limit and len(cleaned) < len(value):
-        logger.warning("vital-callbacks: %s.%s truncated from %d to %d characters", kind, column, len(value), limit)
-    return cleaned
 
 
 def _source(cls: type[Event], column: str) -> str | None:
@@ -76,7 +69,7 @@ def compile_builder(kind: str, dialect: Dialect | None = None) -> Callable[[Even
     processors (for a DB-API driver that is handed tuples directly, e.g. sqlite3)."""
     cls = _EVENT_CLASSES[kind]
     table = tables.ROW_TYPES[kind].__table__  # type: ignore[attr-defined]
-    namespace: dict[str, Any] = {"_utc": _utc, "_tags": _tags, "_fix": _fix_text}
+    namespace: dict[str, Any] = {"_utc": _utc, "_tags": _tags, "_fix": storable_text}
     parts: list[str] = []
     for column in table.columns:
         expr = _source(cls, column.name) or repr(_default(column))

@@ -92,13 +92,16 @@ def to_row(event: Event) -> dict[str, Any]:
         # Tested inline first: most values are short ASCII and need nothing (this runs for every column).
         if value.__class__ is str and (len(value) > limits.get(key, MAX_TEXT) or not value.isascii()
                                        or "\x00" in value):
-            limit = limits.get(key, MAX_TEXT)
-            cleaned = clean_text(value, limit)
-            if cleaned is not value and len(value) > limit:
-                logger.warning("vital-callbacks: %s.%s truncated from %d to %d characters",
-                               event.kind, key, len(value), limit)
-            row[key] = cleaned
+            row[key] = storable_text(value, limits.get(key, MAX_TEXT), event.kind, key)
     return row
+
+
+def storable_text(value: str, limit: int, kind: str, column: str) -> str:
+    """:func:`clean_text`, with a warning when the value had to be cut to fit its column."""
+    cleaned = clean_text(value, limit)
+    if len(value) > limit and len(cleaned) < len(value):
+        logger.warning("vital-callbacks: %s.%s truncated from %d to %d characters", kind, column, len(value), limit)
+    return cleaned
 
 
 def normalize_url(url: str) -> str:
@@ -218,7 +221,7 @@ class SQLSink(Sink):
 
     def _row_by_row(self, grouped: dict[str, list[Any]]) -> ExportResult:
         """Isolate the rows the database rejects so they cannot sink the rest of their batch."""
-        for kind, rows in grouped.items():
+        for kind, rows in scores_last(grouped):
             for row in rows:
                 try:
                     with self.engine.begin() as conn:
