@@ -192,16 +192,18 @@ def test_a_failing_sink_spills_everything_and_drops_nothing(coalesce: int) -> No
 
 
 class SlowSpillingSink(SpillingSink):
-    """Works, slowly: the producer outruns it, so its bounded queue overflows into its spill."""
+    """Works, but not before ``gate`` opens: the producer outruns it whatever the machine's speed, so its
+    bounded queue overflows into its spill."""
 
     name = "slow-spilling"
 
     def __init__(self) -> None:
         super().__init__()
         self.exported = 0
+        self.gate = threading.Event()
 
     def export(self, batch: Sequence[Event]) -> ExportResult:
-        time.sleep(0.02)
+        self.gate.wait(60)  # a hang detector only: the test opens the gate once everything is submitted
         self.exported += len(batch)
         return ExportResult.SUCCESS
 
@@ -215,6 +217,7 @@ def test_a_slow_sink_overflows_into_its_spill_not_into_losses() -> None:
         pipeline.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i)))
         if i % 500 == 499:
             inbox_below(pipeline, 500)  # the dispatcher keeps up with the producer; the sink does not
+    sink.gate.set()
     assert pipeline.flush(60)
     assert sink.exported + sink.spilled == 20_000 and sink.spilled > 10_000
     assert pipeline.stats().dropped == {}
