@@ -70,7 +70,7 @@ def load(url: str, rows: int, now: datetime, revision: str) -> float:
     rollup's trigger sums them as they land); returns seconds."""
     import psycopg
 
-    from vital_callbacks import db
+    from vital_callbacks.store import migrate as db
 
     db.upgrade(url, revision)
     rng = random.Random(6)
@@ -98,7 +98,7 @@ def load(url: str, rows: int, now: datetime, revision: str) -> float:
 def serve(url: str, tokens: str) -> Iterator[str]:
     import uvicorn
 
-    from vital_callbacks.api import create_app
+    from vital_callbacks.server import create_app
 
     port = _free_port()
     config = uvicorn.Config(create_app(database_url=url, tokens=tokens), host="127.0.0.1", port=port,

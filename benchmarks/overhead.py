@@ -54,7 +54,7 @@ from benchmarks._common import (
 )
 from tests.graphs import INPUT, METADATA, build_graph
 from vital_callbacks import Settings, VitalCallbackHandler
-from vital_callbacks.fakes import ScriptedChatModel, StaticRetriever
+from vital_callbacks.testing.fakes import ScriptedChatModel, StaticRetriever
 
 NONE = "no callbacks"
 EMPTY = "empty BaseCallbackHandler"

@@ -38,12 +38,13 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.utils.uuid import uuid7
 
-from vital_callbacks import LLMCall, Settings, TokenUsage, VitalCallbackHandler, db
-from vital_callbacks._factory import sink_class
+from vital_callbacks import LLMCall, Settings, TokenUsage, VitalCallbackHandler
 from vital_callbacks.enrich import Enricher
-from vital_callbacks.pipeline import Pipeline
-from vital_callbacks.pricing import PriceBook
-from vital_callbacks.sinks.sql import to_row
+from vital_callbacks.pricing.book import PriceBook
+from vital_callbacks.runtime.factory import sink_class
+from vital_callbacks.runtime.pipeline import Pipeline
+from vital_callbacks.store import migrate as db
+from vital_callbacks.store.rows import to_row
 
 BATCH = 512
 WARM_UP = """Each run first delivers one event and flushes, outside the clock: the figure is sustained
@@ -248,9 +249,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--skip-postgres", action="store_true")
     args = parser.parse_args()
-    from vital_callbacks import tables
+    from vital_callbacks.store import schema as tables
 
-    COLUMNS.extend(c.name for c in tables.LLMCallRow.__table__.columns)  # type: ignore[attr-defined]
+    COLUMNS.extend(c.name for c in tables.llm_calls.columns)
     with tempfile.TemporaryDirectory() as tmp:
         url = f"sqlite:///{Path(tmp) / 'bench.db'}"
         db.upgrade(url)

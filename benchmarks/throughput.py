@@ -35,7 +35,8 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.utils.uuid import uuid7
 
 from benchmarks._common import describe_machine, langfuse_receiver, markdown_table
-from vital_callbacks import Settings, VitalCallbackHandler, db
+from vital_callbacks import Settings, VitalCallbackHandler
+from vital_callbacks.store import migrate as db
 
 EVENTS_PER_TRACE = 4
 TABLES = ("graph_runs", "node_runs", "llm_calls", "tool_calls")
@@ -96,7 +97,7 @@ def targets(names: list[str], tmp: Path) -> Iterator[dict[str, Target]]:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from prometheus_client import CollectorRegistry
 
-    from vital_callbacks._factory import sink_class
+    from vital_callbacks.runtime.factory import sink_class
     from vital_callbacks.sinks.logs import LogSink
     from vital_callbacks.sinks.memory import InMemorySink
     from vital_callbacks.sinks.otel import OTelSink

@@ -8,7 +8,7 @@ not, so tokens are counted with tiktoken (the fallback). Bare ``count_tokens`` o
 shown for both encodings we pick (o200k_base for GPT-4o-family names, cl100k_base otherwise). The
 fallback runs on the pipeline's dispatcher thread, never on the caller's.
 
-Part 2: ``vital_callbacks.demo.run_demo`` with our handler on an in-memory sink; how many of its LLM
+Part 2: ``vital_callbacks.testing.demo.run_demo`` with our handler on an in-memory sink; how many of its LLM
 calls were estimated (``handler.stats()["estimated_calls"]``) out of all LLM calls.
 """
 
@@ -22,11 +22,11 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 
 from benchmarks._common import describe_machine, interleaved, markdown_table, median
 from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler
-from vital_callbacks.demo import run_demo
 from vital_callbacks.enrich import Enricher
-from vital_callbacks.pricing import PriceBook
-from vital_callbacks.tokens import count_tokens, get_encoding
-from vital_callbacks.usage import snapshot
+from vital_callbacks.pricing.book import PriceBook
+from vital_callbacks.providers.tokens import count_tokens, get_encoding
+from vital_callbacks.providers.usage import snapshot
+from vital_callbacks.testing.demo import run_demo
 
 SENTENCE = "The agent looked up the invoice, compared it with last month's usage, and drafted a reply. "
 PROMPT = (SENTENCE * (2000 // len(SENTENCE) + 1))[:2000]

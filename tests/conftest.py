@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from vital_callbacks import InMemorySink, Settings, VitalCallbackHandler
+from vital_callbacks.runtime import shutdown_default
 
 
 def require_service(available: bool, reason: str) -> None:
@@ -17,6 +18,13 @@ def require_service(available: bool, reason: str) -> None:
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_shared_runtimes() -> Iterator[None]:
+    """Each test gets the process-wide runtimes anew, built from the environment it sets up."""
+    yield
+    shutdown_default(5.0)
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from langchain_core.tools import tool
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Send
 
-from vital_callbacks.fakes import ScriptedChatModel, StaticRetriever
+from vital_callbacks.testing.fakes import ScriptedChatModel, StaticRetriever
 
 PLAN_USAGE = UsageMetadata(
     input_tokens=1200, output_tokens=350, total_tokens=1550,

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from vital_callbacks.events import LLMCall, TokenUsage
+from vital_callbacks.core.events import LLMCall, TokenUsage
 
 SHARED_URL = os.environ.get("VITAL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 PG_BIN = Path(os.environ.get("VITAL_TEST_PG_BIN", "/usr/lib/postgresql/15/bin"))

@@ -15,13 +15,12 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, insert
 from sqlalchemy.engine import Engine
-from sqlmodel import SQLModel
 
 from tests.conftest import require_service
 from vital_callbacks import analytics
 from vital_callbacks.analytics import _common
-from vital_callbacks.sinks.sql import create_schema
-from vital_callbacks.tables import ScoreRow
+from vital_callbacks.store.migrate import upgrade as create_schema
+from vital_callbacks.store.schema import scores as scores_table
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc)
 MARCH = {"since": datetime(2025, 3, 1, tzinfo=timezone.utc), "until": NOW}
@@ -71,7 +70,7 @@ SCORE_ROWS = [("s1", "helpfulness", "numeric", 0.8, None, "acme", NOW - H, True)
 def load_fixed_data(engine: Engine) -> None:
     """Create the store's tables on ``engine`` and insert the fixed data set with Core inserts."""
     create_schema(engine)
-    SQLModel.metadata.create_all(engine, tables=[ScoreRow.__table__])  # type: ignore[attr-defined]
+    scores_table.create(engine, checkfirst=True)
     llm = [dict(run_id=r[0], trace_id="t-" + r[0], tenant_id=r[1], user_id=r[2], graph=r[3], node=r[4],
                 provider=r[5], model=r[6], started_at=r[7], ended_at=r[7] + timedelta(seconds=r[8]), duration_s=r[8],
                 status=r[9], input_tokens=r[10], output_tokens=r[11], total_tokens=r[10] + r[11],

@@ -25,7 +25,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from tests.test_analytics import NOW, sqlite_store
-from vital_callbacks.api import TokenTable, create_app, metrics_router
+from vital_callbacks.server import TokenTable, create_app, metrics_router
 
 TOKENS = "acme:tok-acme,globex:tok-globex,*:tok-admin"
 ACME = {"Authorization": "Bearer tok-acme"}

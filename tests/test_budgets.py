@@ -13,7 +13,7 @@ import pytest
 from tests.graphs import INPUT, build_graph
 from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetFileError, load_budgets
-from vital_callbacks.fakes import ScriptedChatModel
+from vital_callbacks.testing.fakes import ScriptedChatModel
 
 # A self-hosted model priced at $0.01 a call: 1 input token at $10,000 per million.
 PRICING = """
@@ -107,7 +107,7 @@ import sys
 from decimal import Decimal
 from vital_callbacks import Settings, VitalCallbackHandler
 from vital_callbacks.budgets import BudgetExceeded
-from vital_callbacks.fakes import ScriptedChatModel
+from vital_callbacks.testing.fakes import ScriptedChatModel
 handler = VitalCallbackHandler(Settings(database_url=sys.argv[1], pricing_dir=sys.argv[2], budgets_file=sys.argv[3],
                                         budget_refresh_s=1.0, flush_interval_s=0.05))
 model = ScriptedChatModel(model_name="cent-model", provider="self", latency_s=0.05,

@@ -12,9 +12,9 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import text
 
 from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler
-from vital_callbacks.fakes import ScriptedChatModel
 from vital_callbacks.sinks.prometheus import PrometheusSink
 from vital_callbacks.sinks.sql import SQLSink
+from vital_callbacks.testing.fakes import ScriptedChatModel
 
 
 @pytest.fixture

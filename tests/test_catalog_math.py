@@ -7,8 +7,8 @@ from datetime import datetime, timezone
 
 from genai_prices import Usage, data_snapshot
 
-from vital_callbacks.catalog_math import fast_cost
-from vital_callbacks.events import TokenUsage
+from vital_callbacks.core.events import TokenUsage
+from vital_callbacks.pricing.catalog_math import fast_cost
 
 WHEN = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

@@ -24,7 +24,7 @@ from vital_callbacks import (
     VitalCallbackHandler,
     attribute,
 )
-from vital_callbacks.fakes import ScriptedChatModel
+from vital_callbacks.testing.fakes import ScriptedChatModel
 
 
 def run_reference(handler: VitalCallbackHandler, sink: InMemorySink, **config: Any) -> dict[str, Any]:

@@ -12,12 +12,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 from sqlalchemy.engine import Connection
-from sqlmodel import SQLModel
 
 from tests import pg_cluster
 from tests.conftest import require_service
-from vital_callbacks import db, tables
-from vital_callbacks.migrations import VERSION_TABLE
+from vital_callbacks.store import migrate as db
+from vital_callbacks.store import schema as tables
+from vital_callbacks.store.migrations import VERSION_TABLE
 
 EVENT_TABLES = {"graph_runs", "node_runs", "llm_calls", "tool_calls", "retriever_calls"}
 
@@ -34,11 +34,11 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def _diff(connection: Connection) -> list[Any]:
     context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE, "compare_type": True})
-    return list(compare_metadata(context, SQLModel.metadata))
+    return list(compare_metadata(context, tables.metadata))
 
 
 def schema_diff(url: str) -> list[Any]:
-    """Alembic autogenerate's comparison of the live schema with ``SQLModel.metadata``."""
+    """Alembic autogenerate's comparison of the live schema with the package's own ``MetaData``."""
     return db._on(url, _diff)
 
 
@@ -113,7 +113,7 @@ def test_a_database_made_before_migrations_is_adopted(tmp_path: Path) -> None:
     """Tables created by ``create_all`` (no version table) are stamped with their revision, then upgraded."""
     url = f"sqlite:///{tmp_path / 'old.db'}"
     engine = create_engine(url)
-    SQLModel.metadata.create_all(engine, tables=[t.__table__ for t in tables.ROW_TYPES.values()])  # type: ignore[attr-defined]
+    tables.metadata.create_all(engine, tables=list(tables.EVENT_TABLES.values()))
     engine.dispose()
     db.upgrade(url)
     assert db.current(url) == db.head()

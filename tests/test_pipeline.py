@@ -10,7 +10,7 @@ import pytest
 
 from tests.graphs import INPUT, build_graph
 from vital_callbacks import Event, ExportResult, InMemorySink, LLMCall, Settings, Sink, VitalCallbackHandler
-from vital_callbacks.pipeline import Pipeline
+from vital_callbacks.runtime.pipeline import Pipeline
 
 
 class RaisingSink(Sink):
@@ -226,7 +226,7 @@ def test_a_slow_sink_overflows_into_its_spill_not_into_losses() -> None:
 
 def test_a_draft_is_still_delivered_when_the_enricher_fails() -> None:
     """A processor that raises leaves the draft as captured; it is built and delivered, not lost."""
-    from vital_callbacks.events import RAW_LLM_OUTPUT, Draft
+    from vital_callbacks.core.events import RAW_LLM_OUTPUT, Draft
 
     def broken(item: object) -> object:
         raise RuntimeError("enricher bug")

@@ -12,9 +12,9 @@ from genai_prices import Usage, calc_price
 
 from tests.graphs import INPUT, METADATA, build_graph
 from vital_callbacks import InMemorySink, LLMCall, PriceBook, Settings, TokenUsage, VitalCallbackHandler
-from vital_callbacks.fakes import ScriptedChatModel
-from vital_callbacks.price_overrides import PricingFileError, load_file
-from vital_callbacks.pricing import candidates
+from vital_callbacks.pricing.book import candidates
+from vital_callbacks.pricing.overrides import PricingFileError, load_file
+from vital_callbacks.testing.fakes import ScriptedChatModel
 
 NOW = datetime(2026, 11, 1, tzinfo=timezone.utc)
 

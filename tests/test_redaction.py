@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from vital_callbacks.redaction import API_KEY, CARD, EMAIL, WITHHELD, Redactor, load_hook, luhn_valid
+from vital_callbacks.core.redaction import API_KEY, CARD, EMAIL, WITHHELD, Redactor, load_hook, luhn_valid
 
 
 @pytest.mark.parametrize("secret", [
@@ -66,8 +66,8 @@ def test_a_failing_hook_withholds_the_text() -> None:
 
 def test_hook_loads_from_an_import_path() -> None:
     """Settings name a hook as 'module:function'; a malformed path is an error, not a silent no-op."""
-    hook = load_hook("vital_callbacks.redaction:redact_builtin")
+    hook = load_hook("vital_callbacks.core.redaction:redact_builtin")
     assert hook is not None and hook("x@y.io") == EMAIL
     assert load_hook(None) is None
     with pytest.raises(ValueError):
-        load_hook("vital_callbacks.redaction")
+        load_hook("vital_callbacks.core.redaction")

@@ -17,11 +17,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from tests.conftest import require_service
-from vital_callbacks import analytics, db
+from vital_callbacks import analytics
 from vital_callbacks.analytics import _rollup, costs
-from vital_callbacks.events import Cost, LLMCall, TokenUsage
+from vital_callbacks.core.events import Cost, LLMCall, TokenUsage
 from vital_callbacks.sinks.base import Sink
 from vital_callbacks.sinks.sql import SQLSink
+from vital_callbacks.store import migrate as db
 
 START = datetime(2026, 10, 1, tzinfo=timezone.utc)
 SUMS = ", ".join(f"sum({c})" for c in ("calls", "input_tokens", "output_tokens", "total_tokens", "cache_read_tokens",
@@ -79,7 +80,7 @@ def use_row_triggers(url: str) -> None:
     from alembic.operations import Operations
     from sqlalchemy import create_engine
 
-    from vital_callbacks.migrations.versions import r0004_daily_rollup as r0004
+    from vital_callbacks.store.migrations.versions import r0004_daily_rollup as r0004
 
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
@@ -96,7 +97,7 @@ def use_row_triggers(url: str) -> None:
 @contextmanager
 def postgres_store(tmp_path: Path, *, row_triggers: bool = False) -> Iterator[tuple[Sink, Engine]]:
     from tests.pg_cluster import fresh_database, reachable
-    from vital_callbacks.sinks.postgres import PostgresSink
+    from vital_callbacks.sinks.sql.postgres import PostgresSink
 
     require_service(reachable(), "no PostgreSQL at 127.0.0.1:5432")
     with fresh_database() as url:
@@ -275,15 +276,14 @@ def test_truncate_empties_the_rollup_on_postgresql(tmp_path: Path, row_triggers:
 
 
 def test_a_store_made_by_create_all_gets_the_triggers_on_upgrade(tmp_path: Path) -> None:
-    """An app's own ``SQLModel.metadata.create_all`` also makes ``llm_cost_daily``, without triggers; the
+    """A ``create_all`` of the store's tables also makes ``llm_cost_daily``, without triggers; the
     upgrade must still install them (and refill the table), or whole days would read as empty."""
-    from sqlmodel import SQLModel
-
-    from vital_callbacks.sinks.sql import make_engine
+    from vital_callbacks.store.engine import make_engine
+    from vital_callbacks.store.schema import metadata
 
     url = f"sqlite:///{tmp_path / 'app.db'}"
     engine = make_engine(url)
-    SQLModel.metadata.create_all(engine)
+    metadata.create_all(engine)
     engine.dispose()
     sink = SQLSink(url)  # auto-migrates
     sink.export(workload(200, seed=19))

@@ -47,6 +47,7 @@ def test_scores_by_run_id_and_trace_id_land_on_the_right_rows(tmp_path: Path) ->
 def test_a_score_for_a_run_still_in_the_queue(tmp_path: Path) -> None:
     """Scoring right after the run, before its events were written, still attaches the score."""
     sql = SQLSink(f"sqlite:///{tmp_path / 's.db'}")
+    sql.prepare()
     handler = VitalCallbackHandler(Settings(batch_size=100_000, flush_interval_s=60), sinks=[sql])
     build_graph().invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
     with sql.engine.connect() as conn:

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from vital_callbacks import spill
-from vital_callbacks.spill import Rows, SpillDir
+from vital_callbacks.sinks.sql import spill
+from vital_callbacks.sinks.sql.spill import Rows, SpillDir
 
 fcntl = pytest.importorskip("fcntl")
 

@@ -13,8 +13,8 @@ import pytest
 import tiktoken
 
 from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler
-from vital_callbacks.fakes import ScriptedChatModel
-from vital_callbacks.tokens import encoding_name_for
+from vital_callbacks.providers.tokens import encoding_name_for
+from vital_callbacks.testing.fakes import ScriptedChatModel
 
 PROMPT = "Summarize the quarterly costs of every tenant, please."
 ANSWER = "Acme spent the most; Globex cached best; Initech grew fastest."
@@ -65,7 +65,7 @@ def no_network(*a, **k):
     raise OSError("network disabled for this test")
 socket.socket.connect = no_network
 socket.create_connection = no_network
-from vital_callbacks.tokens import count_tokens
+from vital_callbacks.providers.tokens import count_tokens
 print(count_tokens(sys.argv[1], "gpt-4o"), count_tokens(sys.argv[1], "gpt-4"))
 """
 
@@ -104,7 +104,7 @@ def test_offline_from_an_encodings_dir(tmp_path: Path) -> None:
 
 def test_a_corrupt_encoding_file_is_refused(tmp_path: Path) -> None:
     """A local file whose sha256 differs from tiktoken's is ignored, never used to count."""
-    from vital_callbacks import tokens
+    from vital_callbacks.providers import tokens
 
     enc_dir = tmp_path / "enc"
     enc_dir.mkdir()

@@ -8,7 +8,7 @@ import pytest
 from langchain_core.messages import AIMessage, ChatMessage
 from langchain_core.outputs import ChatGeneration, Generation, LLMResult
 
-from vital_callbacks.usage import (
+from vital_callbacks.providers.usage import (
     ResultSnapshot,
     as_snapshot,
     capture,

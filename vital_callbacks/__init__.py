@@ -2,27 +2,64 @@
 
     handler = VitalCallbackHandler()
     graph.invoke(inputs, config={"callbacks": [handler], "metadata": {"tenant_id": "acme"}})
+
+A handler is a cheap view on a :class:`Runtime`, which owns the threads and sinks (one per process,
+built from the environment on first use, unless you build your own).
+
+The names below are imported on first use (PEP 562), so ``import vital_callbacks`` and the CLI's
+``--help`` do not pay for LangChain, LangGraph and SQLAlchemy before something needs them.
 """
 
-from vital_callbacks.attribution import attribute
-from vital_callbacks.budgets import Budget, BudgetExceeded
-from vital_callbacks.events import (
-    Cost,
-    Event,
-    GraphRun,
-    LLMCall,
-    NodeRun,
-    RetrieverCall,
-    Score,
-    TokenUsage,
-    ToolCall,
-)
-from vital_callbacks.handler import VitalCallbackHandler, score
-from vital_callbacks.pipeline import PipelineStats
-from vital_callbacks.pricing import PriceBook
-from vital_callbacks.settings import Settings
-from vital_callbacks.sinks.base import ExportResult, Sink
-from vital_callbacks.sinks.memory import InMemorySink
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from vital_callbacks.budgets import Budget, BudgetExceeded
+    from vital_callbacks.capture import VitalCallbackHandler, score
+    from vital_callbacks.core.attribution import attribute
+    from vital_callbacks.core.events import (
+        Cost,
+        Event,
+        GraphRun,
+        LLMCall,
+        NodeRun,
+        RetrieverCall,
+        Score,
+        TokenUsage,
+        ToolCall,
+    )
+    from vital_callbacks.core.settings import Settings
+    from vital_callbacks.pricing import PriceBook
+    from vital_callbacks.runtime import PipelineStats, Runtime
+    from vital_callbacks.sinks.base import ExportResult, Sink, SinkContext
+    from vital_callbacks.sinks.memory import InMemorySink
+
+_HOMES = {
+    "Budget": "vital_callbacks.budgets",
+    "BudgetExceeded": "vital_callbacks.budgets",
+    "Cost": "vital_callbacks.core.events",
+    "Event": "vital_callbacks.core.events",
+    "ExportResult": "vital_callbacks.sinks.base",
+    "GraphRun": "vital_callbacks.core.events",
+    "InMemorySink": "vital_callbacks.sinks.memory",
+    "LLMCall": "vital_callbacks.core.events",
+    "NodeRun": "vital_callbacks.core.events",
+    "PipelineStats": "vital_callbacks.runtime",
+    "PriceBook": "vital_callbacks.pricing",
+    "RetrieverCall": "vital_callbacks.core.events",
+    "Runtime": "vital_callbacks.runtime",
+    "Score": "vital_callbacks.core.events",
+    "Settings": "vital_callbacks.core.settings",
+    "Sink": "vital_callbacks.sinks.base",
+    "SinkContext": "vital_callbacks.sinks.base",
+    "TokenUsage": "vital_callbacks.core.events",
+    "ToolCall": "vital_callbacks.core.events",
+    "VitalCallbackHandler": "vital_callbacks.capture",
+    "attribute": "vital_callbacks.core.attribution",
+    "score": "vital_callbacks.capture",
+}
 
 __all__ = [
     "Budget",
@@ -37,12 +74,27 @@ __all__ = [
     "PipelineStats",
     "PriceBook",
     "RetrieverCall",
+    "Runtime",
     "Score",
     "Settings",
     "Sink",
+    "SinkContext",
     "TokenUsage",
     "ToolCall",
     "VitalCallbackHandler",
     "attribute",
     "score",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'vital_callbacks' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -13,7 +13,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from tests.integrations.promql import ROOT
-from vital_callbacks.metrics_app import exposition_registry
+from vital_callbacks.sinks.prometheus.exposition import exposition_registry
 
 
 def test_two_processes_one_exposition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

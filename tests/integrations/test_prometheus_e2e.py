@@ -14,8 +14,8 @@ from tests.conftest import require_service
 from tests.integrations.promql import PrometheusServer, alert_rules, binary, panel_queries
 from tests.integrations.workload import Workload
 from vital_callbacks import Settings, VitalCallbackHandler
-from vital_callbacks.metrics_app import start_server
 from vital_callbacks.sinks.prometheus import PrometheusSink
+from vital_callbacks.sinks.prometheus.exposition import start_server
 
 SCRAPES_WITH_TRAFFIC = 8
 

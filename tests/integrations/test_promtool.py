@@ -19,7 +19,7 @@ from tests.integrations.promql import (
     panel_queries,
     run,
 )
-from vital_callbacks.budgets import _BudgetMetrics
+from vital_callbacks.budgets.metrics import BudgetMetrics
 from vital_callbacks.sinks.prometheus import PrometheusSink
 
 ALERTMANAGER = INTEGRATIONS / "alertmanager" / "alertmanager.yml"
@@ -97,7 +97,7 @@ def test_queries_only_name_metrics_the_sink_defines() -> None:
     """Every metric a dashboard or alert reads is one the sink exposes (a typo would show nothing)."""
     registry = CollectorRegistry()
     PrometheusSink(registry=registry)
-    _BudgetMetrics.create(registry)  # the budget guard's gauges, read by the budget alerts
+    BudgetMetrics.create(registry)  # the budget guard's gauges, read by the budget alerts
     defined = {family.name for family in registry.collect()}
     defined |= {name + "_total" for name in defined}
     exprs = [expr for _, expr in panel_queries()] + [rule["expr"] for rule in alert_rules()]

@@ -14,7 +14,7 @@ from langchain_core.caches import InMemoryCache
 
 from tests.graphs import DRAFT_USAGE, INPUT, PLAN_USAGE, build_graph
 from vital_callbacks import VitalCallbackHandler
-from vital_callbacks.fakes import ScriptedChatModel
+from vital_callbacks.testing.fakes import ScriptedChatModel
 
 TENANTS = ("acme", "globex", "initech")
 UNPRICED_MODEL = "in-house-llm-7b"

@@ -14,11 +14,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, select, text
-from sqlmodel import SQLModel
 
 from tests import pg_cluster
 from tests.conftest import require_service
-from vital_callbacks import Settings, db
+from vital_callbacks import Settings
+from vital_callbacks.store import migrate as db
+from vital_callbacks.store.schema import metadata
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Store:
         if self.kind == "postgresql":
             raw = pg_cluster.query(self.url, f"SELECT * FROM {table} ORDER BY {order_by}")
         else:  # through the table object, so SQLAlchemy turns SQLite's text and numbers back into types
-            sa_table = SQLModel.metadata.tables[table]
+            sa_table = metadata.tables[table]
             engine = create_engine(self.url)
             try:
                 with engine.connect() as conn:

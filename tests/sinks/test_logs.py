@@ -18,8 +18,8 @@ import yaml
 
 from tests.graphs import FANOUT, INPUT, METADATA, build_graph
 from vital_callbacks import Event, InMemorySink, LLMCall, Settings, VitalCallbackHandler
-from vital_callbacks.fakes import ScriptedChatModel
 from vital_callbacks.sinks.logs import LOGGER_NAME, LogSink, to_record
+from vital_callbacks.testing.fakes import ScriptedChatModel
 
 TOKEN_KEYS = {"input": "input_tokens", "output": "output_tokens", "total": "total_tokens",
               "cache_read": "cache_read_tokens", "cache_write": "cache_write_tokens",

@@ -21,15 +21,16 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.semconv._incubating.attributes import gen_ai_attributes as ga
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as gm
 from opentelemetry.trace import StatusCode
-from sqlmodel import Session, select
+from sqlalchemy import select
 
 from tests.graphs import FANOUT, INPUT, METADATA, build_graph
 from tests.otlp_receiver import OTLPReceiver
-from vital_callbacks import Settings, VitalCallbackHandler, tables
-from vital_callbacks._factory import sink_class
-from vital_callbacks.fakes import ScriptedChatModel
+from vital_callbacks import Settings, VitalCallbackHandler
+from vital_callbacks.runtime.factory import sink_class
 from vital_callbacks.sinks.otel import OTelSink, span_id_of, trace_id_of
 from vital_callbacks.sinks.sql import SQLSink
+from vital_callbacks.store import schema as tables
+from vital_callbacks.testing.fakes import ScriptedChatModel
 
 SEMCONV_NAMES = {getattr(ga, n) for n in dir(ga) if n.startswith("GEN_AI_")}
 
@@ -69,10 +70,12 @@ def run_graph(sinks: list[Any], *, capture: bool = False, **models: Any) -> Vita
 def sql_rows(sink: SQLSink) -> dict[str, tuple[str, Any]]:
     """Every stored row, by run id, with its table's event kind."""
     rows: dict[str, tuple[str, Any]] = {}
-    with Session(sink.engine) as session:
-        for kind, row_type in tables.ROW_TYPES.items():
-            for row in session.exec(select(row_type)).all():
-                rows[row.run_id] = (kind, row)  # type: ignore[attr-defined]
+    with sink.engine.connect() as conn:
+        for kind, table in tables.TABLES.items():
+            if kind == "score":
+                continue
+            for row in conn.execute(select(table)).all():
+                rows[row.run_id] = (kind, row)
     return rows
 
 

@@ -21,13 +21,14 @@ from tests import pg_cluster
 from tests.conftest import require_service
 from tests.graphs import INPUT, METADATA, build_graph
 from tests.sinks.conftest import Store
-from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler, db
-from vital_callbacks._factory import sink_class
-from vital_callbacks.events import Event
+from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler
+from vital_callbacks.core.events import Event
+from vital_callbacks.runtime.factory import sink_class
 from vital_callbacks.sinks.base import ExportResult, Sink
-from vital_callbacks.sinks.postgres import PostgresSink
-from vital_callbacks.sinks.sql import MAX_TEXT, to_row
-from vital_callbacks.spill import SpillDir
+from vital_callbacks.sinks.sql.postgres import PostgresSink
+from vital_callbacks.sinks.sql.spill import SpillDir
+from vital_callbacks.store import migrate as db
+from vital_callbacks.store.rows import MAX_TEXT, to_row
 
 TABLES = {"graph_run": "graph_runs", "node_run": "node_runs", "llm_call": "llm_calls", "tool_call": "tool_calls",
           "retriever_call": "retriever_calls"}
@@ -123,7 +124,7 @@ def test_nul_bytes_and_long_strings_are_cleaned_with_a_warning(store: Store, cap
 
 def test_a_score_is_matched_to_the_run_stored_before_it(store: Store) -> None:
     """A score naming a run id only is stored after that run's row and takes over its trace and tenant."""
-    from vital_callbacks.scores import make_score
+    from vital_callbacks.core.scores import make_score
 
     call = pg_cluster.llm_call(7)
     score = make_score(call.run_id, "quality", 0.75)
@@ -172,7 +173,7 @@ def test_a_bad_row_in_a_coalesced_export_sends_only_its_slice_row_by_row(
         pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An export of several batches (``coalesce``) with one bad row: the careful path goes in slices of
     ``_CAREFUL_ROWS``, so only the bad row's slice is inserted row by row, and the rest all land."""
-    from vital_callbacks.sinks import postgres
+    from vital_callbacks.sinks.sql import postgres
 
     monkeypatch.setattr(postgres, "_CAREFUL_ROWS", 100)
     slices: list[int] = []

@@ -23,11 +23,11 @@ from tests.conftest import require_service
 from tests.graphs import INPUT, METADATA, build_graph
 from tests.integrations.workload import UNPRICED_MODEL, Workload
 from vital_callbacks import Event, ExportResult, Settings, Sink, VitalCallbackHandler
-from vital_callbacks._factory import sink_class
-from vital_callbacks.metrics_app import make_asgi_app, make_wsgi_app, start_server
+from vital_callbacks.runtime.factory import sink_class
 from vital_callbacks.sinks.prometheus import PrometheusSink
+from vital_callbacks.sinks.prometheus.exposition import make_asgi_app, make_wsgi_app, start_server
 from vital_callbacks.sinks.sql import SQLSink
-from vital_callbacks.tables import GraphRunRow, LLMCallRow, NodeRunRow, RetrieverCallRow, ToolCallRow
+from vital_callbacks.store.schema import graph_runs, llm_calls, node_runs, retriever_calls, tool_calls
 
 FAST = Settings(flush_interval_s=0.05)
 
@@ -78,7 +78,7 @@ def scalar(engine: Engine, statement: Any) -> Any:
 def test_tokens_and_cost_equal_the_sql_rows(recorded: tuple[SQLSink, CollectorRegistry]) -> None:
     """Per model and tenant, token counters and USD cost equal the sums over the SQL llm_calls rows."""
     sql, registry = recorded
-    t = LLMCallRow.__table__.c  # type: ignore[attr-defined]
+    t = llm_calls.c
     columns = {"input": t.input_tokens, "output": t.output_tokens, "cache_read": t.cache_read_tokens,
                "cache_write": t.cache_write_tokens, "reasoning": t.reasoning_tokens}
     with sql.engine.connect() as conn:
@@ -102,8 +102,8 @@ def test_tokens_and_cost_equal_the_sql_rows(recorded: tuple[SQLSink, CollectorRe
 def test_counts_of_every_kind_equal_the_sql_rows(recorded: tuple[SQLSink, CollectorRegistry]) -> None:
     """Node, tool, retriever and graph-run counters, and the graph cost histogram, equal the SQL rows."""
     sql, registry = recorded
-    nodes, tools, retrievers, graphs, calls = (row.__table__.c for row in  # type: ignore[union-attr]
-                                               (NodeRunRow, ToolCallRow, RetrieverCallRow, GraphRunRow, LLMCallRow))
+    nodes, tools, retrievers, graphs, calls = (table.c for table in
+                                               (node_runs, tool_calls, retriever_calls, graph_runs, llm_calls))
 
     def count(columns: Any, *where: Any) -> int:
         return int(scalar(sql.engine, select(func.count(columns.run_id)).where(*where)))
@@ -128,7 +128,7 @@ def test_counts_of_every_kind_equal_the_sql_rows(recorded: tuple[SQLSink, Collec
 def test_unpriced_and_cached_calls(recorded: tuple[SQLSink, CollectorRegistry]) -> None:
     """Calls without a price count as unpriced; cache hits count as hits and add their list price as saved."""
     sql, registry = recorded
-    t = LLMCallRow.__table__.c  # type: ignore[attr-defined]
+    t = llm_calls.c
     unpriced = scalar(sql.engine, select(func.count()).where(t.model == UNPRICED_MODEL, t.total_cost.is_(None)))
     hits = scalar(sql.engine, select(func.count()).where(t.cache_hit.is_(True)))
     saved = scalar(sql.engine, select(func.sum(t.saved_cost)))

@@ -87,6 +87,7 @@ def test_bad_text_is_cleaned_and_long_names_truncated(sqlite_url: str, caplog: p
 def test_one_rejected_row_does_not_lose_its_batch(sqlite_url: str) -> None:
     """When the database rejects one row, the other rows of the batch are still stored."""
     sql = SQLSink(sqlite_url)
+    sql.prepare()  # opens and migrates the store (the pipeline's worker does this before its first export)
     with sql.engine.begin() as conn:  # a constraint only the middle row violates
         conn.execute(text("CREATE TRIGGER reject BEFORE INSERT ON llm_calls WHEN NEW.model = 'poison' "
                           "BEGIN SELECT RAISE(ABORT, 'rejected'); END"))
@@ -116,7 +117,7 @@ def test_default_store_from_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     with VitalCallbackHandler() as handler:
         build_graph().invoke(INPUT, config={"callbacks": [handler]})
     assert (tmp_path / "env.db").exists()
-    from sqlmodel import create_engine
+    from sqlalchemy import create_engine
 
     assert count(create_engine(f"sqlite:///{tmp_path / 'env.db'}"), "graph_runs") == 1
 
@@ -135,9 +136,10 @@ def test_a_value_the_driver_cannot_bind_costs_only_its_row(sqlite_url: str) -> N
 def test_a_score_in_a_batch_that_goes_row_by_row_still_matches_its_run(sqlite_url: str) -> None:
     """Row by row (one row rejected), runs are still stored before scores, so a score that comes first in
     the batch is matched to its run from the same batch, as on the batch path."""
-    from vital_callbacks.scores import make_score
+    from vital_callbacks.core.scores import make_score
 
     sql = SQLSink(sqlite_url)
+    sql.prepare()
     with sql.engine.begin() as conn:
         conn.execute(text("CREATE TRIGGER reject BEFORE INSERT ON llm_calls WHEN NEW.model = 'poison' "
                           "BEGIN SELECT RAISE(ABORT, 'rejected'); END"))

@@ -12,7 +12,7 @@ dataclass rows; the ``*_rows`` names always return the rows, with exact ``Decima
 from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 
-from vital_callbacks.analytics._common import DIMENSIONS, LLM_CALLS, Dimension, reader_engine, tabular, to_frame
+from vital_callbacks.analytics._common import DIMENSIONS, LLM_CALLS, Dimension, tabular, to_frame
 from vital_callbacks.analytics.cache import CacheSaving, cache_savings_rows, total_saved
 from vital_callbacks.analytics.costs import (
     CostGroup,
@@ -43,6 +43,7 @@ from vital_callbacks.analytics.summary import (
     quality_summary_rows,
     realtime,
 )
+from vital_callbacks.store.engine import reader_engine
 
 agent_success = tabular(agent_success_rows)
 cache_savings = tabular(cache_savings_rows)

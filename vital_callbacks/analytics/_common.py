@@ -17,10 +17,9 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, Union
 
 from sqlalchemy import Table, func, literal_column
-from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
-from vital_callbacks.tables import GraphRunRow, LLMCallRow, NodeRunRow, ScoreRow
+from vital_callbacks.store.schema import graph_runs, llm_calls, node_runs, scores
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,40 +31,14 @@ _COLUMN_OF: dict[str, str] = {"tenant": "tenant_id", "user": "user_id", "session
                               "provider": "provider", "graph": "graph", "node": "node"}
 _BUCKETS = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00"}
 
-LLM_CALLS: Table = LLMCallRow.__table__  # type: ignore[attr-defined]
-NODE_RUNS: Table = NodeRunRow.__table__  # type: ignore[attr-defined]
-GRAPH_RUNS: Table = GraphRunRow.__table__  # type: ignore[attr-defined]
-SCORES: Table = ScoreRow.__table__  # type: ignore[attr-defined]
+LLM_CALLS: Table = llm_calls
+NODE_RUNS: Table = node_runs
+GRAPH_RUNS: Table = graph_runs
+SCORES: Table = scores
 
 P = ParamSpec("P")
 R = TypeVar("R")
 Rows = Union["pd.DataFrame", list[R]]
-
-
-def reader_engine(url: str | None = None) -> Engine:
-    """A synchronous, read-only engine for the store at ``url`` (default: ``VITAL_DATABASE_URL``).
-
-    The writer speaks asyncpg; analytics run on plain threads (CLI, notebooks, FastAPI's pool), so
-    every PostgreSQL spelling is mapped to psycopg 3 here, in one place. PostgreSQL sessions are
-    read-only with a statement timeout, so the API cannot be used to write or to hog the server.
-    """
-    from sqlalchemy import create_engine
-
-    from vital_callbacks.sinks.sql import make_engine
-
-    if url is None:
-        from vital_callbacks.settings import Settings
-
-        url = Settings().database_url
-    for prefix in ("postgres://", "postgresql://", "postgresql+asyncpg://", "postgresql+psycopg2://"):
-        if url.startswith(prefix):
-            url = "postgresql+psycopg://" + url[len(prefix):]
-            break
-    if url.startswith("postgresql+psycopg://"):
-        options = "-c default_transaction_read_only=on -c statement_timeout=30000"
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                             connect_args={"options": options, "application_name": "vital-callbacks-analytics"})
-    return make_engine(url)
 
 
 def utc(value: datetime) -> datetime:

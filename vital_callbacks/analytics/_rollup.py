@@ -22,9 +22,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from vital_callbacks.analytics._common import utc
-from vital_callbacks.tables import LLMCostDailyRow
+from vital_callbacks.store.schema import llm_cost_daily
 
-LLM_COST_DAILY: Table = LLMCostDailyRow.__table__  # type: ignore[attr-defined]
+LLM_COST_DAILY: Table = llm_cost_daily
 DIMENSIONS = {"day": "day", "tenant": "tenant_id", "graph": "graph", "provider": "provider", "model": "model"}
 SUMS = tuple(c.name for c in LLM_COST_DAILY.columns if not c.primary_key)
 _RECHECK_S = 60.0

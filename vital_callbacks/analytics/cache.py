@@ -20,8 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from vital_callbacks.analytics._common import LLM_CALLS, dimension, key_text, window
-from vital_callbacks.events import TokenUsage
-from vital_callbacks.pricing import PriceBook
+from vital_callbacks.core.events import TokenUsage
+from vital_callbacks.pricing.book import PriceBook
 
 CacheKind = Literal["prompt_cache", "response_cache"]
 
@@ -94,7 +94,7 @@ def cache_savings_rows(engine: Engine, *, since: datetime | None = None, until: 
 
 
 def _default_book() -> PriceBook:
-    from vital_callbacks.settings import Settings
+    from vital_callbacks.core.settings import Settings
 
     settings = Settings()
     return PriceBook([settings.pricing_dir] if settings.pricing_dir else [])

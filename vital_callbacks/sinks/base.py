@@ -1,27 +1,60 @@
 """The one interface every sink implements (modelled on OpenTelemetry's ``SpanExporter``).
 
-A sink is small and synchronous: the pipeline owns its queue, worker thread, batching and retries,
+A sink is small and synchronous: the runtime owns its queue, worker thread, batching and retries,
 so a sink only has to turn a batch of events into I/O. Sinks never run on the caller's thread.
+Every hook a sink may implement is declared here with its one signature; the pipeline calls them
+all, and never looks for optional methods.
 """
 
 from __future__ import annotations
 
 import abc
 import enum
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from vital_callbacks.events import Event
+from vital_callbacks.core.events import Event
 
 if TYPE_CHECKING:
-    from vital_callbacks.settings import Settings
+    from vital_callbacks.core.settings import Settings
 
 
 class ExportResult(enum.Enum):
     SUCCESS = "success"
     FAILURE = "failure"
     """Retryable: the pipeline retries the same batch with backoff. A sink that wants to drop a
-    permanently bad row must do so itself (and log it), so one bad row never fails a whole batch."""
+    permanently bad row must do so itself (and report it through ``context.dropped``), so one bad
+    row never fails a whole batch."""
+
+
+def _ignore_dropped(count: int, reason: str) -> None:
+    return None
+
+
+def _ignore_problem(problem: str | None) -> None:
+    return None
+
+
+def _no_stats() -> Mapping[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What a sink gets from the pipeline that runs it (given once, through :meth:`Sink.bind`), so a
+    sink never calls back into the pipeline itself."""
+
+    dropped: Callable[[int, str], None] = _ignore_dropped
+    """Count events lost *after* a successful export (an SDK's own queue, a rejected row), with a reason."""
+    problem: Callable[[str | None], None] = _ignore_problem
+    """Report what stops the sink now (a store it cannot open, say), ``None`` once it is solved; shown
+    in ``stats()["problems"]``."""
+    stats: Callable[[], Mapping[str, Any]] = _no_stats
+    """The delivery counters of the pipeline (what ``stats()`` returns), e.g. for a metrics collector."""
+
+
+UNBOUND = SinkContext()
 
 
 class Sink(abc.ABC):
@@ -32,17 +65,21 @@ class Sink(abc.ABC):
     coalesce: ClassVar[int] = 1
     """How many of the pipeline's batches one export may carry when this sink has fallen behind.
 
-    For a sink whose cost is per export rather than per event (a database round trip, a commit),
-    larger exports under load are what lets it catch up: while the pipeline's other threads keep the
-    GIL busy, each network wait costs the sink up to one interpreter switch interval (5 ms) to get
-    the GIL back: a 512-row ``COPY`` that takes 6 ms alone took 15-20 ms beside one CPU-bound thread,
-    and ~12 ms inside the pipeline under ``benchmarks/sql_throughput.py``. Idle, exports stay at one
-    batch; the queue decides."""
+    For a sink whose cost is per export rather than per event (a database round trip, a commit):
+    larger exports under load are what lets it catch up, because every network wait costs it up to
+    one interpreter switch interval to get the GIL back while the other threads work. Idle, exports
+    stay at one batch; the queue decides."""
+    context: SinkContext = UNBOUND
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sink:
-        """Build the sink from settings; the default ignores them."""
+        """Build the sink from settings; the default ignores them. Must not do I/O: connecting,
+        migrating and the like belong in :meth:`prepare`, on the sink's worker."""
         return cls()
+
+    def bind(self, context: SinkContext) -> None:
+        """Called once by the pipeline before the worker starts."""
+        self.context = context
 
     def prepare(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
         """Open connections before the first batch (called once, on the sink's worker thread, as it
@@ -57,5 +94,14 @@ class Sink(abc.ABC):
         """Push out anything the sink buffers itself (e.g. an SDK's own queue)."""
         return True
 
-    def shutdown(self) -> None:  # noqa: B027 - optional hook, deliberately a no-op by default
-        """Release resources; called once, after the last export."""
+    def spill(self, batch: Sequence[Event]) -> int:
+        """Keep events the pipeline could not deliver (local files, replayed later); return how many
+        were kept. The default keeps none, so they are counted as dropped."""
+        return 0
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Release resources; called once, after the last export, within ``timeout_s``."""
+
+    def after_fork(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """In a forked child, before its first export: forget the parent's connections, event loops
+        and threads (never close them: they are the parent's) so the child opens its own."""

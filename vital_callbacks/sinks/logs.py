@@ -35,11 +35,11 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
 
-from vital_callbacks.events import Cost, Event
+from vital_callbacks.core.events import Cost, Event
 from vital_callbacks.sinks.base import ExportResult, Sink
 
 if TYPE_CHECKING:
-    from vital_callbacks.settings import Settings
+    from vital_callbacks.core.settings import Settings
 
 LOGGER_NAME = "vital_callbacks.events"
 _SKIP = {"raw_input", "raw_output"}
@@ -130,7 +130,7 @@ class LogSink(Sink):
             handler.flush()
         return True
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 10.0) -> None:
         if self._handler is not None:
             self._handler.flush()
             self.logger.removeHandler(self._handler)

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Sequence
 from typing import TypeVar
 
-from vital_callbacks.events import Event
+from vital_callbacks.core.events import Event
 from vital_callbacks.sinks.base import ExportResult, Sink
 
 E = TypeVar("E", bound=Event)

@@ -36,7 +36,7 @@ from opentelemetry.semconv._incubating.metrics import gen_ai_metrics as gm
 from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
-from vital_callbacks.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, ToolCall
+from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, ToolCall
 from vital_callbacks.sinks.base import ExportResult, Sink
 
 if TYPE_CHECKING:
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider as SDKTracerProvider
     from opentelemetry.sdk.trace.export import SpanExporter
 
-    from vital_callbacks.settings import Settings
+    from vital_callbacks.core.settings import Settings
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -284,7 +284,7 @@ class OTelSink(Sink):
             ok = self._own_meter.force_flush(int(timeout_s * 1000)) and ok
         return ok
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout_s: float = 10.0) -> None:
         if self._own_tracer is not None:
             self._own_tracer.shutdown()
         if self._own_meter is not None:

@@ -1,0 +1,78 @@
+"""The one event -> row mapping: every column has an event value, and records, dicts and spill rows agree."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from sqlalchemy.dialects import postgresql, sqlite
+
+from tests.graphs import INPUT, build_graph
+from vital_callbacks import Cost, InMemorySink, LLMCall, Settings, TokenUsage, VitalCallbackHandler
+from vital_callbacks.core.events import Event
+from vital_callbacks.store.rows import MAX_TEXT, RowMapping, mapping, to_row
+from vital_callbacks.store.schema import TABLES
+
+ODD = LLMCall(run_id="odd", parent_run_id=None, trace_id="odd", tenant_id="t" * 300, user_id="u\x00ser",
+              graph="gr\udcffaph", model="m", provider="p", tags=("a", "b"), start_time=1.7e9, end_time=1.7e9 + 1,
+              error_message="x" * 2_000_000, usage=TokenUsage(5, 6, 11, cache_read=2, reasoning=1),
+              cost=Cost(Decimal("0.1"), Decimal("0.2"), Decimal("0.3"), "override:x.yml"), cache_hit=True,
+              saved_cost=Decimal("0.5"), prompt="p", completion="c")
+
+
+def reference_events() -> list[Event]:
+    memory = InMemorySink()
+    handler = VitalCallbackHandler(Settings(capture_content=True), sinks=[memory])
+    build_graph().invoke(INPUT, config={"callbacks": [handler]})
+    handler.flush()
+    handler.shutdown()
+    return [*memory.events, ODD]
+
+
+def test_every_column_has_an_event_value() -> None:
+    """An event class and its table cannot drift apart unnoticed."""
+    for kind in TABLES:
+        assert RowMapping(kind).missing == [], kind
+
+
+def test_an_llm_call_row_holds_its_fields_usage_cost_and_cleaned_text() -> None:
+    """Usage and cost columns come from the nested values; text is made storable and cut to its column."""
+    row = to_row(ODD)
+    tokens = (row["input_tokens"], row["output_tokens"], row["cache_read_tokens"], row["reasoning_tokens"])
+    assert tokens == (5, 6, 2, 1)
+    assert (row["input_cost"], row["total_cost"], row["price_source"]) == (Decimal("0.1"), Decimal("0.3"),
+                                                                            "override:x.yml")
+    assert row["tenant_id"] == "t" * 256 and row["user_id"] == "user" and "\udcff" not in row["graph"]
+    assert len(row["error_message"]) == MAX_TEXT
+    assert json.loads(row["tags"]) == ["a", "b"] and row["started_at"].year == 2023
+
+
+def test_an_unpriced_call_has_null_costs() -> None:
+    """No cost means NULL in every cost column, never 0."""
+    row = to_row(LLMCall(run_id="u", parent_run_id=None, trace_id="u"))
+    assert row["input_cost"] is row["output_cost"] is row["total_cost"] is row["price_source"] is None
+
+
+@pytest.mark.parametrize("dialect", [None, sqlite.dialect(), postgresql.dialect()], ids=["plain", "sqlite", "pg"])
+def test_records_equal_the_row_dicts_for_every_event_kind(dialect: Any) -> None:
+    """Every kind the reference graph emits, plus a call with every odd value: the driver's tuple is the
+    row dict in column order (through the dialect's bind processors), and a spilled row reads back the same."""
+    events = reference_events()
+    assert {e.kind for e in events} >= {"graph_run", "node_run", "llm_call", "tool_call", "retriever_call"}
+    for event in events:
+        rows = RowMapping(event.kind, dialect)
+        record = rows.record(event)
+        assert len(record) == len(rows.columns)
+        assert rows.from_row(mapping(event.kind).row(event)) == record, event.kind
+
+
+def test_a_score_row_names_its_target_and_the_scored_run() -> None:
+    """Score columns that differ from the event's field names (score_id, run_id, created_at) are mapped."""
+    from vital_callbacks.core.scores import make_score
+
+    score = make_score("trace-1", "helpful", True, context={"run_id": "run-1", "trace_id": "trace-1"})
+    row = to_row(score)
+    assert row["score_id"] == score.run_id and row["run_id"] == "run-1" and row["target_id"] == "trace-1"
+    assert row["value"] == 1.0 and row["data_type"] == "boolean" and row["created_at"] is not None

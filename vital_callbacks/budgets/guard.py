@@ -1,0 +1,292 @@
+"""Keeps each budget's current-period spend and answers "may this call go ahead?".
+
+Spend is known across processes: the current period's spend is summed from the SQL store (on the
+guard's own thread, never the caller's), kept current from this process's own priced calls, and
+re-summed every ``VITAL_BUDGET_REFRESH_S`` — every 50 ms once a ``stop`` budget has passed its soft
+threshold. Replicas sharing one database therefore agree within what the *other* replicas spend in
+one such interval plus their sink's flush interval, plus calls already in flight.
+
+One guard per runtime: budgets given to a handler in code are added to it once, and the handler
+checks only its own and the file's. The hot-path check is a set lookup per ``stop`` budget.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from vital_callbacks.budgets.metrics import BudgetMetrics
+from vital_callbacks.budgets.model import ANY, NEAR_LIMIT_REFRESH_S, Budget, BudgetExceeded, BudgetStatus
+
+logger = logging.getLogger("vital_callbacks")
+
+
+class BudgetGuard:
+    """Keeps each budget's current-period spend and answers "may this call go ahead?"."""
+
+    def __init__(self, budgets: Sequence[Budget] = (), *, database_url: str | None = None,
+                 refresh_s: float = 10.0) -> None:
+        self.budgets: list[Budget] = []
+        self.stop_budgets: list[Budget] = []
+        self._index: dict[Budget, int] = {}
+        self._lock = threading.Lock()
+        self._base: dict[tuple[int, str], Decimal] = {}  # summed from the store at the last refresh
+        self._local: dict[tuple[int, str], Decimal] = {}  # this process's spend not yet in the store
+        self._pending: dict[str, list[tuple[int, str, Decimal]]] = {}  # own calls, by run id, until stored
+        self._blocked: set[tuple[int, str]] = set()
+        self._warned: set[tuple[int, str, str, datetime]] = set()
+        self._period: dict[int, datetime] = {}
+        self.exceeded_total = 0
+        self._engine: Any = None
+        self._database_url = database_url
+        self._refresh_s = refresh_s
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._rate: dict[tuple[int, str], float] = {}  # USD/s across all replicas, from successive refreshes
+        self._last_refresh: float | None = None
+        self._metrics = BudgetMetrics.create()
+        self._thread: threading.Thread | None = None
+        self._store_failing = False
+        self._busy = threading.Lock()
+        self._pid = os.getpid()
+        self.everyone: tuple[int, ...] = self.add(budgets)
+        """The budgets every handler enforces (``VITAL_BUDGETS_FILE``)."""
+
+    def add(self, budgets: Sequence[Budget]) -> tuple[int, ...]:
+        """Keep (once) the spend of ``budgets`` and return their indices: what a handler given them in
+        code enforces. Spend is a property of the budget and its key, shared by every handler; no
+        thread or query per call of this. The first budget starts the refresh thread, whose first
+        refresh reads the store (so a hung store never blocks the caller)."""
+        indices: list[int] = []
+        with self._lock:
+            for budget in budgets:
+                index = self._index.get(budget)
+                if index is None:
+                    index = self._index[budget] = len(self.budgets)
+                    self.budgets.append(budget)
+                    if budget.action == "stop":
+                        self.stop_budgets.append(budget)
+                indices.append(index)
+            start = self.budgets and self._database_url is not None and self._thread is None
+            if start:
+                self._thread = threading.Thread(target=self._refresh_loop, name="vital-budgets", daemon=True)
+        if start and self._thread is not None:
+            self._thread.start()
+        return tuple(indices)
+
+    def quiesce(self, deadline: float) -> list[threading.Lock]:
+        """Before ``fork()``: wait for a refresh under way to finish (see ``Pipeline.quiesce``)."""
+        return [self._busy] if self._busy.acquire(timeout=max(0.0, deadline - time.monotonic())) else []
+
+    def after_fork(self) -> None:
+        """In a forked child: a new refresh thread, and the parent's connections left alone."""
+        if self._pid == os.getpid():
+            return
+        self._pid = os.getpid()
+        self._lock = threading.Lock()
+        self._busy = threading.Lock()
+        self._wake = threading.Event()
+        if self._engine is not None:
+            self._engine.dispose(close=False)
+        had_thread, self._thread = self._thread is not None, None
+        if had_thread:
+            self._thread = threading.Thread(target=self._refresh_loop, name="vital-budgets", daemon=True)
+            self._thread.start()
+
+    # -- hot path ----------------------------------------------------------------------------------
+    def check(self, tenant: str | None, user: str | None, graph: str | None,
+              only: Sequence[int] | None = None) -> None:
+        """Raise :class:`BudgetExceeded` if a ``stop`` budget covering this call is used up; ``only``
+        limits the check to those budgets (a handler's own and the file's)."""
+        if not self._blocked:
+            return
+        for index, budget in enumerate(self.budgets):
+            if budget.action != "stop" or (only is not None and index not in only):
+                continue
+            key = budget.key_for(tenant, user, graph)
+            if key is not None and (index, key) in self._blocked:
+                with self._lock:
+                    self.exceeded_total += 1
+                self._metrics.exceeded(budget, key)
+                raise BudgetExceeded(budget, key, self._spend(index, key))
+
+    def record(self, tenant: str | None, user: str | None, graph: str | None, cost: Decimal,
+               run_id: str | None = None) -> None:
+        """Add a priced call's cost to every budget that covers it."""
+        if not cost:
+            return
+        shares: list[tuple[int, str, Decimal]] = []
+        for index, budget in enumerate(self.budgets):
+            key = budget.key_for(tenant, user, graph)
+            if key is None:
+                continue
+            with self._lock:
+                self._local[(index, key)] = self._local.get((index, key), Decimal(0)) + cost
+            shares.append((index, key, cost))
+            self._evaluate(index, budget, key)
+        if shares and run_id is not None and self._database_url is not None:
+            with self._lock:
+                self._pending[run_id] = shares
+
+    # -- state -------------------------------------------------------------------------------------
+    def _spend(self, index: int, key: str) -> Decimal:
+        return self._base.get((index, key), Decimal(0)) + self._local.get((index, key), Decimal(0))
+
+    def _evaluate(self, index: int, budget: Budget, key: str) -> None:
+        spend = self._spend(index, key)
+        now = datetime.now(timezone.utc)
+        start = budget.period_start(now)
+        self._metrics.spend(budget, key, spend)
+        if spend >= budget.amount_usd:
+            if budget.action == "stop":
+                self._blocked.add((index, key))
+            self._warn_once(index, budget, key, "exceeded", start, spend)
+        else:
+            self._blocked.discard((index, key))
+            if spend >= budget.amount_usd * Decimal(str(budget.soft_threshold)):
+                self._warn_once(index, budget, key, "soft", start, spend)
+                if budget.action == "stop":
+                    self._wake.set()  # start refreshing fast now, not at the end of a long wait
+
+    def _warn_once(self, index: int, budget: Budget, key: str, level: str, start: datetime, spend: Decimal) -> None:
+        marker = (index, key, level, start if budget.period != "rolling" else datetime.min)
+        with self._lock:
+            if marker in self._warned:
+                return
+            self._warned.add(marker)
+        what = "exceeded" if level == "exceeded" else f"passed {budget.soft_threshold:.0%} of"
+        logger.warning("vital-callbacks: %s %s budget %r ($%s): $%.6f spent", key, what, budget.label,
+                       budget.amount_usd, spend)
+
+    def refresh(self) -> None:
+        """Re-sum the current period's spend from the SQL store (all processes' rows)."""
+        if self._database_url is None:
+            return
+        with self._lock:
+            pending = dict(self._pending)
+        try:
+            # Which of our own calls the store already holds is read *before* the sums, so a row landing
+            # in between is counted twice (stopping a little early) rather than not at all.
+            stored = self._stored_run_ids(list(pending))
+            base = self._sum_from_store()
+        except Exception as exc:
+            if not self._store_failing:  # once per outage: this runs every 50 ms near a limit
+                logger.warning("vital-callbacks: could not read budget spend from the store (%s: %s); using this "
+                               "process's spend only until it answers", type(exc).__name__, str(exc).splitlines()[0])
+            self._store_failing = True
+            return
+        if self._store_failing:
+            logger.info("vital-callbacks: budget spend is read from the store again")
+            self._store_failing = False
+        now = time.monotonic()
+        with self._lock:
+            if self._last_refresh is not None and now > self._last_refresh:
+                elapsed = now - self._last_refresh
+                self._rate = {k: max(0.0, float(v - self._base.get(k, Decimal(0)))) / elapsed for k, v in base.items()}
+            self._last_refresh = now
+            for run_id in stored:
+                self._pending.pop(run_id, None)
+            local: dict[tuple[int, str], Decimal] = {}
+            for shares in self._pending.values():
+                for index, key, cost in shares:
+                    local[(index, key)] = local.get((index, key), Decimal(0)) + cost
+            self._base = base
+            self._local = local
+        for index, budget in enumerate(self.budgets):
+            keys = {k for (i, k) in base if i == index} | {k for (i, k) in self._blocked if i == index}
+            for key in keys:
+                self._evaluate(index, budget, key)
+
+    def _reader(self) -> Any:
+        if self._engine is None:
+            from vital_callbacks.store.engine import reader_engine
+
+            self._engine = reader_engine(self._database_url or "")
+        return self._engine
+
+    def _stored_run_ids(self, run_ids: list[str]) -> set[str]:
+        from sqlalchemy import select
+
+        from vital_callbacks.store.schema import llm_calls
+
+        t = llm_calls.c
+        found: set[str] = set()
+        with self._reader().connect() as conn:
+            for start in range(0, len(run_ids), 500):
+                chunk = run_ids[start:start + 500]
+                found.update(r[0] for r in conn.execute(select(t.run_id).where(t.run_id.in_(chunk))))
+        return found
+
+    def _sum_from_store(self) -> dict[tuple[int, str], Decimal]:
+        from sqlalchemy import func, select
+
+        from vital_callbacks.store.schema import llm_calls
+
+        self._reader()
+        t = llm_calls.c
+        now = datetime.now(timezone.utc)
+        out: dict[tuple[int, str], Decimal] = {}
+        with self._engine.connect() as conn:
+            for index, budget in enumerate(self.budgets):
+                start = budget.period_start(now)
+                column = {"tenant": t.tenant_id, "user": t.user_id, "graph": t.graph, "global": None}[budget.scope]
+                cost = func.coalesce(func.sum(t.total_cost), 0)
+                if column is None:
+                    stmt = select(cost).where(t.started_at >= start)
+                    out[(index, ANY)] = Decimal(str(conn.execute(stmt).scalar_one()))
+                    continue
+                stmt = select(column, cost).where(t.started_at >= start, column.is_not(None)).group_by(column)
+                if budget.match != ANY:
+                    stmt = stmt.where(column == budget.match)
+                for key, total in conn.execute(stmt):
+                    out[(index, str(key))] = Decimal(str(total))
+        return out
+
+    def _refresh_loop(self) -> None:
+        with self._busy:
+            self.refresh()  # the first read of the store's spend, here rather than on the caller's thread
+        while not self._stop.is_set() and self._refresh_s > 0:
+            self._wake.wait(self._next_refresh_s())
+            self._wake.clear()
+            if not self._stop.is_set():
+                with self._busy:
+                    self.refresh()
+
+    def _next_refresh_s(self) -> float:
+        """Refresh fast while a stop budget is close to its limit, or would get there before the next
+        normal refresh at the current spend rate: that is when the other replicas' spend matters."""
+        for index, budget in enumerate(self.budgets):
+            if budget.action != "stop":
+                continue
+            soft = float(budget.amount_usd) * budget.soft_threshold
+            keys = {k for (i, k) in (*self._base, *self._local) if i == index}
+            for key in keys:
+                projected = float(self._spend(index, key)) + self._rate.get((index, key), 0.0) * self._refresh_s
+                if projected >= soft:
+                    return min(self._refresh_s, NEAR_LIMIT_REFRESH_S)
+        return self._refresh_s
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def status(self, now: datetime | None = None) -> list[BudgetStatus]:
+        """Each budget's spend per bucket, limit, and a linear projection to the end of the period."""
+        now = now or datetime.now(timezone.utc)
+        rows: list[BudgetStatus] = []
+        for index, budget in enumerate(self.budgets):
+            keys = sorted({k for (i, k) in (*self._base, *self._local) if i == index}) or [budget.match]
+            start, end = budget.period_start(now), budget.period_end(now)
+            elapsed = max((now - start).total_seconds(), 1.0)
+            length = max((end - start).total_seconds(), elapsed)
+            for key in keys:
+                spend = self._spend(index, key)
+                projected = spend if budget.period == "rolling" else spend * Decimal(length / elapsed)
+                rows.append(BudgetStatus(budget, key, spend, budget.amount_usd, projected, start))
+        return rows

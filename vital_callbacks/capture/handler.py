@@ -1,0 +1,456 @@
+"""LangChain / LangGraph callbacks -> immutable events, on the caller's thread, in microseconds.
+
+The hot path only records timestamps and identities in a small run map and, when a run ends, hands
+the run's values to the pipeline's queue as a :class:`~vital_callbacks.core.events.Draft`; the dispatcher
+builds the frozen event once, with usage and cost added. Reading usage, counting tokens and pricing
+happen on the worker (see :mod:`vital_callbacks.enrich.enricher`). Every hook goes through one error guard,
+so a surprise payload is logged once and counted, and never reaches the user's workflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any
+from uuid import UUID
+
+from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, GraphResumeEvent
+
+from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
+from vital_callbacks.capture.runs import MAX_ERROR_CHARS, Run, error_fields, guard, number, score_fields
+from vital_callbacks.core import attribution
+from vital_callbacks.core.attribution import Attribution
+from vital_callbacks.core.events import (
+    RAW_LLM_OUTPUT,
+    Draft,
+    Event,
+    GraphRun,
+    LLMCall,
+    NodeRun,
+    RetrieverCall,
+    Status,
+    ToolCall,
+)
+from vital_callbacks.core.scores import ScoreValue, make_score
+from vital_callbacks.core.settings import Settings
+from vital_callbacks.providers.usage import (
+    ResultSnapshot,
+    as_snapshot,
+    capture,
+    extract_usage,
+    is_cache_hit,
+    response_model,
+)
+from vital_callbacks.runtime import Pipeline, Runtime, default_runtime, environment_settings, runtime_for
+from vital_callbacks.sinks.base import Sink
+
+logger = logging.getLogger("vital_callbacks")
+
+_RECENT_RUNS = 10_000
+
+
+class VitalCallbackHandler(GraphCallbackHandler):
+    """Pass one to ``config["callbacks"]``; every run under it becomes priced, attributed events.
+
+    A handler is a cheap view on a :class:`~vital_callbacks.runtime.Runtime` (the process-wide default,
+    built from the environment on first use, unless ``runtime=`` or ``settings`` name another), with
+    its own run map and per-handler defaults. Build one per request: no thread, engine or query is
+    made, and leaving its ``with`` block only flushes. ``sinks=[...]`` gives the handler a private
+    runtime of its own, which its ``shutdown()`` stops.
+    """
+
+    run_inline = True  # never blocks, so skip LangChain's thread-executor hop under async
+    raise_error = False
+
+    def __init__(self, settings: Settings | None = None, *, runtime: Runtime | None = None,
+                 sinks: Sequence[Sink | str] | None = None, budgets: Sequence[Budget] = (),
+                 tenant_id: str | None = None, user_id: str | None = None, session_id: str | None = None,
+                 **overrides: Any) -> None:
+        super().__init__()
+        self._owns_runtime = False
+        if sinks is not None and all(isinstance(s, str) for s in sinks):
+            overrides["sinks"], sinks = list(sinks), None  # sink names, as in VITAL_SINKS
+        if runtime is None:
+            if sinks is not None:
+                runtime = Runtime(_settings(settings, overrides), sinks=[s for s in sinks if isinstance(s, Sink)])
+                self._owns_runtime = True
+            elif settings is None and not overrides:
+                runtime = default_runtime()
+            else:
+                runtime = runtime_for(_settings(settings, overrides))
+        self.runtime = runtime
+        self.settings = runtime.settings
+        self._prices = runtime.prices
+        self.budgets: BudgetGuard = runtime.budgets
+        """Spend limits in force (``VITAL_BUDGETS_FILE``, and ``budgets=`` of any handler on the runtime)."""
+        own = runtime.budgets.add(budgets) if budgets else ()
+        self._budget_scope: tuple[int, ...] = (*runtime.budgets.everyone, *own)
+        self._stop_budgets = any(runtime.budgets.budgets[i].action == "stop" for i in self._budget_scope)
+        if self._stop_budgets:
+            self.raise_error = True  # so LangChain lets BudgetExceeded reach the workflow
+        self._submit = runtime.submit
+        s = runtime.settings
+        self._defaults = Attribution(tenant_id or s.tenant_id, user_id or s.user_id, session_id or s.session_id)
+        self._capture = s.capture_content
+        self._runs: dict[UUID, Run] = {}
+        # The last ended runs, for scores, as tuples of strings: the GC stops tracking those, where
+        # 10,000 long-lived run objects would keep triggering full collections in the user's process.
+        self._recent: OrderedDict[str, tuple[str | None, ...]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._errors = 0
+        self._logged_errors: set[tuple[str, type[BaseException]]] = set()
+        self.last_trace_id: str | None = None
+        """The trace id of the most recent root run (link it to your Langfuse / tracing UI)."""
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every event so far is delivered to every sink; False on timeout or loss."""
+        return self.runtime.flush(timeout)
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Flush; a handler with a private runtime (``sinks=``) also stops it. A shared runtime is never
+        stopped by a handler: it lives until interpreter exit (or ``runtime.shutdown()``)."""
+        if self._owns_runtime:
+            return self.runtime.shutdown(timeout)
+        return self.runtime.flush(self.settings.shutdown_timeout_s if timeout is None else timeout)
+
+    def __enter__(self) -> VitalCallbackHandler:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+    def stats(self) -> dict[str, Any]:
+        """Delivery counters, problems, unpriced models and handler errors, for health checks."""
+        return {**self.runtime.stats(), "handler_errors": self._errors, "open_runs": len(self._runs)}
+
+    @property
+    def pipeline(self) -> Pipeline:
+        return self.runtime.pipeline
+
+    def _internal_error(self, hook: str, exc: Exception) -> None:
+        self._errors += 1
+        key = (hook, type(exc))
+        if key not in self._logged_errors:
+            self._logged_errors.add(key)
+            logger.warning("vital-callbacks: %s failed on an unexpected payload (%r); the run continues, "
+                           "further errors of this kind are only counted", hook, exc, exc_info=True)
+
+    # -- run map -----------------------------------------------------------------------------------
+    def _open(self, kind: str, run_id: UUID, parent: Run | None, name: str,
+              metadata: Mapping[str, Any] | None, tags: list[str] | None) -> Run:
+        run = Run(kind, str(run_id), name)
+        if parent is None:
+            attr = attribution.from_metadata(metadata).merged_over(attribution.current()).merged_over(self._defaults)
+            run.attr = attr
+            run.graph = attr.agent_id or name
+            run.tags = tuple(tags) if tags else ()
+            self.last_trace_id = run.run_id
+        else:
+            run.record_id = parent.child_parent_id()
+            run.trace_id = parent.trace_id
+            run.root = parent.root or parent
+            run.attr = parent.attr
+            run.graph = parent.graph
+            run.node = parent.node
+            run.node_ns = parent.node_ns
+            run.tags = parent.tags
+        with self._lock:
+            self._runs[run_id] = run
+        return run
+
+    def _parent(self, parent_run_id: UUID | None) -> Run | None:
+        return self._runs.get(parent_run_id) if parent_run_id is not None else None
+
+    def _close(self, run_id: UUID) -> Run | None:
+        with self._lock:
+            run = self._runs.pop(run_id, None)
+            if run is not None and run.kind != "chain":
+                self._recent[run.run_id] = score_fields(run)
+                if len(self._recent) > _RECENT_RUNS:
+                    self._recent.popitem(last=False)
+            return run
+
+    @staticmethod
+    def _context(run_id: str, known: tuple[str | None, ...]) -> dict[str, Any]:
+        """What a score needs to know about the run it judges."""
+        return dict(zip(("run_id", "trace_id", "tenant_id", "user_id", "session_id", "graph", "node"),
+                        (run_id, *known), strict=True))
+
+    # -- scores ------------------------------------------------------------------------------------
+    def score(self, run_or_trace_id: str | UUID, name: str, value: ScoreValue, comment: str | None = None) -> str:
+        """Attach a quality score (numeric, boolean or categorical) to a run or a trace; returns its id.
+
+        Works while the run is open, after it ended (its events may still be queued), and for ids this
+        handler never saw (the store matches them later, or flags them unmatched).
+        """
+        target = str(run_or_trace_id)
+        with self._lock:
+            known = self._recent.get(target)
+            if known is None:
+                run = next((r for r in self._runs.values() if r.run_id == target), None)
+                known = score_fields(run) if run is not None else None
+        context = self._context(target, known) if known is not None else None
+        event = make_score(target, name, value, comment=comment, context=context)
+        self._submit(event)
+        return event.run_id
+
+    def _base(self, run: Run, cls: type[Event], status: Status, error_type: str | None,
+              error_message: str | None) -> Draft:
+        """The fields every event has, as the draft the hook completes and hands off."""
+        duration = time.perf_counter() - run.start_perf
+        attr = run.attr
+        draft = Draft(
+            run_id=run.run_id,
+            parent_run_id=run.record_id,
+            trace_id=run.trace_id,
+            tenant_id=attr.tenant_id,
+            user_id=attr.user_id,
+            session_id=attr.session_id,
+            graph=run.graph,
+            node=run.node,
+            tags=run.tags,
+            start_time=run.start_wall,
+            end_time=run.start_wall + duration,
+            duration_s=duration,
+            status=status,
+            error_type=error_type,
+            error_message=error_message,
+        )
+        draft.cls = cls
+        return draft
+
+    # -- chains: graph runs and node runs ----------------------------------------------------------
+    @guard
+    def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "chain"
+        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
+        if parent is None:  # the root of an invoke (or a tree we joined half-way): a graph run
+            self._open("graph", run_id, None, name, metadata, tags)
+            return
+        run = self._open("chain", run_id, parent, name, metadata, tags)
+        node = metadata.get("langgraph_node") if metadata else None
+        if node is not None and node == name:
+            ns = metadata.get("langgraph_checkpoint_ns") if metadata else None
+            # A subgraph's inner root inherits the node's keys (and may even share its name): it runs
+            # in the same checkpoint namespace, a real node execution in a new one.
+            if ns != run.node_ns:
+                run.kind = "node"
+                run.node = name
+                run.node_ns = ns
+                run.checkpoint_ns = ns
+                step = metadata.get("langgraph_step") if metadata else None
+                run.step = step if isinstance(step, int) else None
+
+    @guard
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_chain(run_id, "success", None, None)
+
+    @guard
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_chain(run_id, *error_fields(error))
+
+    def _end_chain(self, run_id: UUID, status: Status, error_type: str | None, error_message: str | None) -> None:
+        run = self._close(run_id)
+        if run is None or run.kind == "chain":
+            return
+        if run.kind == "node":
+            base = self._base(run, NodeRun, status, error_type, error_message)
+            base["step"] = run.step
+            base["checkpoint_ns"] = run.checkpoint_ns
+        else:
+            base = self._base(run, GraphRun, status, error_type, error_message)
+            if run.interrupts and status == "success":
+                base["status"] = "interrupted"
+            base["name"] = run.name
+            base["interrupts"] = run.interrupts
+            base["resumed"] = run.resumed
+        self._submit(base)
+
+    # -- LangGraph lifecycle (only GraphCallbackHandler subclasses receive these) ------------------
+    @guard
+    def on_interrupt(self, event: GraphInterruptEvent) -> None:
+        run = self._runs.get(event.run_id) if event.run_id is not None else None
+        if run is not None:
+            (run.root or run).interrupts += len(event.interrupts) or 1
+
+    @guard
+    def on_resume(self, event: GraphResumeEvent) -> None:
+        run = self._runs.get(event.run_id) if event.run_id is not None else None
+        if run is not None:
+            (run.root or run).resumed = True
+
+    # -- LLM calls ---------------------------------------------------------------------------------
+    @guard
+    def on_chat_model_start(self, serialized: dict[str, Any] | None, messages: list[list[Any]], *, run_id: UUID,
+                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._start_llm(serialized, messages, run_id, parent_run_id, tags, metadata, kwargs)
+
+    @guard
+    def on_llm_start(self, serialized: dict[str, Any] | None, prompts: list[str], *, run_id: UUID,
+                     parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._start_llm(serialized, prompts, run_id, parent_run_id, tags, metadata, kwargs)
+
+    def _start_llm(self, serialized: dict[str, Any] | None, raw_input: object, run_id: UUID,
+                   parent_run_id: UUID | None, tags: list[str] | None, metadata: Mapping[str, Any] | None,
+                   kwargs: Mapping[str, Any]) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
+        run = self._open("llm", run_id, self._parent(parent_run_id), name, metadata, tags)
+        md = metadata or {}
+        params = kwargs.get("invocation_params") or {}
+        provider = md.get("ls_provider") or params.get("_type")
+        run.provider = provider if isinstance(provider, str) else None
+        model = md.get("ls_model_name") or params.get("model") or params.get("model_name") or params.get("model_id")
+        run.model = model if isinstance(model, str) else None
+        run.params_temperature = number(md.get("ls_temperature", params.get("temperature")))
+        max_tokens = md.get("ls_max_tokens") or params.get("max_tokens") or params.get("max_completion_tokens")
+        run.max_tokens = max_tokens if isinstance(max_tokens, int) else None
+        run.raw_input = raw_input
+        if self._stop_budgets:
+            self._check_budget(run_id, run)
+
+    def _check_budget(self, run_id: UUID, run: Run) -> None:
+        try:
+            self.budgets.check(run.attr.tenant_id, run.attr.user_id, run.graph, self._budget_scope)
+        except BudgetExceeded as exc:
+            self._close(run_id)  # LangChain will send no end for a run whose start raised
+            self._submit(LLMCall(provider=run.provider, model=run.model, requested_model=run.model,
+                                 token_source="none",
+                                 **self._base(run, LLMCall, "error", "BudgetExceeded", str(exc)[:MAX_ERROR_CHARS])))
+            raise
+
+    @guard
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._runs.get(run_id)
+        if run is not None and run.first_token is None:
+            run.first_token = time.perf_counter()
+
+    @guard
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_llm(run_id, response, "success", None, None)
+
+    @guard
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_llm(run_id, kwargs.get("response"), *error_fields(error))
+
+    def _end_llm(self, run_id: UUID, response: Any, status: Status, error_type: str | None,
+                 error_message: str | None) -> None:
+        run = self._close(run_id)
+        if run is None:
+            return
+        ttft = run.first_token - run.start_perf if run.first_token is not None else None
+        output, llm_output = capture(response)
+        fields = self._base(run, LLMCall, status, error_type, error_message)
+        if self._stop_budgets and status == "success":
+            result = as_snapshot(output, llm_output)
+            if result is not None:
+                fields.update(self._price_now(run, result))
+        fields.setdefault("token_source", "none")
+        fields["provider"] = run.provider
+        fields["model"] = fields["requested_model"] = run.model
+        fields["temperature"] = run.params_temperature
+        fields["max_tokens"] = run.max_tokens
+        fields["time_to_first_token_s"] = ttft
+        fields["streamed"] = ttft is not None
+        fields["raw_input"] = run.raw_input
+        fields["raw_output"] = output
+        if llm_output is not None:
+            fields[RAW_LLM_OUTPUT] = llm_output
+        self._submit(fields)
+
+    def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
+        """Price on the caller's thread, only under a stop budget, so the next call already sees it."""
+        usage = extract_usage(result)
+        if usage is None or is_cache_hit(result):
+            return {}
+        model = response_model(result) or run.model
+        cost = self._prices.price(run.provider, model, usage, run.start_wall)
+        if cost is None:
+            return {}
+        self.budgets.record(run.attr.tenant_id, run.attr.user_id, run.graph, cost.total, run.run_id)
+        return {"usage": usage, "token_source": "provider", "cost": cost}
+
+    # -- tools and retrievers ----------------------------------------------------------------------
+    @guard
+    def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID,
+                      parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
+        run = self._open("tool", run_id, self._parent(parent_run_id), name, metadata, tags)
+        if self._capture:
+            run.raw_input = input_str
+
+    @guard
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_tool(run_id, output, "success", None, None)
+
+    @guard
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_tool(run_id, None, *error_fields(error))
+
+    def _end_tool(self, run_id: UUID, output: Any, status: Status, error_type: str | None,
+                  error_message: str | None) -> None:
+        run = self._close(run_id)
+        if run is None:
+            return
+        fields = self._base(run, ToolCall, status, error_type, error_message)
+        fields["name"] = run.name
+        fields["input"] = run.raw_input if isinstance(run.raw_input, str) else None
+        fields["raw_output"] = output if self._capture else None
+        self._submit(fields)
+
+    @guard
+    def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
+                           parent_run_id: UUID | None = None, tags: list[str] | None = None,
+                           metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
+        run = self._open("retriever", run_id, self._parent(parent_run_id), name, metadata, tags)
+        if self._capture:
+            run.raw_input = query
+
+    @guard
+    def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_retriever(run_id, len(documents) if documents is not None else 0, "success", None, None)
+
+    @guard
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._end_retriever(run_id, 0, *error_fields(error))
+
+    def _end_retriever(self, run_id: UUID, documents: int, status: Status, error_type: str | None,
+                       error_message: str | None) -> None:
+        run = self._close(run_id)
+        if run is None:
+            return
+        fields = self._base(run, RetrieverCall, status, error_type, error_message)
+        fields["name"] = run.name
+        fields["documents"] = documents
+        fields["query"] = run.raw_input if isinstance(run.raw_input, str) else None
+        self._submit(fields)
+
+    def submit(self, event: Event) -> None:
+        """Queue an event built elsewhere (e.g. a score); same path as the callbacks'."""
+        self._submit(event)
+
+
+def score(run_or_trace_id: str | UUID, name: str, value: ScoreValue, comment: str | None = None,
+          settings: Settings | None = None) -> str:
+    """Record a score that arrives later (user feedback, an offline evaluator), from any process.
+
+    It goes through the runtime for ``settings`` (default: the process-wide one, from the environment),
+    and the SQL store attaches it to the run or trace with that id.
+    """
+    return VitalCallbackHandler(settings).score(run_or_trace_id, name, value, comment)
+
+
+def _settings(settings: Settings | None, overrides: dict[str, Any]) -> Settings:
+    """``settings`` with keyword overrides (from the environment when none are given)."""
+    if settings is None:
+        return environment_settings(overrides)
+    return settings.model_copy(update=overrides) if overrides else settings

@@ -1,0 +1,114 @@
+"""The hot path's memory of an open run, and the small conversions the hooks share.
+
+Kept apart from :mod:`vital_callbacks.capture.handler` so the handler module is only the hooks.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from langgraph.errors import GraphBubbleUp, GraphInterrupt
+
+from vital_callbacks.budgets import BudgetExceeded
+from vital_callbacks.core import attribution
+from vital_callbacks.core.events import Status
+
+MAX_ERROR_CHARS = 2000
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Run:
+    """What the hot path remembers about an open run (freed when the run ends)."""
+
+    __slots__ = (
+        "attr",
+        "checkpoint_ns",
+        "first_token",
+        "graph",
+        "interrupts",
+        "kind",
+        "max_tokens",
+        "model",
+        "name",
+        "node",
+        "node_ns",
+        "params_temperature",
+        "provider",
+        "raw_input",
+        "record_id",
+        "resumed",
+        "root",
+        "run_id",
+        "start_perf",
+        "start_wall",
+        "step",
+        "tags",
+        "trace_id",
+    )
+
+    def __init__(self, kind: str, run_id: str, name: str) -> None:
+        self.kind = kind
+        self.run_id = run_id
+        self.name = name
+        self.start_wall = time.time()
+        self.start_perf = time.perf_counter()
+        self.record_id: str | None = None
+        self.trace_id = run_id
+        self.root: Run | None = None
+        """The trace's root run; ``None`` for a root itself (no self-reference for the GC to chase)."""
+        self.attr = attribution.EMPTY
+        self.graph: str | None = None
+        self.node: str | None = None
+        self.node_ns: str | None = None
+        self.tags: tuple[str, ...] = ()
+        self.step: int | None = None
+        self.checkpoint_ns: str | None = None
+        self.first_token: float | None = None
+        self.provider: str | None = None
+        self.model: str | None = None
+        self.params_temperature: float | None = None
+        self.max_tokens: int | None = None
+        self.raw_input: object = None
+        self.interrupts = 0
+        self.resumed = False
+
+    def child_parent_id(self) -> str | None:
+        """The id a child event names as its parent: ours if we get a row, else our own parent's."""
+        return self.run_id if self.kind in ("graph", "node") else self.record_id
+
+
+def error_fields(error: BaseException) -> tuple[Status, str | None, str | None]:
+    if isinstance(error, GraphInterrupt):
+        return "interrupted", None, None
+    if isinstance(error, GraphBubbleUp):  # control flow (e.g. Command to a parent graph), not a failure
+        return "success", None, None
+    return "error", type(error).__name__, str(error)[:MAX_ERROR_CHARS]
+
+
+def number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def guard(fn: F) -> F:
+    """The one place that keeps handler bugs and odd payloads out of the user's workflow: a hook that
+    raises is reported to ``self._internal_error`` and returns ``None``."""
+
+    @functools.wraps(fn)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(self, *args, **kwargs)
+        except BudgetExceeded:
+            raise  # the one deliberate exception: a stop budget the user configured
+        except Exception as exc:
+            self._internal_error(fn.__name__, exc)
+            return None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def score_fields(run: Run) -> tuple[str | None, ...]:
+    """What a later score needs of a run, as a tuple of strings (which the GC stops tracking)."""
+    return run.trace_id, run.attr.tenant_id, run.attr.user_id, run.attr.session_id, run.graph, run.node

@@ -1,0 +1,1 @@
+"""The data core: events, settings, attribution, scores, redaction. Imports nothing else of the package."""

@@ -1,0 +1,96 @@
+"""Who a run is for: tenant, user, session (and tags), from metadata, a context, or env defaults.
+
+Precedence, most specific first: the run's ``config["metadata"]``, then an enclosing
+:func:`attribute` block, then ``VITAL_TENANT_ID`` / ``VITAL_USER_ID`` / ``VITAL_SESSION_ID``.
+Resolved once at a trace's root and inherited by every child event.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+# Metadata keys we read, including the ones Langfuse users already set.
+_KEYS: dict[str, tuple[str, ...]] = {
+    "tenant_id": ("tenant_id", "tenant", "vital_tenant_id"),
+    "user_id": ("user_id", "langfuse_user_id", "vital_user_id"),
+    "session_id": ("session_id", "langfuse_session_id", "thread_id", "vital_session_id"),
+    "agent_id": ("agent_id", "vital_agent_id"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Attribution:
+    tenant_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+
+    def merged_over(self, base: Attribution) -> Attribution:
+        """Self's values where set, else ``base``'s."""
+        if base is EMPTY or self is base:
+            return self
+        if self is EMPTY:
+            return base
+        return Attribution(
+            self.tenant_id or base.tenant_id,
+            self.user_id or base.user_id,
+            self.session_id or base.session_id,
+            self.agent_id or base.agent_id,
+        )
+
+
+EMPTY = Attribution()
+_current: contextvars.ContextVar[Attribution] = contextvars.ContextVar("vital_attribution", default=EMPTY)
+
+
+@contextmanager
+def attribute(*, tenant_id: str | None = None, user_id: str | None = None, session_id: str | None = None,
+              agent_id: str | None = None) -> Iterator[Attribution]:
+    """Attribute every run started inside the block (unless its metadata says otherwise)."""
+    new = Attribution(tenant_id, user_id, session_id, agent_id).merged_over(_current.get())
+    token = _current.set(new)
+    try:
+        yield new
+    finally:
+        _current.reset(token)
+
+
+def current() -> Attribution:
+    return _current.get()
+
+
+def _first(metadata: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
+    for key in keys:
+        value = metadata.get(key)
+        if value is not None and value != "":
+            return value if isinstance(value, str) else str(value)
+    return None
+
+
+_TENANT, _USER, _SESSION, _AGENT = (_KEYS[k] for k in ("tenant_id", "user_id", "session_id", "agent_id"))
+
+
+_ALL_KEYS = frozenset(key for keys in _KEYS.values() for key in keys)
+_FIELD_OF = {key: name for name, keys in _KEYS.items() for key in keys}
+
+
+def from_metadata(metadata: Mapping[str, Any] | None) -> Attribution:
+    """Runs once per trace root, on the caller's thread: kept to plain lookups."""
+    if not metadata:
+        return EMPTY
+    keys = metadata.keys()
+    if keys.isdisjoint(_ALL_KEYS):  # decided in C; LangChain adds a dozen ls_* / langgraph_* keys
+        return EMPTY
+    present = keys & _ALL_KEYS
+    if len(present) == 1:  # one key (a tenant, say): the common case, no search through the aliases
+        key = present.pop()
+        value = metadata[key]
+        if value.__class__ is str and value:
+            return Attribution(**{_FIELD_OF[key]: value})
+    found = Attribution(_first(metadata, _TENANT), _first(metadata, _USER), _first(metadata, _SESSION),
+                        _first(metadata, _AGENT))
+    return EMPTY if found == EMPTY else found

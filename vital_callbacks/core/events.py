@@ -1,0 +1,249 @@
+"""The immutable events that the handler emits and sinks consume.
+
+Events are the only contract between the callback hot path and the sinks: the handler builds one per
+finished run (so ``run_id`` doubles as the event's unique, idempotent id) and never touches it again.
+Timestamps are epoch floats because ``time.time()`` is several times cheaper than building a
+``datetime`` on the caller's thread; sinks use the ``started_at`` / ``ended_at`` properties.
+Costs and graph totals are ``None`` when the handler emits an event and are filled in on the
+worker (pricing is too slow for the caller's thread), before any sink sees the event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+Status = Literal["success", "error", "interrupted"]
+TokenSource = Literal["provider", "estimate", "none"]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    """Token counts in LangChain's convention: ``input`` already includes cache reads and writes,
+    and ``output`` already includes reasoning tokens. The details are breakdowns, never addends."""
+
+    input: int = 0
+    output: int = 0
+    total: int = 0
+    cache_read: int = 0
+    cache_write: int = 0
+    reasoning: int = 0
+    cache_write_1h: int = 0
+    """The part of ``cache_write`` with a one-hour TTL (Anthropic bills it higher)."""
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(
+            self.input + other.input,
+            self.output + other.output,
+            self.total + other.total,
+            self.cache_read + other.cache_read,
+            self.cache_write + other.cache_write,
+            self.reasoning + other.reasoning,
+            self.cache_write_1h + other.cache_write_1h,
+        )
+
+    def columns(self) -> dict[str, int]:
+        """The counts under the stable field names rows, log lines and exports use."""
+        return {
+            "input_tokens": self.input,
+            "output_tokens": self.output,
+            "total_tokens": self.total,
+            "cache_read_tokens": self.cache_read,
+            "cache_write_tokens": self.cache_write,
+            "cache_write_1h_tokens": self.cache_write_1h,
+            "reasoning_tokens": self.reasoning,
+        }
+
+    @property
+    def is_empty(self) -> bool:
+        return self.input == 0 and self.output == 0 and self.total == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Cost:
+    """USD cost of one call; ``source`` says which price list produced it."""
+
+    input: Decimal
+    output: Decimal
+    total: Decimal
+    source: str = "genai-prices"
+    """``genai-prices`` (the catalog) or ``override:<file>`` (a ``pricing/`` YAML file)."""
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, tz=timezone.utc)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """Fields every event carries: identity, place in the run tree, attribution, timing, outcome."""
+
+    kind: ClassVar[str] = "event"
+
+    run_id: str
+    parent_run_id: str | None
+    """The nearest *recorded* ancestor (graph run or node run), not LangChain's raw parent, which is
+    often an internal chain (a routing function, a subgraph's inner root) that has no row."""
+    trace_id: str
+    """``run_id`` of the root run of the invoke/stream this event belongs to."""
+    tenant_id: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    graph: str | None = None
+    node: str | None = None
+    """The LangGraph node this run executed in (for a node run: its own name)."""
+    tags: tuple[str, ...] = ()
+    start_time: float = 0.0
+    end_time: float = 0.0
+    duration_s: float = 0.0
+    status: Status = "success"
+    error_type: str | None = None
+    error_message: str | None = None
+
+    @property
+    def started_at(self) -> datetime:
+        return _utc(self.start_time)
+
+    @property
+    def ended_at(self) -> datetime:
+        return _utc(self.end_time)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GraphRun(Event):
+    """The root run of one invoke/stream; totals cover every LLM call under it."""
+
+    kind: ClassVar[str] = "graph_run"
+
+    name: str = ""
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    cost_usd: Decimal | None = None
+    """Sum of the priced calls; ``None`` when no call under it could be priced."""
+    llm_calls: int = 0
+    unpriced_calls: int = 0
+    interrupts: int = 0
+    resumed: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRun(Event):
+    """One execution of a LangGraph node (each ``Send`` branch and each subgraph node separately)."""
+
+    kind: ClassVar[str] = "node_run"
+
+    step: int | None = None
+    checkpoint_ns: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LLMCall(Event):
+    """One chat-model or completion-model call."""
+
+    kind: ClassVar[str] = "llm_call"
+
+    provider: str | None = None
+    model: str | None = None
+    """The served model when the response names it (``response_metadata``), else the requested one."""
+    requested_model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    token_source: TokenSource = "provider"
+    cost: Cost | None = None
+    time_to_first_token_s: float | None = None
+    streamed: bool = False
+    finish_reason: str | None = None
+    prompt: str | None = None
+    """Prompt text: carried to the worker for token estimates, kept only with content capture on."""
+    completion: str | None = None
+    cache_hit: bool = False
+    """Served from LangChain's response cache: the provider was not called, so ``cost`` is 0."""
+    saved_cost: Decimal | None = None
+    """For a cache hit: what the call would have cost at list price."""
+    raw_input: object = field(default=None, repr=False, compare=False)
+    """The prompts/messages as LangChain passed them; read on the worker, then dropped."""
+    raw_output: object = field(default=None, repr=False, compare=False)
+    """A snapshot of the ``LLMResult``; usage, served model and finish reason are read from it on the
+    worker."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCall(Event):
+    kind: ClassVar[str] = "tool_call"
+
+    name: str = ""
+    input: str | None = None
+    output: str | None = None
+    raw_output: object = field(default=None, repr=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetrieverCall(Event):
+    kind: ClassVar[str] = "retriever_call"
+
+    name: str = ""
+    documents: int = 0
+    query: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Score(Event):
+    """A quality score (evaluator, user feedback) for a run or a whole trace.
+
+    ``run_id`` is the score's own id; ``parent_run_id`` the scored run and ``trace_id`` its trace when
+    known. A score for an id nobody has seen yet keeps ``matched=False`` and ``trace_id = target_id``
+    (the SQL sink looks the id up again when it stores it), so it is flagged, never lost.
+    """
+
+    kind: ClassVar[str] = "score"
+
+    target_id: str = ""
+    name: str = ""
+    value: float | None = None
+    """Numeric value; booleans are 1.0 / 0.0; categorical scores have none."""
+    string_value: str | None = None
+    data_type: Literal["numeric", "boolean", "categorical"] = "numeric"
+    comment: str | None = None
+    matched: bool = False
+
+
+AnyEvent = GraphRun | NodeRun | LLMCall | ToolCall | RetrieverCall | Score
+
+
+class Draft(dict[str, Any]):
+    """An event the hot path captured but did not build: its field values, and its class in ``cls``.
+
+    Building a frozen ~30-field dataclass costs ~5 µs, and the worker must add fields (usage, cost,
+    graph totals) anyway, which would mean a second full copy. So the hooks hand off the values and
+    the pipeline's dispatcher builds each event exactly once, off the caller's thread. One dict (not a
+    tuple holding a dict), because drafts wait in the queue and every container there is one more
+    object for the garbage collector. The hand-off passes ownership: the hot path never touches a
+    draft again, and only the dispatcher thread reads or completes it before :meth:`build`.
+    """
+
+    __slots__ = ("cls",)
+    cls: type[Event]
+    """Set right after construction. No ``__init__`` of its own: the hooks build a draft from keywords
+    (``Draft(run_id=..., ...)``), which ``dict`` fills in C without an intermediate dict to copy."""
+
+    @classmethod
+    def of(cls, event_cls: type[Event], fields: Mapping[str, Any]) -> Draft:
+        draft = cls(fields)
+        draft.cls = event_cls
+        return draft
+
+    @property
+    def kind(self) -> str:
+        return self.cls.kind
+
+    def build(self) -> Event:
+        """The event as captured, without the worker's fields (the pipeline's fallback when a
+        processor failed); values only the worker reads are left out."""
+        return self.cls(**{k: v for k, v in self.items() if k != RAW_LLM_OUTPUT})
+
+
+RAW_LLM_OUTPUT = "raw_llm_output"
+"""The draft key of ``LLMResult.llm_output`` (read on the worker, not a field of :class:`LLMCall`)."""

@@ -1,0 +1,34 @@
+"""Step 2: a tiktoken estimate where the provider reported no usage, flagged ``token_source="estimate"``.
+
+A failed call with no reported usage stays unpriced rather than estimated: whether the provider
+billed anything for it is unknowable here, and a guess would be a made-up cost.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from vital_callbacks.core.events import TokenUsage
+from vital_callbacks.providers.tokens import count_tokens
+
+logger = logging.getLogger("vital_callbacks")
+
+
+class Estimate:
+    def __init__(self) -> None:
+        self.estimated_calls = 0
+
+    def llm(self, f: dict[str, Any]) -> None:
+        prompt, completion = f.get("prompt"), f.get("completion")
+        if f.get("token_source") != "none" or f.get("status", "success") != "success" or not (prompt or completion):
+            return
+        model = f.get("model")
+        try:
+            inp = count_tokens(prompt or "", model)
+            out = count_tokens(completion or "", model)
+        except Exception:
+            logger.exception("vital-callbacks: tiktoken estimate failed for model %r", model)
+            return
+        f["usage"], f["token_source"] = TokenUsage(input=inp, output=out, total=inp + out), "estimate"
+        self.estimated_calls += 1

@@ -1,0 +1,42 @@
+"""Step 1: read what the provider reported (usage, served model, finish reason, cache hit) out of
+the response the hook kept, and the text an estimate or content capture needs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vital_callbacks.core.events import RAW_LLM_OUTPUT, TokenUsage
+from vital_callbacks.providers.usage import Reading, as_snapshot, completion_text, message_text, prompt_text, read
+
+_NO_USAGE = TokenUsage()
+_NOTHING_READ = Reading(None, None, False, None)
+
+
+class ReadResponse:
+    """Fills ``usage``, ``token_source``, ``model``, ``cache_hit``, ``finish_reason`` of an LLM call;
+    ``prompt`` / ``completion`` text too, when content is captured or tokens must be estimated."""
+
+    def __init__(self, capture_content: bool) -> None:
+        self.capture_content = capture_content
+
+    def llm(self, f: dict[str, Any]) -> None:
+        response = as_snapshot(f.pop("raw_output", None), f.pop(RAW_LLM_OUTPUT, None))
+        raw_input = f.pop("raw_input", None)
+        reading = read(response) if response is not None else _NOTHING_READ
+        provider_usage = reading.usage
+        f["model"] = reading.model or f.get("model")
+        f["usage"] = provider_usage or f.get("usage") or _NO_USAGE
+        f["token_source"] = "provider" if provider_usage is not None else f.get("token_source", "provider")
+        f["cache_hit"] = f.get("cache_hit", False) or reading.cache_hit
+        if not f.get("finish_reason"):
+            f["finish_reason"] = reading.finish_reason
+        if self.capture_content or provider_usage is None:
+            if f.get("prompt") is None:
+                f["prompt"] = prompt_text(raw_input)
+            if f.get("completion") is None and response is not None:
+                f["completion"] = completion_text(response)
+
+    def tool(self, f: dict[str, Any]) -> None:
+        output = f.pop("raw_output", None)
+        if self.capture_content and output is not None:
+            f["output"] = message_text(getattr(output, "content", output))

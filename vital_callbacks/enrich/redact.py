@@ -1,0 +1,28 @@
+"""Step 6, last: captured content redacted once, so every sink (SQL rows, spill files, logs, OTel,
+Langfuse) sees the same text; without ``VITAL_CAPTURE_CONTENT`` no content leaves this step at all.
+
+Error messages are redacted always: an exception often quotes the input that caused it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vital_callbacks.core.redaction import Redactor
+
+CONTENT = {"llm": ("prompt", "completion"), "tool": ("input", "output"), "retriever": ("query",)}
+
+
+class Redact:
+    def __init__(self, redactor: Redactor, capture_content: bool) -> None:
+        self.redactor = redactor
+        self.capture_content = capture_content
+
+    def __call__(self, family: str, f: dict[str, Any]) -> None:
+        for key in CONTENT.get(family, ()):
+            value = f.get(key)
+            if value is not None:
+                f[key] = self.redactor(value) if self.capture_content and isinstance(value, str) else None
+        message = f.get("error_message")
+        if message:
+            f["error_message"] = self.redactor(message)

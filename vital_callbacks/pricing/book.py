@@ -1,0 +1,276 @@
+"""USD cost of a call: the ``genai-prices`` catalog, overridden by ``pricing/`` YAML files.
+
+Runs on the pipeline's worker, never on the caller's thread. Catalog lookups (hits *and* misses) are
+cached per (provider, model), so a busy process pays the ~50 µs model match once, not per call.
+An unknown model is never guessed: it gets ``None``, one warning, and a count.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from vital_callbacks.core.events import Cost, TokenUsage
+from vital_callbacks.pricing.catalog_math import fast_cost
+from vital_callbacks.pricing.overrides import OverrideEntry, PriceEntry, load_overrides
+
+logger = logging.getLogger("vital_callbacks")
+
+_MTOK = Decimal(1_000_000)
+
+# LangChain ``ls_provider`` names -> genai-prices provider ids (None: no public catalog price).
+PROVIDER_ALIASES: dict[str, str | None] = {
+    "openai": "openai",
+    "azure": "openai",
+    "azure_openai": "openai",
+    "azure-openai": "openai",
+    "anthropic": "anthropic",
+    "bedrock": "aws",
+    "amazon_bedrock": "aws",
+    "bedrock_converse": "aws",
+    "aws": "aws",
+    "google_genai": "google",
+    "google_vertexai": "google",
+    "google_anthropic_vertex": "google",
+    "vertexai": "google",
+    "google": "google",
+    "gemini": "google",
+    "mistralai": "mistral",
+    "mistral": "mistral",
+    "groq": "groq",
+    "deepseek": "deepseek",
+    "xai": "x-ai",
+    "x-ai": "x-ai",
+    "together": "together",
+    "togetherai": "together",
+    "fireworks": "fireworks",
+    "cohere": "cohere",
+    "perplexity": "perplexity",
+    "openrouter": "openrouter",
+    "cerebras": "cerebras",
+    # Self-hosted runtimes: only a pricing/ override can price them.
+    "ollama": None,
+    "vllm": None,
+    "llamacpp": None,
+    "huggingface": None,
+}
+_SELF_HOSTED = {name for name, target in PROVIDER_ALIASES.items() if target is None}
+
+
+def normalize_provider(provider: str | None) -> str | None:
+    if not provider:
+        return None
+    key = provider.strip().lower()
+    return PROVIDER_ALIASES.get(key, key)
+
+
+@functools.lru_cache(maxsize=4096)
+def candidates(provider: str | None, model: str) -> tuple[tuple[str | None, str], ...]:
+    """(catalog provider, model) pairs to try, most specific first; strips router prefixes."""
+    model = model.strip()
+    mapped = normalize_provider(provider)
+    out: list[tuple[str | None, str]] = [(mapped, model)]
+    if "/" in model:
+        prefix, rest = model.split("/", 1)
+        prefix_provider = normalize_provider(prefix)
+        if prefix_provider:
+            out.append((prefix_provider, rest))
+        out.append((mapped, rest))
+    if provider is None or (provider.lower() not in _SELF_HOSTED and mapped not in _known_catalog_providers()):
+        out.append((None, out[-1][1]))
+    seen: set[tuple[str | None, str]] = set()
+    return tuple(c for c in out if not (c in seen or seen.add(c)))  # type: ignore[func-returns-value]
+
+
+@functools.lru_cache(maxsize=1)
+def _known_catalog_providers() -> frozenset[str]:
+    from genai_prices import data_snapshot
+
+    return frozenset(p.id for p in data_snapshot.get_snapshot().providers)
+
+
+@dataclass(frozen=True)
+class Quote:
+    """How a price was found: what ``vital-callbacks prices`` prints."""
+
+    provider: str | None
+    model: str
+    cost: Cost
+    describe: Callable[[], str] = field(repr=False, compare=False)
+    """Built only when asked for: formatting a catalog price costs more than computing it."""
+
+    @property
+    def description(self) -> str:
+        return self.describe()
+
+
+_Step = tuple["OverrideEntry | None", "str | None", str, "tuple[Any, Any] | None"]
+
+
+class PriceBook:
+    """Prices calls; thread-safe, caches catalog matches."""
+
+    def __init__(self, override_dirs: Iterable[Path] = ()) -> None:
+        self._overrides: list[OverrideEntry] = load_overrides(override_dirs)
+        self._catalog: dict[tuple[str | None, str], Any] = {}
+        self._warned: set[tuple[str | None, str | None]] = set()
+        self._lock = threading.Lock()
+        self._resolved: dict[tuple[str | None, str], tuple[_Step, ...]] = {}
+        self.unpriced: dict[str, int] = {}
+
+    def price(self, provider: str | None, model: str | None, usage: TokenUsage, at: float | datetime) -> Cost | None:
+        """The cost of ``usage`` at the price in force at ``at``; ``None`` (warned once) if unknown.
+
+        Runs for every call, so it skips what only :meth:`quote` needs (the description)."""
+        if model:
+            when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz=timezone.utc)
+            override, found = self._match(provider, model, usage, when)
+            if override is not None:
+                return override.cost
+            if found is not None:
+                return self._catalog_price(found[0], found[1], usage, when)[0]
+        key = (provider, model)
+        with self._lock:
+            self.unpriced[model or "<none>"] = self.unpriced.get(model or "<none>", 0) + 1
+            first = key not in self._warned
+            self._warned.add(key)
+        if first:
+            logger.warning(
+                "vital-callbacks: no price for model %r (provider %r); cost recorded as null. "
+                "Add it to a pricing/ override file to price it.", model, provider)
+        return None
+
+    def quote(self, provider: str | None, model: str, usage: TokenUsage, at: float | datetime) -> Quote | None:
+        """The cost and how it was found (what ``vital-callbacks prices`` prints)."""
+        when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz=timezone.utc)
+        override, found = self._match(provider, model, usage, when)
+        if override is not None:
+            return override
+        if found is not None:
+            return self._quote_catalog(found[0], found[1], usage, when)
+        return None
+
+    def _match(self, provider: str | None, model: str, usage: TokenUsage,
+               when: datetime) -> tuple[Quote | None, tuple[Any, Any] | None]:
+        """The override quote, or else the catalog entry, that prices this call (neither: unknown)."""
+        for entry, cand_provider, cand_model, found in self._steps(provider, model):
+            if entry is not None:
+                quote = self._quote_override(entry, cand_provider, cand_model, usage, when)
+                if quote is not None:
+                    return quote, None
+            if found is not None:
+                return None, found
+        return None, None
+
+    def _steps(self, provider: str | None, model: str) -> tuple[_Step, ...]:
+        """Where to look, in order, for this (provider, model): which override entry and which catalog
+        match per candidate name. Fixed for the life of the book, so resolved once per pair; only the
+        price in force at the call's time is looked up per call."""
+        key = (provider, model)
+        steps = self._resolved.get(key)
+        if steps is None:
+            steps = tuple(
+                (entry, cand_provider, cand_model, found)
+                for cand_provider, cand_model in candidates(provider, model)
+                for entry, found in [(self._find_override(cand_provider, cand_model, provider),
+                                      self._catalog_lookup(cand_provider, cand_model))]
+                if entry is not None or found is not None
+            )
+            self._resolved[key] = steps  # a race computes the same tuple twice, harmlessly
+        return steps
+
+    # -- overrides ---------------------------------------------------------------------------------
+    def _find_override(self, cand_provider: str | None, model: str,
+                       raw_provider: str | None) -> OverrideEntry | None:
+        for entry in self._overrides:
+            if entry.matches(cand_provider, model) or entry.matches(raw_provider, model):
+                return entry
+        return None
+
+    def _quote_override(self, entry: OverrideEntry, cand_provider: str | None, model: str,
+                        usage: TokenUsage, when: datetime) -> Quote | None:
+        price = entry.price_at(when)
+        if price is None:
+            return None
+        source = f"override:{entry.source_file}"
+        if price.discount is not None:
+            found = self._catalog_lookup(normalize_provider(entry.provider) or cand_provider, model)
+            if found is None:
+                logger.warning("vital-callbacks: %s discounts %r, which the catalog does not price",
+                               entry.source_file, model)
+                return None
+            base = self._quote_catalog(found[0], found[1], usage, when)
+            factor = Decimal(1) - price.discount
+            cost = Cost(base.cost.input * factor, base.cost.output * factor, base.cost.total * factor, source)
+            discount = price.discount
+            return Quote(entry.provider, model, cost, lambda: f"{base.description} less {discount * 100}% ({source})")
+        cost = _explicit_cost(price, usage, source)
+        return Quote(entry.provider, model, cost, lambda: f"{price.describe()} ({source})")
+
+    # -- catalog -----------------------------------------------------------------------------------
+    def _catalog_lookup(self, provider_id: str | None, model: str) -> tuple[Any, Any] | None:
+        key = (provider_id, model.lower())
+        with self._lock:
+            if key in self._catalog:
+                return self._catalog[key]  # type: ignore[no-any-return]
+        from genai_prices import data_snapshot
+
+        found: tuple[Any, Any] | None
+        try:
+            found = data_snapshot.get_snapshot().find_provider_model(model, None, provider_id, None)
+        except LookupError:
+            found = None
+        with self._lock:
+            self._catalog[key] = found
+        return found
+
+    @staticmethod
+    def _quote_catalog(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> Quote:
+        cost, model_price = PriceBook._catalog_price(provider, model, usage, when)
+        return Quote(provider.id, model.id, cost, lambda: f"{provider.id}/{model.id}: {model_price}")
+
+    @staticmethod
+    def _catalog_price(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> tuple[Cost, Any]:
+        """The cost and the ``ModelPrice`` it came from: our exact fast path for per-token prices,
+        genai-prices' ``calc_price`` for anything else."""
+        model_price = model.get_prices(when)
+        fast = fast_cost(model_price, usage)
+        if fast is not None:
+            return Cost(fast[0], fast[1], fast[0] + fast[1], "genai-prices"), model_price
+        from genai_prices import Usage
+
+        calc = model.calc_price(
+            Usage(
+                input_tokens=usage.input,
+                output_tokens=usage.output,
+                cache_read_tokens=usage.cache_read or None,
+                cache_write_tokens=usage.cache_write or None,
+                cache_write_1h_tokens=usage.cache_write_1h or None,
+            ),
+            provider,
+            genai_request_timestamp=when,
+        )
+        return Cost(calc.input_price, calc.output_price, calc.total_price, "genai-prices"), calc.model_price
+
+
+def _explicit_cost(price: PriceEntry, usage: TokenUsage, source: str) -> Cost:
+    """Our own arithmetic for override prices; same conventions as the catalog: cached tokens are
+    part of ``input`` and billed at their own rate, reasoning is part of ``output``."""
+    assert price.input_mtok is not None and price.output_mtok is not None
+    read_rate = price.cache_read_mtok if price.cache_read_mtok is not None else price.input_mtok
+    write_rate = price.cache_write_mtok if price.cache_write_mtok is not None else price.input_mtok
+    uncached = max(0, usage.input - usage.cache_read - usage.cache_write)
+    inp = (uncached * price.input_mtok + usage.cache_read * read_rate + usage.cache_write * write_rate) / _MTOK
+    if price.reasoning_mtok is not None:
+        plain = max(0, usage.output - usage.reasoning)
+        out = (plain * price.output_mtok + usage.reasoning * price.reasoning_mtok) / _MTOK
+    else:
+        out = usage.output * price.output_mtok / _MTOK
+    return Cost(inp, out, inp + out, source)

@@ -1,0 +1,1 @@
+"""Every provider quirk in one place: usage readers, model and provider names, tiktoken encodings."""

@@ -1,0 +1,111 @@
+"""Building a runtime's parts from settings: sinks by entry-point name, the budget guard, the processor.
+
+Nothing here may raise into the application for a problem of the environment: a sink that cannot be
+built (its extra is not installed, its URL is not supported) is replaced by an
+:class:`UnavailableSink` that reports the problem in ``stats()`` and counts its events as dropped,
+so the account still balances and the workflow runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from importlib.metadata import entry_points
+
+from vital_callbacks.budgets import Budget, BudgetGuard, load_budgets
+from vital_callbacks.core.events import Event
+from vital_callbacks.core.redaction import WITHHELD, Redactor, load_hook
+from vital_callbacks.core.settings import Settings
+from vital_callbacks.enrich import Enricher
+from vital_callbacks.pricing.book import PriceBook
+from vital_callbacks.sinks.base import ExportResult, Sink, SinkContext
+
+logger = logging.getLogger("vital_callbacks")
+
+GROUP = "vital_callbacks.sinks"
+"""The one registry of sinks, ours included (declared in pyproject.toml)."""
+
+EXTRAS = {"prometheus": "prometheus", "langfuse": "langfuse", "otel": "otel", "sql": "postgres"}
+"""The extra that installs what a built-in sink needs."""
+
+
+class UnknownSinkError(ValueError):
+    pass
+
+
+def sink_class(name: str) -> type[Sink]:
+    """The sink class registered under ``name`` in the ``vital_callbacks.sinks`` group."""
+    points = entry_points(group=GROUP)
+    for ep in points:
+        if ep.name == name:
+            return ep.load()  # type: ignore[no-any-return]
+    known = ", ".join(sorted(ep.name for ep in points)) or "none (is vital-callbacks installed?)"
+    raise UnknownSinkError(f"unknown sink {name!r} in VITAL_SINKS; known: {known}")
+
+
+def describe_build_error(name: str, exc: BaseException) -> str:
+    """One line saying why sink ``name`` could not be built, with the install hint for a missing extra."""
+    if isinstance(exc, ModuleNotFoundError) and name in EXTRAS:
+        return (f"sink {name!r} needs a package that is not installed ({exc.name}): "
+                f"pip install 'vital-callbacks[{EXTRAS[name]}]'")
+    return f"sink {name!r} could not be built: {type(exc).__name__}: {exc}"
+
+
+class UnavailableSink(Sink):
+    """Stands in for a sink that could not be built: says why, and counts what it was given."""
+
+    coalesce = 1
+
+    def __init__(self, name: str, problem: str) -> None:
+        self.name = name  # type: ignore[misc]
+        self.problem = problem
+
+    def bind(self, context: SinkContext) -> None:
+        super().bind(context)
+        context.problem(self.problem)
+
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        self.context.dropped(len(batch), "sink unavailable")
+        return ExportResult.SUCCESS
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    sinks: list[Sink] = []
+    for name in settings.resolved_sinks():
+        try:
+            sinks.append(sink_class(name).from_settings(settings))
+        except Exception as exc:
+            problem = describe_build_error(name, exc)
+            logger.error("vital-callbacks: %s; its events are counted as dropped", problem)
+            sinks.append(UnavailableSink(name, problem))
+    return sinks
+
+
+def build_guard(settings: Settings, budgets: Sequence[Budget] = (), *, shared_store: bool = True) -> BudgetGuard:
+    """Budgets from ``VITAL_BUDGETS_FILE`` and code; a bad file fails here, at start-up, naming the
+    file and line (a spend limit that silently did not load would be worse than a loud start).
+
+    Spend is read back from the SQL store only when this runtime writes to it (``shared_store``);
+    otherwise it is this process's own spend."""
+    declared = list(budgets)
+    if settings.budgets_file is not None:
+        declared = load_budgets(settings.budgets_file) + declared
+    return BudgetGuard(declared, database_url=settings.database_url if shared_store else None,
+                       refresh_s=settings.budget_refresh_s)
+
+
+def build_redactor(settings: Settings) -> Redactor:
+    """The built-in patterns plus ``VITAL_REDACTION_HOOK``; a hook that cannot be loaded withholds all
+    captured text (fail closed) rather than stopping the application."""
+    try:
+        return Redactor(load_hook(settings.redaction_hook))
+    except Exception as exc:
+        logger.error("vital-callbacks: VITAL_REDACTION_HOOK=%s cannot be loaded (%s: %s); captured text is "
+                     "withheld", settings.redaction_hook, type(exc).__name__, exc)
+        return Redactor(lambda text: WITHHELD)
+
+
+def build_enricher(settings: Settings, guard: BudgetGuard) -> Enricher:
+    prices = PriceBook([settings.pricing_dir] if settings.pricing_dir else [])
+    return Enricher(prices, capture_content=settings.capture_content, budgets=guard,
+                    redactor=build_redactor(settings))

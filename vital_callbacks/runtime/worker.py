@@ -1,0 +1,311 @@
+"""One sink's bounded queue and thread: batches, exports, retries, spills, and counts every loss.
+
+The account of each sink always balances: every event handed to a worker is exported, spilled
+(kept by the sink for replay), or counted as dropped with a reason, in :class:`Ledger`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from vital_callbacks.core.events import Event
+from vital_callbacks.sinks.base import ExportResult, Sink
+
+logger = logging.getLogger("vital_callbacks")
+
+_MAX_BACKOFF_S = 10.0
+_AHEAD_BATCHES = 2
+"""How many batches the dispatcher may process ahead of the least busy sink; more for a sink that
+exports several at once (``Sink.coalesce``), so a full export is ready."""
+
+SHUTDOWN_FAILING = "shut down while the sink was failing"
+SHUTDOWN_DEADLINE = "shutdown deadline passed"
+QUEUE_FULL = "queue full"
+RETRIES_EXHAUSTED = "export failed after retries"
+
+
+class Marker:
+    """A flush request: done when every stage has passed it."""
+
+    __slots__ = ("_lock", "_pending", "done", "ok")
+
+    def __init__(self, stages: int) -> None:
+        self._pending = stages
+        self._lock = threading.Lock()
+        self.done = threading.Event()
+        self.ok = True
+        if stages == 0:
+            self.done.set()
+
+    def arrive(self, ok: bool = True) -> None:
+        with self._lock:
+            self.ok = self.ok and ok
+            self._pending -= 1
+            if self._pending <= 0:
+                self.done.set()
+
+
+@dataclass
+class Ledger:
+    """The counters of one pipeline, by sink; changed under ``lock`` only."""
+
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    exported: dict[str, int] = field(default_factory=dict)
+    spilled: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Events lost, by sink and reason."""
+    failed_exports: dict[str, int] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def add(self, table: dict[str, int], sink: str, count: int) -> None:
+        with self.lock:
+            table[sink] = table.get(sink, 0) + count
+
+    def drop(self, sink: str, count: int, reason: str) -> None:
+        with self.lock:
+            reasons = self.dropped.setdefault(sink, {})
+            reasons[reason] = reasons.get(reason, 0) + count
+
+    def lost(self, sink: str) -> int:
+        with self.lock:
+            return sum(self.dropped.get(sink, {}).values())
+
+
+class SinkWorker:
+    """Runs one sink on its own thread, so a slow or failing sink never holds back the others."""
+
+    def __init__(self, sink: Sink, *, queue_size: int, batch_size: int, interval_s: float,
+                 max_retries: int, backoff_s: float, ledger: Ledger, room: threading.Event) -> None:
+        self.sink = sink
+        self.name = sink.name if isinstance(sink.name, str) else type(sink).__name__
+        self._room = room
+        self._queue_size = queue_size
+        self._batch_size = batch_size
+        self._export_size = batch_size * max(1, int(sink.coalesce))
+        # Below the queue's bound, with a batch to spare: the dispatcher must be able to stop before
+        # this queue overflows, or a small VITAL_QUEUE_SIZE would turn waiting into spilling.
+        self.ahead_limit = min(batch_size * max(_AHEAD_BATCHES, int(sink.coalesce)),
+                               max(batch_size, queue_size - batch_size))
+        """The queue depth at which the dispatcher may stop for this sink."""
+        self._interval_s = interval_s
+        self._max_retries = max_retries
+        self._backoff_s = backoff_s
+        self._ledger = ledger
+        self._lost_in_export = 0
+        self._in_export = False
+        self._start()
+
+    def _start(self) -> None:
+        self.failing = False
+        """Set while the sink's exports fail (retrying, spilling); cleared by the next success."""
+        self._queue: deque[Event | Marker] = deque()
+        self._held = 0
+        """Events taken off the queue into the export being built or sent."""
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._closing = threading.Event()
+        """Set when the pipeline starts shutting down: a failing sink gets no new retries from then on."""
+        self._deadline: float | None = None
+        self.busy = threading.Lock()
+        """Held while the thread is inside the sink (prepare, export, spill, flush): ``fork()`` waits for
+        it, so a child never inherits a lock or a half-done import from the middle of a sink call."""
+        self._thread = threading.Thread(target=self._run, name=f"vital-sink-{self.name}", daemon=True)
+        self._thread.start()
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's queue is the parent's to deliver; start afresh."""
+        try:
+            self.sink.after_fork()
+        except Exception:
+            logger.exception("vital-callbacks: sink %r failed to re-initialise after fork", self.name)
+        self._start()
+
+    # -- what the dispatcher and the pipeline call ---------------------------------------------------
+    def depth(self) -> int:
+        """Events waiting in the queue (what the dispatcher paces itself on)."""
+        return len(self._queue)
+
+    def pending(self) -> int:
+        """Events not yet delivered: waiting, plus those in the export under way."""
+        return len(self._queue) + self._held
+
+    def put(self, items: Sequence[Event | Marker]) -> None:
+        lost: list[Event] = []
+        for item in items:
+            if item.__class__ is not Marker and len(self._queue) >= self._queue_size:
+                lost.append(item)  # type: ignore[arg-type]
+            else:
+                self._queue.append(item)
+        if lost:
+            self._undeliverable(lost, QUEUE_FULL, on_worker=False)
+        if len(self._queue) >= self._batch_size or any(i.__class__ is Marker for i in items):
+            self._wake.set()
+
+    def dropped_by_sink(self, count: int, reason: str) -> None:
+        """``SinkContext.dropped``: events the sink lost itself (a rejected row, its SDK's queue)."""
+        if count <= 0:
+            return
+        self._ledger.drop(self.name, count, reason)
+        if self._in_export:
+            self._lost_in_export += count  # taken off this export's ``exported`` count
+        else:
+            self._ledger.add(self._ledger.exported, self.name, -count)  # counted as exported before
+        logger.error("vital-callbacks: %d events not delivered by sink %r (%s)", count, self.name, reason)
+
+    def begin_shutdown(self, deadline: float) -> None:
+        """From now on, flushes, retries and the sink's shutdown share this deadline, and a failing
+        sink's backlog goes to its spill instead of waiting for retries."""
+        self._deadline = deadline
+        self._closing.set()
+        self._wake.set()
+
+    def stop(self, deadline: float) -> None:
+        """Deliver what is queued within ``deadline``; what a hung sink still holds then is counted."""
+        self._deadline = deadline
+        self._closing.set()
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            stuck = self.pending()
+            if stuck:
+                self._ledger.drop(self.name, stuck, SHUTDOWN_DEADLINE)
+                logger.error("vital-callbacks: sink %r did not finish within the shutdown timeout; %d events "
+                             "not delivered", self.name, stuck)
+
+    # -- the worker thread ---------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            with self.busy:
+                self.sink.prepare()
+        except Exception as exc:
+            logger.warning("vital-callbacks: sink %r could not prepare (%s: %s); it connects with the first batch",
+                           self.name, type(exc).__name__, exc)
+        while True:
+            self._wake.wait(self._interval_s)
+            self._wake.clear()
+            self._drain()
+            if self._stop.is_set():
+                self._drain()
+                try:
+                    self.sink.shutdown(timeout_s=self._remaining(10.0))
+                except Exception:
+                    logger.exception("vital-callbacks: sink %r failed to shut down", self.name)
+                return
+
+    def _drain(self) -> None:
+        batch: list[Event] = []
+        while self._queue:
+            if self._closing.is_set() and self.failing:
+                self._give_up_on_backlog(batch)
+                batch = []
+                continue
+            item = self._queue.popleft()
+            if item.__class__ is Marker:
+                ok = self._export(batch) if batch else True
+                batch = []
+                item.arrive(ok and self._force_flush())
+                continue
+            batch.append(item)  # type: ignore[arg-type]
+            if len(batch) >= self._export_size:
+                self._room.set()
+                self._export(batch)
+                batch = []
+        self._room.set()
+        if batch:
+            self._export(batch)
+
+    def _give_up_on_backlog(self, batch: list[Event]) -> None:
+        """Stopping while the sink fails: no new retries. The backlog goes to the sink's spill at once
+        (or is counted), so an exit with every sink refusing connections does not wait on backoffs."""
+        markers: list[Marker] = []
+        while self._queue:
+            item = self._queue.popleft()
+            if item.__class__ is Marker:
+                markers.append(item)
+            else:
+                batch.append(item)  # type: ignore[arg-type]
+        lost = self._undeliverable(batch, SHUTDOWN_FAILING) if batch else 0
+        for marker in markers:
+            marker.arrive(lost == 0)
+
+    def _force_flush(self) -> bool:
+        try:
+            with self.busy:
+                return bool(self.sink.force_flush(self._remaining(10.0)))
+        except Exception:
+            logger.exception("vital-callbacks: sink %r failed to flush", self.name)
+            return False
+
+    def _remaining(self, default: float) -> float:
+        if self._deadline is None:
+            return default
+        return max(0.0, self._deadline - time.monotonic())
+
+    def _export(self, batch: list[Event]) -> bool:
+        self._held = len(batch)
+        try:
+            return self._export_with_retries(batch)
+        finally:
+            self._held = 0
+
+    def _attempt(self, batch: list[Event]) -> ExportResult:
+        self._in_export = True
+        self._lost_in_export = 0
+        try:
+            with self.busy:
+                return self.sink.export(batch)
+        except Exception:
+            logger.exception("vital-callbacks: sink %r raised on export of %d events", self.name, len(batch))
+            return ExportResult.FAILURE
+        finally:
+            self._in_export = False
+
+    def _export_with_retries(self, batch: list[Event]) -> bool:
+        delay = self._backoff_s
+        for attempt in range(self._max_retries + 1):
+            result = self._attempt(batch)
+            if result is ExportResult.SUCCESS:
+                self.failing = False
+                lost, self._lost_in_export = self._lost_in_export, 0
+                self._ledger.add(self._ledger.exported, self.name, len(batch) - lost)
+                return lost == 0
+            if not self.failing:
+                self.failing = True
+                self._room.set()  # the dispatcher stops waiting on a sink that cannot keep anything now
+            self._ledger.add(self._ledger.failed_exports, self.name, 1)
+            if attempt == self._max_retries or self._closing.is_set() or self._remaining(delay) < delay:
+                break
+            # Wait on the closing event so a shutdown cuts the backoff short instead of hanging.
+            if self._closing.wait(delay):
+                break
+            delay = min(delay * 2, _MAX_BACKOFF_S)
+        # Spilled in full (the sink keeps it on disk and replays it) counts as delivered for flush().
+        reason = SHUTDOWN_FAILING if self._closing.is_set() else RETRIES_EXHAUSTED
+        return self._undeliverable(batch, reason) == 0
+
+    def _undeliverable(self, batch: list[Event], why: str, *, on_worker: bool = True) -> int:
+        """Offer the batch to the sink's ``spill``; count and report what it could not keep. From the
+        dispatcher (a full queue) it runs beside a slow export, never waiting for it."""
+        saved = 0
+        try:
+            if on_worker:
+                with self.busy:
+                    saved = int(self.sink.spill(batch))
+            else:
+                saved = int(self.sink.spill(batch))
+            saved = max(0, min(len(batch), saved))
+        except Exception:
+            logger.exception("vital-callbacks: sink %r failed to spill", self.name)
+        if saved:
+            self._ledger.add(self._ledger.spilled, self.name, saved)
+        lost = len(batch) - saved
+        if lost > 0:
+            self._ledger.drop(self.name, lost, why)
+            logger.error("vital-callbacks: %d events not delivered to sink %r (%s)", lost, self.name, why)
+        return lost

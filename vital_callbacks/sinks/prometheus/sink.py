@@ -1,0 +1,303 @@
+"""Prometheus sink: every event becomes counter increments and histogram observations.
+
+Runs on the pipeline's worker thread like every sink, so the caller never pays for label lookups.
+Label values are bounded: tenants (and users, when ``prometheus_user_label`` is on) past
+``prometheus_max_tenants`` distinct values are recorded as ``other``. Metric families are shared by
+every sink on the same registry, so two handlers with different settings can both use the default
+registry. Delivery health (``events_dropped_total``, ``sink_queue_depth``) is read from the attached
+pipeline at scrape time; in multiprocess mode, where scrapes read files instead of this process, it
+is written at each export instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from decimal import Decimal
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry, push_to_gateway
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, ToolCall
+from vital_callbacks.core.settings import Settings
+from vital_callbacks.sinks.base import ExportResult, Sink, SinkContext
+from vital_callbacks.sinks.prometheus.metrics import TOKEN_TYPES, Metrics, create_metrics, multiprocess_mode
+
+logger = logging.getLogger("vital_callbacks")
+
+UNKNOWN = "unknown"
+OTHER = "other"
+NO_TENANT = "none"
+
+
+def package_version() -> str:
+    try:
+        return version("vital-callbacks")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+class BoundedLabel:
+    """Passes the first ``limit`` distinct values through and maps the rest to ``other``."""
+
+    def __init__(self, limit: int, missing: str = NO_TENANT) -> None:
+        self.limit = limit
+        self.missing = missing
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, value: str | None) -> str:
+        if value is None:
+            return self.missing
+        if value in self._seen:  # the common case: no lock (set reads are atomic under the GIL)
+            return value
+        with self._lock:
+            if value in self._seen or len(self._seen) < self.limit:
+                self._seen.add(value)
+                return value
+        return OTHER
+
+
+StatsSource = Callable[[], Mapping[str, Any]]
+
+
+class PipelineCollector(Collector):
+    """``events_dropped_total`` and ``sink_queue_depth`` read at scrape from the pipelines whose
+    sinks were bound to this registry (held weakly: a pipeline that is gone is not reported)."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.sources: weakref.WeakSet[SinkContext] = weakref.WeakSet()
+
+    def collect(self) -> Iterator[Metric]:
+        dropped = CounterMetricFamily(self.prefix + "events_dropped", "Events a sink could not deliver.",
+                                      labels=["sink"])
+        depth = GaugeMetricFamily(self.prefix + "sink_queue_depth", "Events waiting per sink queue.",
+                                  labels=["sink"])
+        totals: dict[str, int] = {}
+        depths: dict[str, int] = {}
+        for context in list(self.sources):
+            stats = context.stats()
+            for name, value in stats.get("queue_depth", {}).items():
+                depths[name] = depths.get(name, 0) + value
+                totals.setdefault(name, 0)
+            for name, value in stats.get("dropped", {}).items():
+                totals[name] = totals.get(name, 0) + value
+        for name in sorted(totals):
+            dropped.add_metric([name], totals[name])
+        for name in sorted(depths):
+            depth.add_metric([name], depths[name])
+        yield dropped
+        yield depth
+
+
+class _Shared:
+    """What all sinks on one registry share: the families, the label guards, the pipeline collector."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str, user_label: bool, max_values: int) -> None:
+        self.multiprocess = multiprocess_mode()
+        self.metrics: Metrics = create_metrics(registry, prefix, user_label=user_label,
+                                               multiprocess=self.multiprocess)
+        self.metrics.build_info.labels(package_version(), platform.python_version()).set(1)
+        self.tenant = BoundedLabel(max_values)
+        self.user = BoundedLabel(max_values)
+        self.collector: PipelineCollector | None = None
+        if not self.multiprocess:
+            self.collector = PipelineCollector(prefix)
+            registry.register(self.collector)
+
+
+_SharedByKey = dict[tuple[str, bool], _Shared]
+_shared: weakref.WeakKeyDictionary[CollectorRegistry, _SharedByKey] = weakref.WeakKeyDictionary()
+_shared_lock = threading.Lock()
+
+
+def _shared_for(registry: CollectorRegistry, prefix: str, user_label: bool, max_values: int) -> _Shared:
+    with _shared_lock:
+        by_key = _shared.setdefault(registry, {})
+        state = by_key.get((prefix, user_label))
+        if state is None:
+            state = by_key[(prefix, user_label)] = _Shared(registry, prefix, user_label, max_values)
+        return state
+
+
+class _LLMSeries:
+    """The children one kind of LLM call (provider, model, status, tenant[, user]) increments."""
+
+    __slots__ = ("cost", "duration", "hits", "misses", "requests", "saved", "tokens", "ttft")
+
+    def __init__(self, m: Metrics, provider: str, model: str, status: str, who: tuple[str, ...]) -> None:
+        self.requests = m.llm_requests.labels(provider, model, status, *who)
+        self.tokens = tuple(m.llm_tokens.labels(provider, model, *who, kind) for kind in TOKEN_TYPES)
+        self.cost = m.llm_cost.labels(provider, model, *who)
+        self.saved = m.llm_cost_saved.labels(provider, model, *who)
+        self.hits = m.llm_cache_requests.labels(model, "hit")
+        self.misses = m.llm_cache_requests.labels(model, "miss")
+        self.duration = m.llm_duration.labels(provider, model)
+        self.ttft = m.llm_ttft.labels(provider, model)
+
+
+def _usd(amount: Decimal) -> float:
+    return float(amount)
+
+
+class PrometheusSink(Sink):
+    """Counters and histograms for LLM calls, tools, retrievers, nodes and graph runs."""
+
+    name = "prometheus"
+
+    def __init__(self, *, registry: CollectorRegistry | None = None, prefix: str = "vital_",
+                 max_tenants: int = 100, user_label: bool = False, pushgateway_url: str | None = None,
+                 push_job: str = "vital_callbacks", quality_threshold: float = 0.8) -> None:
+        self.registry = registry if registry is not None else REGISTRY
+        self.prefix = prefix
+        self.user_label = user_label
+        self.pushgateway_url = pushgateway_url
+        self.push_job = push_job
+        self.quality_threshold = quality_threshold
+        self._state = _shared_for(self.registry, prefix, user_label, max_tenants)
+        self.metrics = self._state.metrics
+        self._llm_series: dict[tuple[str, str, str, tuple[str, ...]], _LLMSeries] = {}
+        """Resolved label children per call shape: label lookups are most of a record's cost."""
+        self._synced_dropped: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Sink:
+        sink = cls(prefix=settings.prometheus_prefix, max_tenants=settings.prometheus_max_tenants,
+                   user_label=settings.prometheus_user_label, pushgateway_url=settings.pushgateway_url)
+        if settings.prometheus_port is not None:
+            from vital_callbacks.sinks.prometheus.exposition import start_server
+
+            start_server(settings.prometheus_port, settings.prometheus_addr, sink.registry)
+        return sink
+
+    def bind(self, context: SinkContext) -> None:
+        """The pipeline's delivery counters become ``events_dropped`` / ``sink_queue_depth``."""
+        super().bind(context)
+        if self._state.collector is not None:
+            self._state.collector.sources.add(context)
+
+    # -- export ------------------------------------------------------------------------------------
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        for event in batch:
+            try:
+                self.record(event)
+            except Exception:  # one odd event must not cost the rest of the batch
+                logger.exception("vital-callbacks: prometheus sink skipped %s %s", event.kind, event.run_id)
+        if self._state.multiprocess:
+            self._sync_pipeline_stats()
+        return ExportResult.SUCCESS
+
+    def record(self, event: Event) -> None:
+        """Record one event (public so that a benchmark or a custom pipeline can call it directly)."""
+        if isinstance(event, LLMCall):
+            self._llm(event)
+        elif isinstance(event, NodeRun):
+            graph, node = event.graph or UNKNOWN, event.node or UNKNOWN
+            self.metrics.node_executions.labels(graph, node, event.status).inc()
+            self.metrics.node_duration.labels(graph, node).observe(event.duration_s)
+        elif isinstance(event, ToolCall):
+            self.metrics.tool_calls.labels(event.name or UNKNOWN, event.status).inc()
+            self.metrics.tool_duration.labels(event.name or UNKNOWN).observe(event.duration_s)
+        elif isinstance(event, RetrieverCall):
+            name = event.name or UNKNOWN
+            self.metrics.retriever_calls.labels(name, event.status).inc()
+            self.metrics.retriever_duration.labels(name).observe(event.duration_s)
+            if event.status == "success":
+                self.metrics.retriever_documents.labels(name).observe(event.documents)
+        elif isinstance(event, GraphRun):
+            graph = event.name or event.graph or UNKNOWN
+            self.metrics.graph_runs.labels(graph, event.status).inc()
+            self.metrics.graph_duration.labels(graph).observe(event.duration_s)
+            if event.cost_usd is not None:
+                self.metrics.graph_cost.labels(graph).observe(_usd(event.cost_usd))
+        elif event.kind == "score":  # quality scores (issue 10) arrive as events of their own
+            value = getattr(event, "value", None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.record_score(str(getattr(event, "name", UNKNOWN)), float(value), event.graph)
+
+    def _who(self, event: Event) -> tuple[str, ...]:
+        tenant = self._state.tenant(event.tenant_id)
+        return (tenant, self._state.user(event.user_id)) if self.user_label else (tenant,)
+
+    def _llm(self, event: LLMCall) -> None:
+        provider, model = event.provider or UNKNOWN, event.model or UNKNOWN
+        who = self._who(event)
+        key = (provider, model, event.status, who)
+        series = self._llm_series.get(key)
+        if series is None:
+            series = self._llm_series[key] = _LLMSeries(self.metrics, provider, model, event.status, who)
+        series.requests.inc()
+        usage = event.usage
+        tokens = series.tokens
+        if usage.input:
+            tokens[0].inc(usage.input)
+        if usage.output:
+            tokens[1].inc(usage.output)
+        if usage.cache_read:
+            tokens[2].inc(usage.cache_read)
+        if usage.cache_write:
+            tokens[3].inc(usage.cache_write)
+        if usage.reasoning:
+            tokens[4].inc(usage.reasoning)
+        cost = event.cost
+        if cost is not None:
+            usd = _usd(cost.total)
+            series.cost.inc(usd)
+            self.metrics.node_cost.labels(event.graph or UNKNOWN, event.node or UNKNOWN).inc(usd)
+        elif event.token_source != "none":
+            self.metrics.unpriced_calls.labels(model).inc()
+        if event.cache_hit:
+            series.hits.inc()
+            if event.saved_cost is not None:
+                series.saved.inc(_usd(event.saved_cost))
+        else:
+            series.misses.inc()
+            series.duration.observe(event.duration_s)
+        if event.time_to_first_token_s is not None:
+            series.ttft.observe(event.time_to_first_token_s)
+
+    def record_score(self, name: str, value: float, graph: str | None = None) -> None:
+        """Observe a 0..1 quality score; below ``quality_threshold`` it also counts as degraded."""
+        graph_label = graph or UNKNOWN
+        self.metrics.quality_score.labels(name, graph_label).observe(value)
+        degraded = self.metrics.degraded_responses.labels(name, graph_label)
+        degraded.inc(1 if value < self.quality_threshold else 0)  # inc(0) keeps the series present
+
+    # -- delivery health, flush, push --------------------------------------------------------------
+    def _sync_pipeline_stats(self) -> None:
+        """Multiprocess mode: copy the pipeline's counters into file-backed metrics."""
+        m = self.metrics
+        if m.events_dropped is None or m.queue_depth is None:
+            return
+        stats = self.context.stats()
+        for name, depth in stats.get("queue_depth", {}).items():
+            m.queue_depth.labels(name).set(depth)
+            dropped = stats.get("dropped", {}).get(name, 0)
+            m.events_dropped.labels(name).inc(max(0, dropped - self._synced_dropped.get(name, 0)))
+            self._synced_dropped[name] = dropped
+
+    def force_flush(self, timeout_s: float = 10.0) -> bool:
+        if self._state.multiprocess:
+            self._sync_pipeline_stats()
+        if not self.pushgateway_url:
+            return True
+        try:
+            from vital_callbacks.sinks.prometheus.exposition import exposition_registry
+
+            push_to_gateway(self.pushgateway_url, job=self.push_job,
+                            registry=exposition_registry(self.registry),
+                            grouping_key={"instance": platform.node()}, timeout=max(timeout_s, 0.1))
+        except Exception:
+            logger.exception("vital-callbacks: push to %s failed", self.pushgateway_url)
+            return False
+        return True
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        """Nothing to release: a stopped pipeline keeps reporting its final drop counts."""

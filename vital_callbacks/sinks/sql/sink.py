@@ -1,0 +1,221 @@
+"""The SQL store through SQLAlchemy (SQLite by default): events as rows, written in batches.
+
+Inserts are idempotent (``ON CONFLICT (run_id) DO NOTHING``), so a retried batch never counts a call
+twice. A batch that the database rejects for its *data* is retried row by row, so one bad row is
+logged, counted as dropped and skipped without losing the rest; a connection failure fails the batch
+for the pipeline to retry. The store is opened (and migrated) on the sink's worker, never when the
+sink is built: a missing folder, a read-only file or a newer schema is reported in ``stats()`` and
+the log, and the application runs on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from sqlalchemy import Table, insert
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from vital_callbacks.core.events import Event
+from vital_callbacks.core.settings import Settings
+from vital_callbacks.sinks.base import ExportResult, Sink
+from vital_callbacks.store import migrate
+from vital_callbacks.store.engine import check_url, is_memory, make_engine, mask_url, normalize_url
+from vital_callbacks.store.rows import RowMapping
+from vital_callbacks.store.schema import TABLES
+from vital_callbacks.store.scores import resolve as resolve_scores
+from vital_callbacks.store.scores import scores_last
+
+logger = logging.getLogger("vital_callbacks")
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent first starts are retried instead
+    fcntl = None  # type: ignore[assignment]
+
+_ROW_ERRORS = (DBAPIError, SQLAlchemyError, ValueError, TypeError, OverflowError)
+
+
+def _insert(engine: Engine, table: Table) -> Any:
+    key = [column.name for column in table.primary_key.columns]
+    name = engine.dialect.name
+    if name == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=key)
+    if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=key)
+    return insert(table)
+
+
+@contextlib.contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    """Serialise first starts on one SQLite file across processes (a ``flock`` on a file beside it),
+    so 20 replicas starting at once on a fresh file never race to ``CREATE TABLE``. Where the lock
+    file cannot be made (a read-only folder), go on without it: the migration reports the problem."""
+    database = make_url(url).database
+    if fcntl is None or not database or is_memory(url):
+        yield
+        return
+    try:
+        fd = os.open(f"{database}.vital-lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+class SQLSink(Sink):
+    """Rows in SQLite (default) or another SQLAlchemy database; ``postgresql://`` URLs get
+    :class:`~vital_callbacks.sinks.sql.postgres.PostgresSink` from :meth:`from_settings`."""
+
+    name = "sql"
+
+    def __init__(self, url: str = "sqlite:///vital_callbacks.db", *, auto_migrate: bool = True) -> None:
+        self.url = url
+        self.masked_url = mask_url(url)
+        self._auto_migrate = auto_migrate
+        self._engine: Engine | None = None
+        self._statements: dict[str, Any] = {}
+        self._mappings: dict[str, RowMapping] = {}
+        self._driver_sql: dict[str, str] = {}
+        self._problem: str | None = None
+        self.rejected_rows = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Sink:
+        check_url(settings.database_url)
+        url = normalize_url(settings.database_url)
+        if url.startswith("postgresql+asyncpg"):
+            from vital_callbacks.sinks.sql.postgres import PostgresSink
+
+            return PostgresSink.from_settings(settings)
+        return cls(url, auto_migrate=settings.auto_migrate())
+
+    @property
+    def engine(self) -> Engine:
+        """The engine (made on first use; making one does not connect)."""
+        if self._engine is None:
+            self._engine = make_engine(self.url)
+        return self._engine
+
+    # -- opening the store, on the worker ---------------------------------------------------------
+    def prepare(self) -> None:
+        self._open()
+
+    def _open(self) -> bool:
+        """Make the engine, migrate, build the statements; False (reported once) when the store is
+        not usable yet. Called again before each export until it succeeds."""
+        if self._statements:
+            return True
+        try:
+            engine = self.engine
+            if self._auto_migrate:
+                with _migration_lock(self.url):
+                    migrate.upgrade(engine)
+            else:
+                migrate.check_not_newer(engine)
+            self._build_statements(engine)
+        except Exception as exc:
+            self._report(migrate.describe_problem(exc, self.masked_url))
+            return False
+        self._report(None)
+        return True
+
+    def _build_statements(self, engine: Engine) -> None:
+        statements = {kind: _insert(engine, table) for kind, table in TABLES.items()}
+        # SQLite: tuples straight to sqlite3's executemany, skipping SQLAlchemy's per-row dict handling
+        # (the mapping applies the same bind processors SQLAlchemy would). Scores stay dicts: they are
+        # matched to their runs first.
+        dialect = engine.dialect if engine.dialect.name == "sqlite" else None
+        for kind, table in TABLES.items():
+            self._mappings[kind] = RowMapping(kind, dialect)
+            if dialect is not None and kind != "score":
+                columns = self._mappings[kind].columns
+                self._driver_sql[kind] = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
+                                          f"VALUES ({', '.join('?' * len(columns))}) ON CONFLICT DO NOTHING")
+        self._statements = statements
+
+    def _report(self, problem: str | None) -> None:
+        if problem != self._problem:
+            if problem is not None:
+                logger.error("vital-callbacks: %s; events for it are retried, then spilled or counted as dropped",
+                             problem)
+            elif self._problem is not None:
+                logger.info("vital-callbacks: the SQL store at %s is usable again", self.masked_url)
+            self._problem = problem
+        self.context.problem(problem)
+
+    # -- writing ----------------------------------------------------------------------------------
+    def export(self, batch: Sequence[Event]) -> ExportResult:
+        if not self._open():
+            return ExportResult.FAILURE
+        grouped: dict[str, list[Any]] = {}
+        for event in batch:
+            try:
+                grouped.setdefault(event.kind, []).append(self._row_of(event))
+            except Exception:
+                self._rejected(1)
+                logger.exception("vital-callbacks: could not turn %s %s into a row; skipped", event.kind, event.run_id)
+        try:
+            with self.engine.begin() as conn:
+                for kind, rows in scores_last(grouped):
+                    self._execute(conn, kind, rows)
+            return ExportResult.SUCCESS
+        except OperationalError as exc:
+            self._report(migrate.describe_problem(exc, self.masked_url))
+            return ExportResult.FAILURE
+        except _ROW_ERRORS:
+            # A value the driver cannot bind (an int over 2**63 in SQLite) fails the same way as a row
+            # the database rejects: find it, skip it, keep the rest.
+            return self._row_by_row(grouped)
+
+    def _row_of(self, event: Event) -> Any:
+        mapping = self._mappings[event.kind]
+        return mapping.row(event) if event.kind not in self._driver_sql else mapping.record(event)
+
+    def _execute(self, conn: Connection, kind: str, rows: list[Any]) -> None:
+        if kind in self._driver_sql:
+            conn.exec_driver_sql(self._driver_sql[kind], rows)
+            return
+        if kind == "score":
+            resolve_scores(conn, rows)
+        conn.execute(self._statements[kind], rows)
+
+    def _row_by_row(self, grouped: dict[str, list[Any]]) -> ExportResult:
+        """Isolate the rows the database rejects so they cannot sink the rest of their batch."""
+        for kind, rows in scores_last(grouped):
+            for row in rows:
+                try:
+                    with self.engine.begin() as conn:
+                        self._execute(conn, kind, [row])
+                except OperationalError:
+                    return ExportResult.FAILURE
+                except _ROW_ERRORS as exc:
+                    self._rejected(1)
+                    run_id = row.get("run_id") if isinstance(row, dict) else row[self._mappings[kind].id_position]
+                    logger.error("vital-callbacks: %s row %s rejected by the database: %s",
+                                 kind, run_id, exc.__class__.__name__)
+        return ExportResult.SUCCESS
+
+    def _rejected(self, count: int) -> None:
+        self.rejected_rows += count
+        self.context.dropped(count, "rejected by the store")
+
+    def shutdown(self, timeout_s: float = 10.0) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+
+    def after_fork(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose(close=False)  # the parent's connections stay the parent's

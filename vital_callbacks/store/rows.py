@@ -1,0 +1,189 @@
+"""THE event -> row mapping: every writer (SQLite and PostgreSQL rows, ``COPY`` tuples, spill files)
+gets its values from here, so a column can never mean two things.
+
+A :class:`RowMapping` is built once per event kind (and SQL dialect) from the table's columns: each
+column is read from the event by one ``operator.attrgetter`` call in C (dotted names reach into
+``usage``), then the few derived columns (costs, tags) and the text checks are applied. Text is
+made storable: NUL bytes and lone surrogates removed, over-long values cut to their column (logged).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from operator import attrgetter
+from typing import Any
+
+from sqlalchemy import Boolean, DateTime, Numeric, String, Table
+from sqlalchemy.engine import Dialect
+
+from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Score, ToolCall
+from vital_callbacks.store.schema import TABLES
+
+logger = logging.getLogger("vital_callbacks")
+
+Record = tuple[Any, ...]
+MAX_TEXT = 1_000_000
+"""Longest text an unbounded column keeps."""
+
+EVENT_CLASSES: dict[str, type[Event]] = {
+    cls.kind: cls for cls in (GraphRun, NodeRun, LLMCall, ToolCall, RetrieverCall, Score)}
+
+_USAGE = {"input_tokens": "input", "output_tokens": "output", "total_tokens": "total",
+          "cache_read_tokens": "cache_read", "cache_write_tokens": "cache_write", "reasoning_tokens": "reasoning"}
+_COST = {"input_cost": "input", "output_cost": "output", "total_cost": "total", "price_source": "source"}
+_RENAMED = {"started_at": "started_at", "ended_at": "ended_at"}
+_SCORE = {"score_id": "run_id", "run_id": "parent_run_id", "created_at": "started_at"}
+"""Score columns whose event field has another name."""
+
+
+def clean_text(value: str, limit: int | None = None) -> str:
+    """Storable text: no NUL (PostgreSQL rejects it), no lone surrogates (not UTF-8), bounded."""
+    if value.isascii() and "\x00" not in value and (limit is None or len(value) <= limit):
+        return value  # the common case, decided in C
+    if "\x00" in value:
+        value = value.replace("\x00", "")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "replace").decode("utf-8")
+    if limit is not None and len(value) > limit:
+        value = value[:limit]
+    return value
+
+
+def storable_text(value: str, limit: int, kind: str, column: str) -> str:
+    """:func:`clean_text`, with a warning when the value had to be cut to fit its column."""
+    cleaned = clean_text(value, limit)
+    if len(value) > limit and len(cleaned) < len(value):
+        logger.warning("vital-callbacks: %s.%s truncated from %d to %d characters", kind, column, len(value), limit)
+    return cleaned
+
+
+def _tags(tags: tuple[str, ...]) -> str | None:
+    return json.dumps(list(tags)) if tags else None
+
+
+def _limit(column: Any) -> int | None:
+    if not isinstance(column.type, String):
+        return None
+    length = getattr(column.type, "length", None)
+    return length if isinstance(length, int) else MAX_TEXT
+
+
+def _default(column: Any) -> Any:
+    default = column.default
+    return default.arg if default is not None and default.is_scalar else None
+
+
+class RowMapping:
+    """Rows of one table for events of one kind: tuples in column order (``record``), dicts by column
+    name (``row``), and back (``from_row``). With a ``dialect``, records also go through SQLAlchemy's
+    bind processors, for a DB-API driver handed tuples directly (sqlite3)."""
+
+    def __init__(self, kind: str, dialect: Dialect | None = None) -> None:
+        self.kind = kind
+        self.table: Table = TABLES[kind]
+        self.columns = [c.name for c in self.table.columns]
+        self.id_position = self.columns.index("score_id" if kind == Score.kind else "run_id")
+        names = {f.name for f in fields(EVENT_CLASSES[kind])} | set(_RENAMED)
+        sources: list[str] = []
+        self._defaults: list[tuple[int, Any]] = []
+        self._costs: list[tuple[int, str]] = []
+        self._tags: int | None = None
+        for index, column in enumerate(self.table.columns):
+            name = column.name
+            if kind == Score.kind and name in _SCORE:
+                sources.append(_SCORE[name])
+            elif name in _USAGE and "usage" in names:
+                sources.append(f"usage.{_USAGE[name]}")
+            elif name in _COST and "cost" in names:
+                sources.append("cost")
+                self._costs.append((index, _COST[name]))
+            elif name == "tags":
+                sources.append("tags")
+                self._tags = index
+            elif name in names:
+                sources.append(name)
+            else:  # no event value: the column's default, as an INSERT without it would store
+                sources.append("run_id")
+                self._defaults.append((index, _default(column)))
+        self.missing = [self.columns[i] for i, _ in self._defaults]
+        """Columns the event has no value for (tests keep this empty)."""
+        self._get: Callable[[Event], tuple[Any, ...]] = attrgetter(*sources)
+        self._text = [(i, limit, self.columns[i]) for i, c in enumerate(self.table.columns)
+                      if (limit := _limit(c)) is not None]
+        self._processors: list[tuple[int, Callable[[Any], Any]]] = []
+        if dialect is not None:
+            for index, column in enumerate(self.table.columns):
+                if isinstance(column.type, (DateTime, Numeric, Boolean)):
+                    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+                    if processor is not None:
+                        self._processors.append((index, processor))
+
+    def values(self, event: Event) -> list[Any]:
+        """The column values in column order, as Python values (before any bind processor)."""
+        values = list(self._get(event))
+        for index, default in self._defaults:
+            values[index] = default
+        if self._costs:
+            cost = getattr(event, "cost", None)
+            for index, part in self._costs:
+                values[index] = None if cost is None else getattr(cost, part)
+        if self._tags is not None:
+            values[self._tags] = _tags(values[self._tags])
+        for index, limit, column in self._text:
+            value = values[index]
+            # Most values are short ASCII and need nothing: decided in C, no call.
+            if value.__class__ is str and not (value.isascii() and len(value) <= limit and "\x00" not in value):
+                values[index] = storable_text(value, limit, self.kind, column)
+        return values
+
+    def record(self, event: Event) -> Record:
+        """The row as a tuple in column order, ready for the driver."""
+        return self._processed(self.values(event))
+
+    def row(self, event: Event) -> dict[str, Any]:
+        """The row as a dict by column name (scores matched to runs, spill files, tests)."""
+        return dict(zip(self.columns, self.values(event), strict=True))
+
+    def from_row(self, row: dict[str, Any]) -> Record:
+        """A row dict (spill files, matched scores) as a record."""
+        return self._processed([row.get(c) for c in self.columns])
+
+    def _processed(self, values: list[Any]) -> Record:
+        for index, processor in self._processors:
+            values[index] = processor(values[index])
+        return tuple(values)
+
+
+_MAPPINGS: dict[str, RowMapping] = {}
+
+
+def mapping(kind: str) -> RowMapping:
+    """The dialect-free mapping of ``kind`` (built once)."""
+    found = _MAPPINGS.get(kind)
+    if found is None:
+        found = _MAPPINGS[kind] = RowMapping(kind)
+    return found
+
+
+def to_row(event: Event) -> dict[str, Any]:
+    """The column values of an event's row, by column name."""
+    return mapping(event.kind).row(event)
+
+
+def rows_by_kind(batch: Sequence[Event], on_error: Callable[[Event, Exception], None]) -> dict[str, list[Any]]:
+    """Row dicts grouped by event kind; an event that cannot become a row goes to ``on_error``."""
+    grouped: dict[str, list[Any]] = {}
+    for event in batch:
+        try:
+            grouped.setdefault(event.kind, []).append(to_row(event))
+        except Exception as exc:
+            on_error(event, exc)
+    return grouped
+
+
+__all__ = ["MAX_TEXT", "Record", "RowMapping", "clean_text", "mapping", "rows_by_kind", "storable_text", "to_row"]

@@ -1,0 +1,1 @@
+"""Helpers for testing your own instrumentation: deterministic chat models and the demo agent."""
