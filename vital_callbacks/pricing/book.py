@@ -20,47 +20,12 @@ from typing import Any
 from vital_callbacks.core.events import Cost, TokenUsage
 from vital_callbacks.pricing.catalog_math import fast_cost
 from vital_callbacks.pricing.overrides import OverrideEntry, PriceEntry, load_overrides
+from vital_callbacks.providers.names import PROVIDER_ALIASES
 
 logger = logging.getLogger("vital_callbacks")
 
 _MTOK = Decimal(1_000_000)
 
-# LangChain ``ls_provider`` names -> genai-prices provider ids (None: no public catalog price).
-PROVIDER_ALIASES: dict[str, str | None] = {
-    "openai": "openai",
-    "azure": "openai",
-    "azure_openai": "openai",
-    "azure-openai": "openai",
-    "anthropic": "anthropic",
-    "bedrock": "aws",
-    "amazon_bedrock": "aws",
-    "bedrock_converse": "aws",
-    "aws": "aws",
-    "google_genai": "google",
-    "google_vertexai": "google",
-    "google_anthropic_vertex": "google",
-    "vertexai": "google",
-    "google": "google",
-    "gemini": "google",
-    "mistralai": "mistral",
-    "mistral": "mistral",
-    "groq": "groq",
-    "deepseek": "deepseek",
-    "xai": "x-ai",
-    "x-ai": "x-ai",
-    "together": "together",
-    "togetherai": "together",
-    "fireworks": "fireworks",
-    "cohere": "cohere",
-    "perplexity": "perplexity",
-    "openrouter": "openrouter",
-    "cerebras": "cerebras",
-    # Self-hosted runtimes: only a pricing/ override can price them.
-    "ollama": None,
-    "vllm": None,
-    "llamacpp": None,
-    "huggingface": None,
-}
 _SELF_HOSTED = {name for name, target in PROVIDER_ALIASES.items() if target is None}
 
 

@@ -37,6 +37,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, ToolCall
+from vital_callbacks.providers.names import SEMCONV_PROVIDER_NAMES
 from vital_callbacks.sinks.base import ExportResult, Sink
 
 if TYPE_CHECKING:
@@ -53,14 +54,6 @@ _MASK64 = (1 << 64) - 1
 # Bucket boundaries the GenAI semantic conventions recommend for their client histograms.
 TOKEN_BUCKETS = [float(4**i) for i in range(14)]
 DURATION_BUCKETS = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
-# LangChain's ``ls_provider`` values whose semconv ``gen_ai.provider.name`` is spelled differently.
-PROVIDER_NAMES = {
-    "google_genai": "gcp.gen_ai", "google_vertexai": "gcp.vertex_ai", "google": "gcp.gen_ai",
-    "bedrock": "aws.bedrock", "amazon_bedrock": "aws.bedrock", "azure": "azure.ai.openai",
-    "azure_openai": "azure.ai.openai", "xai": "x_ai", "mistralai": "mistral_ai", "mistral": "mistral_ai",
-}
-
-
 def _as_int(value: str, bits: int) -> int:
     """Our id as an OTel id: the UUID's integer (low bits for a span id), else a stable hash."""
     try:
@@ -355,7 +348,7 @@ def _usage(prefix: str, usage: Any) -> dict[str, int]:
 def _llm(event: LLMCall, attributes: dict[str, Any]) -> tuple[str, SpanKind, dict[str, Any]]:
     attributes[ga.GEN_AI_OPERATION_NAME] = "chat"
     if event.provider is not None:
-        attributes[ga.GEN_AI_PROVIDER_NAME] = PROVIDER_NAMES.get(event.provider, event.provider)
+        attributes[ga.GEN_AI_PROVIDER_NAME] = SEMCONV_PROVIDER_NAMES.get(event.provider, event.provider)
         attributes["vital.provider"] = event.provider
     requested = event.requested_model or event.model
     if requested is not None:
