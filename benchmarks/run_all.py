@@ -24,6 +24,7 @@ MODEST: dict[str, list[str]] = {
     "throughput": ["--traces", "2000", "--rounds", "3"],
     "soak": ["--invokes", "10000"],
     "tokens": [],
+    "construction": [],
 }
 
 

@@ -27,6 +27,12 @@ from vital_callbacks.budgets.model import ANY, NEAR_LIMIT_REFRESH_S, Budget, Bud
 logger = logging.getLogger("vital_callbacks")
 
 
+def _no_tables_yet(exc: BaseException) -> bool:
+    text = str(exc)
+    return "no such table" in text or "UndefinedTable" in type(getattr(exc, "orig", exc)).__name__ or (
+        "relation" in text and "does not exist" in text)
+
+
 class BudgetGuard:
     """Keeps each budget's current-period spend and answers "may this call go ahead?"."""
 
@@ -176,6 +182,9 @@ class BudgetGuard:
             stored = self._stored_run_ids(list(pending))
             base = self._sum_from_store()
         except Exception as exc:
+            if _no_tables_yet(exc):  # a fresh store the sink has not migrated yet: nothing spent there
+                logger.debug("vital-callbacks: no spend tables in the store yet")
+                return
             if not self._store_failing:  # once per outage: this runs every 50 ms near a limit
                 logger.warning("vital-callbacks: could not read budget spend from the store (%s: %s); using this "
                                "process's spend only until it answers", type(exc).__name__, str(exc).splitlines()[0])
