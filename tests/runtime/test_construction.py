@@ -8,8 +8,9 @@ import subprocess
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -31,7 +32,7 @@ def invoke_and_report(settings: Settings, caplog: pytest.LogCaptureFixture) -> t
     return problem, caplog.text
 
 
-def quick(url: str, **extra: object) -> Settings:
+def quick(url: str, **extra: Any) -> Settings:
     return Settings(database_url=url, sinks=["sql"], flush_interval_s=0.05, max_retries=0, **extra)
 
 
@@ -80,33 +81,6 @@ def test_an_unreachable_postgresql_is_reported_with_the_password_masked(tmp_path
     assert "postgresql://app:***@127.0.0.1" in problem and "s3cret" not in log
 
 
-@pytest.fixture
-def hung_server() -> Iterator[int]:
-    """A TCP server that accepts connections and never answers (a hung database)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield int(server.getsockname()[1])
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    server.close()
-
-
 def test_a_hung_store_with_a_stop_budget_does_not_block_construction(hung_server: int, tmp_path: Path) -> None:
     """A stop budget's spend is read on the guard's thread: building the handler and a call return at once."""
     settings = Settings(database_url=f"postgresql://app@127.0.0.1:{hung_server}/db", sinks=["sql"],
@@ -114,7 +88,7 @@ def test_a_hung_store_with_a_stop_budget_does_not_block_construction(hung_server
     done = threading.Event()
 
     def build_and_call() -> None:
-        handler = VitalCallbackHandler(settings, budgets=[Budget(scope="tenant", amount_usd=1, action="stop")])
+        handler = VitalCallbackHandler(settings, budgets=[Budget(scope="tenant", amount_usd=Decimal(1), action="stop")])
         model().invoke("hi", config={"callbacks": [handler], "metadata": {"tenant_id": "acme"}})
         done.set()
 

@@ -7,7 +7,9 @@ import subprocess
 import sys
 import textwrap
 import threading
+from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.messages.ai import UsageMetadata
@@ -26,7 +28,7 @@ def model() -> ScriptedChatModel:
     return ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"], usage=USAGE)
 
 
-def sql_settings(path: Path, **extra: object) -> Settings:
+def sql_settings(path: Path, **extra: Any) -> Settings:
     return Settings(database_url=f"sqlite:///{path}", sinks=["sql"], flush_interval_s=0.05, **extra)
 
 
@@ -39,9 +41,21 @@ def count(path: Path, sql: str) -> int:
         engine.dispose()
 
 
+SCRIPT_PREAMBLE = """
+from langchain_core.messages.ai import UsageMetadata
+from vital_callbacks import Settings, VitalCallbackHandler
+from vital_callbacks.testing.fakes import ScriptedChatModel
+
+usage = UsageMetadata(input_tokens=10, output_tokens=5, total_tokens=15)
+llm = ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"], usage=usage)
+"""
+
+
 def run_script(source: str, *, env: dict[str, str] | None = None, timeout: float = 120) -> str:
-    """Run ``source`` in a fresh interpreter at the project root; its stderr is returned, and it must exit 0."""
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(source)], cwd=ROOT, capture_output=True, text=True,
+    """Run ``source`` in a fresh interpreter at the project root, after ``SCRIPT_PREAMBLE`` (``llm``, a
+    model reporting usage, and the names to build a handler); its stderr is returned, and it must exit 0."""
+    script = SCRIPT_PREAMBLE + textwrap.dedent(source)
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, **(env or {})})
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stderr
@@ -87,7 +101,7 @@ def test_concurrent_per_request_handlers_store_every_call(tmp_path: Path) -> Non
 def test_handlers_per_request_add_no_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """1,000 handlers built per request (from env; with a tenant; with ``budgets=``): thread count unchanged."""
     monkeypatch.setenv("VITAL_DATABASE_URL", f"sqlite:///{tmp_path / 'env.db'}")
-    budget = Budget(scope="tenant", amount_usd=5, action="stop")
+    budget = Budget(scope="tenant", amount_usd=Decimal(5), action="stop")
     VitalCallbackHandler(budgets=[budget])  # the runtime (and its budget thread) is built once
     before = threading.active_count()
     for n in range(1000):
@@ -102,7 +116,7 @@ def test_budgets_given_in_code_apply_to_their_handler_only() -> None:
     """A stop budget passed to one handler stops that handler's calls, not those of another view."""
     memory = InMemorySink()
     runtime = Runtime(Settings(flush_interval_s=0.05), sinks=[memory])
-    stop_all = Budget(scope="global", amount_usd="0.000001", action="stop")
+    stop_all = Budget(scope="global", amount_usd=Decimal("0.000001"), action="stop")
     limited = VitalCallbackHandler(runtime=runtime, budgets=[stop_all])
     free = VitalCallbackHandler(runtime=runtime)
     llm = model()
@@ -120,12 +134,6 @@ def test_a_forked_child_delivers_its_calls_and_the_parent_its_own(tmp_path: Path
     db = tmp_path / "fork.db"
     run_script(f"""
         import os, sys
-        from langchain_core.messages.ai import UsageMetadata
-        from vital_callbacks import Settings, VitalCallbackHandler
-        from vital_callbacks.testing.fakes import ScriptedChatModel
-
-        usage = UsageMetadata(input_tokens=10, output_tokens=5, total_tokens=15)
-        llm = ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"], usage=usage)
         handler = VitalCallbackHandler(Settings(database_url="sqlite:///{db}", sinks=["sql"]))
         for _ in range(20):  # queued in the parent before the fork: the parent's to deliver
             llm.invoke("before", config={{"callbacks": [handler], "metadata": {{"tenant_id": "parent"}}}})
@@ -148,12 +156,6 @@ def test_a_multiprocessing_child_delivers_before_it_exits(tmp_path: Path) -> Non
     db = tmp_path / "mp.db"
     run_script(f"""
         import multiprocessing
-        from langchain_core.messages.ai import UsageMetadata
-        from vital_callbacks import Settings, VitalCallbackHandler
-        from vital_callbacks.testing.fakes import ScriptedChatModel
-
-        usage = UsageMetadata(input_tokens=10, output_tokens=5, total_tokens=15)
-        llm = ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"], usage=usage)
         handler = VitalCallbackHandler(Settings(database_url="sqlite:///{db}", sinks=["sql"]))
 
         def work(n):
@@ -221,3 +223,16 @@ def test_exit_with_the_store_refusing_connections_spills_without_retrying(tmp_pa
     assert stats["spilled"]["sql"] == 50 and not stats["dropped"]
     assert stats["failed_exports"]["sql"] <= 2  # not the 6 attempts of a full backoff
     assert "VITAL_DATABASE_URL=postgresql://nobody@127.0.0.1:9/none" in stats["problems"]["sql"]
+
+
+def test_exit_with_a_hung_store_is_bounded_by_the_shutdown_timeout(hung_server: int, tmp_path: Path) -> None:
+    """A store that accepts connections and never answers cannot hold the exit: the process ends after about
+    ``VITAL_SHUTDOWN_TIMEOUT_S`` (2 s here, where the export alone could wait connect + 2 x statement
+    timeout, 70 s), and what could not be delivered is counted and logged."""
+    stderr = run_script(f"""
+        handler = VitalCallbackHandler(Settings(database_url="postgresql://app@127.0.0.1:{hung_server}/db",
+                                                sinks=["sql"], spill_dir={str(tmp_path)!r}, shutdown_timeout_s=2))
+        for _ in range(20):
+            llm.invoke("hi", config={{"callbacks": [handler]}})
+    """, timeout=30)  # a hang detector with a wide margin, not a timing assertion
+    assert "events were not delivered" in stderr or "events not delivered" in stderr
