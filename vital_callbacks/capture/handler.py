@@ -20,7 +20,7 @@ from uuid import UUID
 from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, GraphResumeEvent
 
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
-from vital_callbacks.capture.runs import MAX_ERROR_CHARS, Run, error_fields, guard, number, score_fields
+from vital_callbacks.capture.runs import MAX_ERROR_CHARS, Run, error_fields, guard, score_fields
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
 from vital_callbacks.core.events import (
@@ -303,15 +303,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
                    kwargs: Mapping[str, Any]) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
         run = self._open("llm", run_id, self._parent(parent_run_id), name, metadata, tags)
-        md = metadata or {}
-        params = kwargs.get("invocation_params") or {}
-        provider = md.get("ls_provider") or params.get("_type")
-        run.provider = provider if isinstance(provider, str) else None
-        model = md.get("ls_model_name") or params.get("model") or params.get("model_name") or params.get("model_id")
-        run.model = model if isinstance(model, str) else None
-        run.params_temperature = number(md.get("ls_temperature", params.get("temperature")))
-        max_tokens = md.get("ls_max_tokens") or params.get("max_tokens") or params.get("max_completion_tokens")
-        run.max_tokens = max_tokens if isinstance(max_tokens, int) else None
+        run.read_model_params(metadata or {}, kwargs.get("invocation_params") or {})
         run.raw_input = raw_input
         if self._stop_budgets:
             self._check_budget(run_id, run)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from langgraph.errors import GraphBubbleUp, GraphInterrupt
@@ -74,6 +74,17 @@ class Run:
         self.raw_input: object = None
         self.interrupts = 0
         self.resumed = False
+
+    def read_model_params(self, md: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+        """Provider, model, temperature and max tokens of an LLM run: LangChain's ``ls_*`` metadata first,
+        then the model's invocation params (names differ between integrations)."""
+        provider = md.get("ls_provider") or params.get("_type")
+        self.provider = provider if isinstance(provider, str) else None
+        model = md.get("ls_model_name") or params.get("model") or params.get("model_name") or params.get("model_id")
+        self.model = model if isinstance(model, str) else None
+        self.params_temperature = number(md.get("ls_temperature", params.get("temperature")))
+        max_tokens = md.get("ls_max_tokens") or params.get("max_tokens") or params.get("max_completion_tokens")
+        self.max_tokens = max_tokens if isinstance(max_tokens, int) else None
 
     def child_parent_id(self) -> str | None:
         """The id a child event names as its parent: ours if we get a row, else our own parent's."""

@@ -7,6 +7,7 @@ runs it on its dispatcher thread; sinks only ever see finished, redacted events.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from typing import Any
 
@@ -20,6 +21,9 @@ from vital_callbacks.enrich.redact import Redact
 from vital_callbacks.enrich.rollup import RollUp
 from vital_callbacks.pricing.book import PriceBook
 
+Processor = Callable[[type[Event], dict[str, Any]], None]
+"""One step: reads and completes an event's fields in place (structlog-style, but before the event is built)."""
+
 
 class Enricher:
     """The pipeline's processor: a Draft (or an event built elsewhere) in, the finished event out."""
@@ -29,12 +33,12 @@ class Enricher:
         self.prices = prices
         self.budgets = budgets if budgets is not None else BudgetGuard([])
         self.capture_content = capture_content
-        self.read = ReadResponse(capture_content)
         self.estimate = Estimate()
-        self.price = Price(prices)
-        self.spend = RecordSpend(self.budgets)
         self.rollup = RollUp()
-        self.redact = Redact(redactor or Redactor(), capture_content)
+        self.processors: list[Processor] = [
+            ReadResponse(capture_content), self.estimate, Price(prices), RecordSpend(self.budgets), self.rollup,
+            Redact(redactor or Redactor(), capture_content)]
+        """Run in this order over every event's fields; each looks only at the kinds it cares about."""
 
     @property
     def estimated_calls(self) -> int:
@@ -48,21 +52,6 @@ class Enricher:
             cls, f = type(item), {fl.name: getattr(item, fl.name) for fl in fields(item)}  # built elsewhere
         else:
             return item  # type: ignore[return-value]
-        if issubclass(cls, LLMCall):
-            self.read.llm(f)
-            self.estimate.llm(f)
-            self.price.llm(f)
-            self.spend.llm(f)
-            self.rollup.llm(f)
-            self.redact("llm", f)
-        elif issubclass(cls, GraphRun):
-            self.rollup.graph(f)
-            self.redact("graph", f)
-        elif issubclass(cls, ToolCall):
-            self.read.tool(f)
-            self.redact("tool", f)
-        elif issubclass(cls, RetrieverCall):
-            self.redact("retriever", f)
-        else:
-            self.redact("other", f)
+        for processor in self.processors:
+            processor(cls, f)
         return cls(**f)  # the event's one construction (see Draft)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from vital_callbacks.core.events import TokenUsage
+from vital_callbacks.core.events import Event, LLMCall, TokenUsage
 from vital_callbacks.providers.tokens import count_tokens
 
 logger = logging.getLogger("vital_callbacks")
@@ -19,7 +19,9 @@ class Estimate:
     def __init__(self) -> None:
         self.estimated_calls = 0
 
-    def llm(self, f: dict[str, Any]) -> None:
+    def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
+        if not issubclass(cls, LLMCall):
+            return
         prompt, completion = f.get("prompt"), f.get("completion")
         if f.get("token_source") != "none" or f.get("status", "success") != "success" or not (prompt or completion):
             return

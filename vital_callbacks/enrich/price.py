@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from vital_callbacks.budgets import BudgetGuard
-from vital_callbacks.core.events import Cost
+from vital_callbacks.core.events import Cost, Event, LLMCall
 from vital_callbacks.pricing.book import PriceBook
 
 _ZERO = Decimal(0)
@@ -20,8 +20,8 @@ class Price:
     def __init__(self, prices: PriceBook) -> None:
         self.prices = prices
 
-    def llm(self, f: dict[str, Any]) -> None:
-        if f.get("cost") is not None or f.get("token_source") == "none":
+    def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
+        if not issubclass(cls, LLMCall) or f.get("cost") is not None or f.get("token_source") == "none":
             return
         price = self.prices.price(f.get("provider"), f.get("model"), f["usage"], f.get("start_time", 0.0))
         if f.get("cache_hit"):
@@ -35,7 +35,7 @@ class RecordSpend:
     def __init__(self, budgets: BudgetGuard) -> None:
         self.budgets = budgets
 
-    def llm(self, f: dict[str, Any]) -> None:
+    def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
         cost = f.get("cost")
         if f.pop("_priced_here", False) and cost is not None:
             self.budgets.record(f.get("tenant_id"), f.get("user_id"), f.get("graph"), cost.total, f["run_id"])

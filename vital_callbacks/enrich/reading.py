@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vital_callbacks.core.events import RAW_LLM_OUTPUT, TokenUsage
+from vital_callbacks.core.events import RAW_LLM_OUTPUT, Event, LLMCall, TokenUsage, ToolCall
 from vital_callbacks.providers.usage import Reading, as_snapshot, completion_text, message_text, prompt_text, read
 
 _NO_USAGE = TokenUsage()
@@ -18,6 +18,12 @@ class ReadResponse:
 
     def __init__(self, capture_content: bool) -> None:
         self.capture_content = capture_content
+
+    def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
+        if issubclass(cls, LLMCall):
+            self.llm(f)
+        elif issubclass(cls, ToolCall):
+            self.tool(f)
 
     def llm(self, f: dict[str, Any]) -> None:
         response = as_snapshot(f.pop("raw_output", None), f.pop(RAW_LLM_OUTPUT, None))

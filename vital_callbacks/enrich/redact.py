@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from vital_callbacks.core.events import Event, LLMCall, RetrieverCall, ToolCall
 from vital_callbacks.core.redaction import Redactor
 
-CONTENT = {"llm": ("prompt", "completion"), "tool": ("input", "output"), "retriever": ("query",)}
+CONTENT: tuple[tuple[type[Event], tuple[str, ...]], ...] = (
+    (LLMCall, ("prompt", "completion")), (ToolCall, ("input", "output")), (RetrieverCall, ("query",)))
+"""The content fields of each event class."""
 
 
 class Redact:
@@ -18,8 +21,9 @@ class Redact:
         self.redactor = redactor
         self.capture_content = capture_content
 
-    def __call__(self, family: str, f: dict[str, Any]) -> None:
-        for key in CONTENT.get(family, ()):
+    def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
+        keys = next((keys for kind, keys in CONTENT if issubclass(cls, kind)), ())
+        for key in keys:
             value = f.get(key)
             if value is not None:
                 f[key] = self.redactor(value) if self.capture_content and isinstance(value, str) else None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
 
-from vital_callbacks.core.events import TokenUsage
+from vital_callbacks.core.events import Event, GraphRun, LLMCall, TokenUsage
 
 _ZERO = Decimal(0)
 
@@ -28,6 +28,12 @@ class RollUp:
     def __init__(self, max_open: int = 50_000) -> None:
         self._open: OrderedDict[str, _Totals] = OrderedDict()
         self._max_open = max_open
+
+    def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
+        if issubclass(cls, LLMCall):
+            self.llm(f)
+        elif issubclass(cls, GraphRun):
+            self.graph(f)
 
     def llm(self, f: dict[str, Any]) -> None:
         trace_id = f["trace_id"]
