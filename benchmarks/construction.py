@@ -16,6 +16,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable
+from decimal import Decimal
 
 from langchain_core.callbacks import BaseCallbackHandler, UsageMetadataCallbackHandler
 
@@ -27,7 +28,7 @@ TARGET_US = 50.0
 
 
 def cases() -> dict[str, Callable[[], object]]:
-    budget = Budget(scope="tenant", amount_usd=5, action="stop")
+    budget = Budget(scope="tenant", amount_usd=Decimal(5), action="stop")
     counter = iter(range(10**9))
     return {
         "BaseCallbackHandler() (baseline)": BaseCallbackHandler,
@@ -49,7 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["VITAL_DATABASE_URL"] = f"sqlite:///{tmp}/construction.db"
         default_runtime()  # built once, outside the clock, as in a process that serves requests
-        VitalCallbackHandler(budgets=[Budget(scope="tenant", amount_usd=5, action="stop")])
+        VitalCallbackHandler(budgets=[Budget(scope="tenant", amount_usd=Decimal(5), action="stop")])
         threads_before = threading.active_count()
         samples = interleaved(cases(), rounds=rounds, per_round=per_round)
         threads_after = threading.active_count()

@@ -25,6 +25,7 @@ MODEST: dict[str, list[str]] = {
     "soak": ["--invokes", "10000"],
     "tokens": [],
     "construction": [],
+    "exit": [],
 }
 
 

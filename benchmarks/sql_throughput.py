@@ -171,7 +171,7 @@ def settings_for(backend: Backend, spill: Path, n: int) -> Settings:
 def run_sink_only(backend: Backend, n: int, spill: Path) -> float:
     calls = [replace(e, run_id=str(uuid.uuid4())) for e in enriched_calls(n + 1)]
     backend.reset()
-    pipeline = Pipeline([sink_class("sql").from_settings(settings_for(backend, spill, n))], [],
+    pipeline = Pipeline([sink_class("sql").from_settings(settings_for(backend, spill, n))],
                         queue_size=n + 1, batch_size=BATCH, flush_interval_s=0.05)
     pipeline.submit(calls.pop())  # warm-up (see WARM_UP)
     assert pipeline.flush(60)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ def handler(memory_sink: InMemorySink) -> Iterator[VitalCallbackHandler]:
 
 
 @pytest.fixture
-def graph():  # type: ignore[no-untyped-def]
+def graph() -> Any:
     from tests.graphs import build_graph
 
     return build_graph()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 from sqlalchemy import create_engine, insert
@@ -23,7 +23,14 @@ from vital_callbacks.store.migrate import upgrade as create_schema
 from vital_callbacks.store.schema import scores as scores_table
 
 NOW = datetime(2025, 3, 10, 12, 0, tzinfo=timezone.utc)
-MARCH = {"since": datetime(2025, 3, 1, tzinfo=timezone.utc), "until": NOW}
+
+
+class Window(TypedDict):
+    since: datetime
+    until: datetime
+
+
+MARCH: Window = {"since": datetime(2025, 3, 1, tzinfo=timezone.utc), "until": NOW}
 H = timedelta(hours=1)
 
 # id, tenant, user, graph, node, provider, model, started, duration, status, in, out, cache_read, cost,
@@ -168,7 +175,7 @@ def test_filters_and_grand_total(store: Engine) -> None:
     assert analytics.total_row(store, **MARCH, tenant_id="acme").calls == 4
     assert analytics.total_row(store, **MARCH, graph="helper").cost_usd == Decimal("0.040")
     empty = analytics.total_row(store, since=NOW, until=NOW + H)
-    assert (empty.calls, empty.cost_usd, empty.input_tokens) == (0, 0, 0)
+    assert (empty.calls, empty.cost_usd, empty.input_tokens) == (0, Decimal(0), 0)
 
 
 def test_top_spenders(store: Engine) -> None:
@@ -267,8 +274,8 @@ def test_realtime(store: Engine) -> None:
 def test_quality_summary(store: Engine) -> None:
     """Scores summarise per name: numeric ones by mean/min/max, others by count; tenants filter."""
     rows = {r.name: r for r in analytics.quality_summary_rows(store, **MARCH)}
-    assert (rows["helpfulness"].count, rows["helpfulness"].mean, rows["helpfulness"].min, rows["helpfulness"].max,
-            rows["helpfulness"].matched) == (3, pytest.approx(0.8), 0.6, 1.0, 1)
+    assert (rows["helpfulness"].count, rows["helpfulness"].mean, rows["helpfulness"].min,  # type: ignore[comparison-overlap]
+            rows["helpfulness"].max, rows["helpfulness"].matched) == (3, pytest.approx(0.8), 0.6, 1.0, 1)
     assert (rows["correctness"].count, rows["correctness"].mean) == (1, None)
     acme = {r.name: r for r in analytics.quality_summary_rows(store, **MARCH, tenant_id="acme")}
     assert acme["helpfulness"].mean == pytest.approx(0.7)
@@ -277,7 +284,10 @@ def test_quality_summary(store: Engine) -> None:
 def test_frames_when_pandas_is_installed(store: Engine) -> None:
     """The plain names return DataFrames with one column per dimension and USD as floats."""
     pytest.importorskip("pandas")
+    import pandas as pd
+
     frame = analytics.cost_by(store, ("day", "tenant"), **MARCH)
+    assert isinstance(frame, pd.DataFrame)
     assert list(frame.columns[:3]) == ["day", "tenant", "calls"]
     assert frame["cost_usd"].sum() == pytest.approx(0.105)
 

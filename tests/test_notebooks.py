@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from nbformat import NotebookNode
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
@@ -15,7 +19,7 @@ pytest.importorskip("pandas")
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
 
-def _figures(nb: nbformat.NotebookNode) -> int:
+def _figures(nb: NotebookNode) -> int:
     return sum(1 for cell in nb.cells if cell.cell_type == "code" for out in cell.get("outputs", [])
                if "image/png" in out.get("data", {}))
 

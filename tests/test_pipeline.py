@@ -178,7 +178,7 @@ def test_a_failing_sink_spills_everything_and_drops_nothing(coalesce: int) -> No
     """With the sink down, every event reaches the sink's own queue and its spill: none is dropped, also
     when the sink takes several batches per export."""
     sink = SpillingSink()
-    sink.coalesce = coalesce
+    sink.coalesce = coalesce  # a per-instance override, for the test
     pipeline = Pipeline([sink], queue_size=100, batch_size=10, flush_interval_s=0.01, max_retries=0,
                         retry_backoff_s=0.001)
     for i in range(2000):
@@ -228,11 +228,11 @@ def test_a_draft_is_still_delivered_when_the_enricher_fails() -> None:
     """A processor that raises leaves the draft as captured; it is built and delivered, not lost."""
     from vital_callbacks.core.events import RAW_LLM_OUTPUT, Draft
 
-    def broken(item: object) -> object:
+    def broken(item: Event | Draft) -> Event | None:
         raise RuntimeError("enricher bug")
 
     sink = InMemorySink()
-    pipeline = Pipeline([sink], [broken], flush_interval_s=0.01)  # type: ignore[list-item]
+    pipeline = Pipeline([sink], broken, flush_interval_s=0.01)
     pipeline.submit(Draft.of(LLMCall, {"run_id": "a", "parent_run_id": None, "trace_id": "a", "model": "m",
                                        RAW_LLM_OUTPUT: {"token_usage": {}}}))
     assert pipeline.flush(10)

@@ -25,7 +25,7 @@ def _one_call(sink: InMemorySink, handler: VitalCallbackHandler) -> LLMCall:
 
 def _catalog(call: LLMCall, model: str, provider: str, **usage: int) -> Decimal:
     when = datetime.fromtimestamp(call.start_time, tz=timezone.utc)
-    return calc_price(Usage(**usage), model, provider_id=provider, genai_request_timestamp=when).total_price  # type: ignore[arg-type]
+    return calc_price(Usage(**usage), model, provider_id=provider, genai_request_timestamp=when).total_price
 
 
 @pytest.fixture

@@ -174,8 +174,9 @@ def test_cost_queries_through_the_rollup_equal_the_raw_queries(store: tuple[Sink
     dims_choices = [()] + [c for n in (1, 2) for c in combinations(("day", "tenant", "graph", "provider", "model"), n)]
     used_rollup = 0
     for trial in range(60):
-        since: datetime | None = START + timedelta(hours=rng.randint(-30, 21 * 24))
-        until: datetime | None = since + timedelta(hours=rng.randint(1, 15 * 24))  # type: ignore[operator]
+        start = START + timedelta(hours=rng.randint(-30, 21 * 24))
+        since: datetime | None = start
+        until: datetime | None = start + timedelta(hours=rng.randint(1, 15 * 24))
         if trial % 10 == 0:
             since = None
         if trial % 10 == 5:

@@ -3,7 +3,7 @@
 import warnings
 
 from vital_callbacks.server import *  # noqa: F403
-from vital_callbacks.server import __all__ as __all__  # noqa: F401
+from vital_callbacks.server import __all__ as __all__
 
 warnings.warn("vital_callbacks.api is deprecated; import from vital_callbacks.server", DeprecationWarning,
               stacklevel=2)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -98,11 +99,16 @@ def test_a_hung_store_with_a_stop_budget_does_not_block_construction(hung_server
 
 def test_concurrent_first_starts_on_one_fresh_file_never_fail(tmp_path: Path) -> None:
     """20 processes start at once on one new SQLite file: every one migrates or waits, none errors."""
-    db = tmp_path / "fresh.db"
+    db, go = tmp_path / "fresh.db", tmp_path / "go"
     script = textwrap.dedent(f"""
+        import os, pathlib, time
         from langchain_core.messages.ai import UsageMetadata
         from vital_callbacks import Settings, VitalCallbackHandler
         from vital_callbacks.testing.fakes import ScriptedChatModel
+        import vital_callbacks.sinks.sql, vital_callbacks.store.migrate  # imported before the start line
+        pathlib.Path({str(tmp_path)!r}, f"ready-{{os.getpid()}}").touch()
+        while not pathlib.Path({str(go)!r}).exists():  # all start at once, as replicas after a deploy
+            time.sleep(0.005)
         handler = VitalCallbackHandler(Settings(database_url="sqlite:///{db}", sinks=["sql"]))
         llm = ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"],
                                 usage=UsageMetadata(input_tokens=1, output_tokens=1, total_tokens=2))
@@ -111,6 +117,9 @@ def test_concurrent_first_starts_on_one_fresh_file_never_fail(tmp_path: Path) ->
     """)
     procs = [subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True)
              for _ in range(20)]
+    while len(list(tmp_path.glob("ready-*"))) < 20 and all(p.poll() is None for p in procs):
+        time.sleep(0.05)
+    go.touch()
     errors = [p.communicate(timeout=180)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), [e[-500:] for e in errors if e]
     assert not any("already exists" in e for e in errors)

@@ -48,7 +48,7 @@ def test_reference_graph_rows(sqlite_url: str) -> None:
     assert row[:3] == (1200, 1024, 256) and row[4] == "provider" and row[5] is None
     assert Decimal(str(row[3])) == plan.cost.total
     assert Decimal(str(root_cost)).quantize(Decimal("1e-9")) == sum(
-        c.cost.total for c in memory.of(LLMCall) if c.cost).quantize(Decimal("1e-9"))
+        (c.cost.total for c in memory.of(LLMCall) if c.cost), Decimal(0)).quantize(Decimal("1e-9"))
     assert mode == "wal"
     handler.shutdown()
 
@@ -76,7 +76,7 @@ def test_bad_text_is_cleaned_and_long_names_truncated(sqlite_url: str, caplog: p
     ]
     sql.export(calls)
     with sql.engine.connect() as conn:
-        rows = dict(conn.execute(text("SELECT run_id, model FROM llm_calls")).all())
+        rows: dict[str, str] = dict(conn.execute(text("SELECT run_id, model FROM llm_calls")).all())
         tenant = conn.execute(text("SELECT tenant_id FROM llm_calls WHERE run_id='a'")).scalar_one()
         message = conn.execute(text("SELECT error_message FROM llm_calls WHERE run_id='a'")).scalar_one()
     assert rows == {"a": "model", "b": "fine"}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Dialect
 
 from tests.graphs import INPUT, build_graph
 from vital_callbacks import Cost, InMemorySink, LLMCall, Settings, TokenUsage, VitalCallbackHandler
@@ -55,8 +55,9 @@ def test_an_unpriced_call_has_null_costs() -> None:
     assert row["input_cost"] is row["output_cost"] is row["total_cost"] is row["price_source"] is None
 
 
-@pytest.mark.parametrize("dialect", [None, sqlite.dialect(), postgresql.dialect()], ids=["plain", "sqlite", "pg"])
-def test_records_equal_the_row_dicts_for_every_event_kind(dialect: Any) -> None:
+@pytest.mark.parametrize("dialect", [None, sqlite.dialect(), postgresql.dialect()],  # type: ignore[no-untyped-call]
+                         ids=["plain", "sqlite", "pg"])
+def test_records_equal_the_row_dicts_for_every_event_kind(dialect: Dialect | None) -> None:
     """Every kind the reference graph emits, plus a call with every odd value: the driver's tuple is the
     row dict in column order (through the dialect's bind processors), and a spilled row reads back the same."""
     events = reference_events()

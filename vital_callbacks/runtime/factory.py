@@ -57,7 +57,7 @@ class UnavailableSink(Sink):
     coalesce = 1
 
     def __init__(self, name: str, problem: str) -> None:
-        self.name = name  # type: ignore[misc]
+        self.name = name
         self.problem = problem
 
     def bind(self, context: SinkContext) -> None:

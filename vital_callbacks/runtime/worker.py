@@ -82,7 +82,7 @@ class SinkWorker:
     def __init__(self, sink: Sink, *, queue_size: int, batch_size: int, interval_s: float,
                  max_retries: int, backoff_s: float, ledger: Ledger, room: threading.Event) -> None:
         self.sink = sink
-        self.name = sink.name if isinstance(sink.name, str) else type(sink).__name__
+        self.name = sink.name
         self._room = room
         self._queue_size = queue_size
         self._batch_size = batch_size
@@ -209,7 +209,8 @@ class SinkWorker:
             if item.__class__ is Marker:
                 ok = self._export(batch) if batch else True
                 batch = []
-                item.arrive(ok and self._force_flush())
+                # Stopping while failing: no flush either (a sink's flush may wait out its reconnect backoff).
+                item.arrive(ok and not (self._closing.is_set() and self.failing) and self._force_flush())
                 continue
             batch.append(item)  # type: ignore[arg-type]
             if len(batch) >= self._export_size:

@@ -12,7 +12,7 @@ import abc
 import enum
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 from vital_callbacks.core.events import Event
 
@@ -61,8 +61,10 @@ class Sink(abc.ABC):
     """Base class for sinks; third-party sinks register under the ``vital_callbacks.sinks``
     entry-point group and are selected by name in ``VITAL_SINKS``."""
 
-    name: ClassVar[str] = "sink"
-    coalesce: ClassVar[int] = 1
+    name: str = "sink"
+    """The name in ``VITAL_SINKS``, in ``stats()`` and in metric labels (a class attribute; an instance may
+    override it)."""
+    coalesce: int = 1
     """How many of the pipeline's batches one export may carry when this sink has fallen behind.
 
     For a sink whose cost is per export rather than per event (a database round trip, a commit):

@@ -56,15 +56,16 @@ def _insert(engine: Engine, table: Table) -> Any:
 
 @contextlib.contextmanager
 def _migration_lock(url: str) -> Iterator[None]:
-    """Serialise first starts on one SQLite file across processes (a ``flock`` on a file beside it),
-    so 20 replicas starting at once on a fresh file never race to ``CREATE TABLE``. Where the lock
-    file cannot be made (a read-only folder), go on without it: the migration reports the problem."""
+    """Serialise first starts on one SQLite file across processes, so 20 replicas starting at once on a
+    fresh file never race to ``CREATE TABLE``: a ``flock`` on the file's folder (not on the database file,
+    whose descriptors SQLite's own POSIX locks must not share, and not on a lock file left beside it).
+    Where the folder cannot be opened (it does not exist), go on: the migration reports the problem."""
     database = make_url(url).database
     if fcntl is None or not database or is_memory(url):
         yield
         return
     try:
-        fd = os.open(f"{database}.vital-lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(os.path.dirname(os.path.abspath(database)), os.O_RDONLY)
     except OSError:
         yield
         return
