@@ -105,6 +105,19 @@ def test_override_takes_precedence_with_effective_dates(override_dir: Path) -> N
     assert old.source == "override:negotiated.yml"
 
 
+def test_override_prices_go_through_the_catalogs_formula(tmp_path: Path) -> None:
+    """Explicit override prices are priced by genai-prices' own formula: a reasoning price bills the reasoning
+    part of the output at its rate, and cache reads without a price of their own bill at the input rate."""
+    (tmp_path / "reasoning.yml").write_text(
+        "models:\n  - provider: ollama\n    model: thinker\n    prices:\n"
+        "      - {input_mtok: 1.00, output_mtok: 2.00, reasoning_mtok: 5.00}\n")
+    usage = TokenUsage(input=1000, output=1000, total=2000, cache_read=200, reasoning=400)
+    cost = PriceBook([tmp_path]).price("ollama", "thinker", usage, NOW)
+    assert cost is not None
+    assert cost.input == Decimal(1000) * Decimal("1.00") / 1_000_000
+    assert cost.output == (600 * Decimal("2.00") + 400 * Decimal("5.00")) / 1_000_000
+
+
 def test_override_prices_self_hosted_and_discounts(override_dir: Path) -> None:
     """Self-hosted models are priced by override (also by alias); a discount scales the catalog price."""
     book = PriceBook([override_dir])

@@ -19,12 +19,11 @@ from typing import Any
 
 from vital_callbacks.core.events import Cost, TokenUsage
 from vital_callbacks.pricing.catalog_math import fast_cost
-from vital_callbacks.pricing.overrides import OverrideEntry, PriceEntry, load_overrides
+from vital_callbacks.pricing.overrides import OverrideEntry, load_overrides
 from vital_callbacks.providers.names import PROVIDER_ALIASES
 
 logger = logging.getLogger("vital_callbacks")
 
-_MTOK = Decimal(1_000_000)
 
 _SELF_HOSTED = {name for name, target in PROVIDER_ALIASES.items() if target is None}
 
@@ -176,7 +175,7 @@ class PriceBook:
             cost = Cost(base.cost.input * factor, base.cost.output * factor, base.cost.total * factor, source)
             discount = price.discount
             return Quote(entry.provider, model, cost, lambda: f"{base.description} less {discount * 100}% ({source})")
-        cost = _explicit_cost(price, usage, source)
+        cost = cost_of(price.model_price(), usage, source)
         return Quote(entry.provider, model, cost, lambda: f"{price.describe()} ({source})")
 
     # -- catalog -----------------------------------------------------------------------------------
@@ -203,39 +202,26 @@ class PriceBook:
 
     @staticmethod
     def _catalog_price(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> tuple[Cost, Any]:
-        """The cost and the ``ModelPrice`` it came from: our exact fast path for per-token prices,
-        genai-prices' ``calc_price`` for anything else."""
+        """The cost and the ``ModelPrice`` in force at ``when`` it came from."""
         model_price = model.get_prices(when)
-        fast = fast_cost(model_price, usage)
-        if fast is not None:
-            return Cost(fast[0], fast[1], fast[0] + fast[1], "genai-prices"), model_price
-        from genai_prices import Usage
-
-        calc = model.calc_price(
-            Usage(
-                input_tokens=usage.input,
-                output_tokens=usage.output,
-                cache_read_tokens=usage.cache_read or None,
-                cache_write_tokens=usage.cache_write or None,
-                cache_write_1h_tokens=usage.cache_write_1h or None,
-            ),
-            provider,
-            genai_request_timestamp=when,
-        )
-        return Cost(calc.input_price, calc.output_price, calc.total_price, "genai-prices"), calc.model_price
+        return cost_of(model_price, usage, "genai-prices"), model_price
 
 
-def _explicit_cost(price: PriceEntry, usage: TokenUsage, source: str) -> Cost:
-    """Our own arithmetic for override prices; same conventions as the catalog: cached tokens are
-    part of ``input`` and billed at their own rate, reasoning is part of ``output``."""
-    assert price.input_mtok is not None and price.output_mtok is not None
-    read_rate = price.cache_read_mtok if price.cache_read_mtok is not None else price.input_mtok
-    write_rate = price.cache_write_mtok if price.cache_write_mtok is not None else price.input_mtok
-    uncached = max(0, usage.input - usage.cache_read - usage.cache_write)
-    inp = (uncached * price.input_mtok + usage.cache_read * read_rate + usage.cache_write * write_rate) / _MTOK
-    if price.reasoning_mtok is not None:
-        plain = max(0, usage.output - usage.reasoning)
-        out = (plain * price.output_mtok + usage.reasoning * price.reasoning_mtok) / _MTOK
-    else:
-        out = usage.output * price.output_mtok / _MTOK
-    return Cost(inp, out, inp + out, source)
+def cost_of(model_price: Any, usage: TokenUsage, source: str) -> Cost:
+    """THE cost formula, for catalog and override prices alike: genai-prices' ``ModelPrice.calc_price``,
+    through the exact fast path of :mod:`~vital_callbacks.pricing.catalog_math` for per-token prices.
+    Cached tokens are part of ``input`` and billed at their own rate; reasoning is part of ``output``."""
+    fast = fast_cost(model_price, usage)
+    if fast is not None:
+        return Cost(fast[0], fast[1], fast[0] + fast[1], source)
+    from genai_prices import Usage
+
+    calc = model_price.calc_price(Usage(
+        input_tokens=usage.input,
+        output_tokens=usage.output,
+        cache_read_tokens=usage.cache_read or None,
+        cache_write_tokens=usage.cache_write or None,
+        cache_write_1h_tokens=usage.cache_write_1h or None,
+        output_reasoning_tokens=usage.reasoning or None,
+    ))
+    return Cost(calc["input_price"], calc["output_price"], calc["total_price"], source)

@@ -7,12 +7,14 @@ prints the JSON Schema for editor autocompletion.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -42,6 +44,11 @@ class PriceEntry(BaseModel):
             raise ValueError("explicit prices need both input_mtok and output_mtok")
         return self
 
+    def model_price(self) -> Any:
+        """These explicit prices as a genai-prices ``ModelPrice``, so they are priced by the same formula
+        as the catalog's (built once per entry)."""
+        return _model_price(self)
+
     def describe(self) -> str:
         parts = [f"${self.input_mtok}/input MTok", f"${self.output_mtok}/output MTok"]
         if self.cache_read_mtok is not None:
@@ -51,6 +58,15 @@ class PriceEntry(BaseModel):
         if self.reasoning_mtok is not None:
             parts.append(f"${self.reasoning_mtok}/reasoning MTok")
         return ", ".join(parts)
+
+
+@functools.cache
+def _model_price(entry: PriceEntry) -> Any:
+    from genai_prices.types import ModelPrice
+
+    return ModelPrice(input_mtok=entry.input_mtok, output_mtok=entry.output_mtok,
+                      cache_read_mtok=entry.cache_read_mtok, cache_write_mtok=entry.cache_write_mtok,
+                      output_reasoning_mtok=entry.reasoning_mtok)
 
 
 class OverrideEntry(BaseModel):
