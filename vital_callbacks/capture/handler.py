@@ -3,7 +3,7 @@
 The hot path only records timestamps and identities in a small run map and, when a run ends, hands
 the run's values to the pipeline's queue as a :class:`~vital_callbacks.core.events.Draft`; the dispatcher
 builds the frozen event once, with usage and cost added. Reading usage, counting tokens and pricing
-happen on the worker (see :mod:`vital_callbacks.enrich.enricher`). Every hook goes through one error guard,
+happen on the worker (see :mod:`vital_callbacks.enrich`). Every hook goes through one error guard,
 so a surprise payload is logged once and counted, and never reaches the user's workflow.
 """
 
@@ -71,7 +71,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
                  **overrides: Any) -> None:
         super().__init__()
         self._owns_runtime = False
-        if sinks is not None and all(isinstance(s, str) for s in sinks):
+        if sinks and all(isinstance(s, str) for s in sinks):
             overrides["sinks"], sinks = list(sinks), None  # sink names, as in VITAL_SINKS
         if runtime is None:
             if sinks is not None:

@@ -82,13 +82,13 @@ class Settings(BaseSettings):
         default=None, description="Force the Langfuse sink on/off (default: on when LANGFUSE_* keys are set)."
     )
     langfuse_sample_rate: float = Field(default=1.0, ge=0.0, le=1.0, description="Share of traces sent.")
-    # Redaction of captured content (issue 5)
+    # Redaction of captured content
     redaction_hook: str | None = Field(
         default=None,
         description="'package.module:function' (str -> str) applied to captured text after the built-in "
         "e-mail / API-key / card-number patterns, before it is sent to a tracing backend.",
     )
-    # OpenTelemetry and structured-log sinks (issue 9)
+    # OpenTelemetry and structured-log sinks
     otel_use_global: bool = Field(
         default=True,
         description="Use the application's global tracer / meter provider when one is set; off: always "
@@ -100,14 +100,14 @@ class Settings(BaseSettings):
         "vital_callbacks.events). Unset: the application's logging configuration decides.",
         pattern="^(stdout|stderr)$",
     )
-    # PostgreSQL store (issue 3: sinks/postgres.py); the URL's password is never logged
+    # PostgreSQL store (sinks/sql/postgres.py); the URL's password is never logged
     database_pool_size: int = Field(default=2, ge=1, description="Connections the PostgreSQL writer keeps.")
     database_statement_timeout_s: float = Field(
         default=30.0, gt=0, description="PostgreSQL statement_timeout of the writer's sessions."
     )
     database_connect_timeout_s: float = Field(default=10.0, gt=0, description="Longest wait for a connection.")
 
-    # Metrics / analytics HTTP API (issue 6: vital_callbacks/api, `vital-callbacks serve`)
+    # Metrics / analytics HTTP API (vital_callbacks/server, `vital-callbacks serve`)
     api_tokens: SecretStr | None = Field(
         default=None,
         description="Bearer tokens of the HTTP API as 'tenant:token' pairs, comma-separated; tenant '*' "

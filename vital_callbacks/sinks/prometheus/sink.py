@@ -217,7 +217,7 @@ class PrometheusSink(Sink):
             self.metrics.graph_duration.labels(graph).observe(event.duration_s)
             if event.cost_usd is not None:
                 self.metrics.graph_cost.labels(graph).observe(_usd(event.cost_usd))
-        elif event.kind == "score":  # quality scores (issue 10) arrive as events of their own
+        elif event.kind == "score":  # quality scores arrive as events of their own
             value = getattr(event, "value", None)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.record_score(str(getattr(event, "name", UNKNOWN)), float(value), event.graph)

@@ -97,9 +97,9 @@ class PostgresSink(Sink):
 
     name = "sql"
     coalesce = 8
-    """Behind, one export is up to 8 batches in one ``COPY`` per table (see ``Sink.coalesce``). In
-    two interleaved A/B runs of the ``sql_throughput`` benchmark's handler case: 29.4k against 26.4k
-    rows/s, and 32.0k against 29.1k, for 8 batches against one per ``COPY``; 4 and 16 did no better."""
+    """Behind, one export is up to 8 batches in one ``COPY`` per table (see ``Sink.coalesce``): each
+    round trip costs the worker a wait for the GIL, so fewer, larger ones catch up faster (the figures
+    behind 8 are in ``benchmarks/RESULTS.md``)."""
 
     def __init__(self, url: str, *, spill_dir: Path | None = None, auto_migrate: bool = False, pool_size: int = 2,
                  statement_timeout_s: float = 30.0, connect_timeout_s: float = 10.0) -> None:
@@ -137,7 +137,7 @@ class PostgresSink(Sink):
     # -- the Sink interface (all called on the pipeline's worker thread, except spill) ----------------
     def prepare(self) -> None:
         """Open the pool and let asyncpg learn the tables' column types (an empty ``COPY`` per table):
-        ~80 ms that would otherwise fall on the first batch. The database being down is not an error
+        a cost that would otherwise fall on the first batch. The database being down is not an error
         here; ``export`` reconnects with backoff."""
         if self._closed or not self._migrated():
             return
