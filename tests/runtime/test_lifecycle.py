@@ -236,3 +236,19 @@ def test_exit_with_a_hung_store_is_bounded_by_the_shutdown_timeout(hung_server: 
             llm.invoke("hi", config={{"callbacks": [handler]}})
     """, timeout=30)  # a hang detector with a wide margin, not a timing assertion
     assert "events were not delivered" in stderr or "events not delivered" in stderr
+
+
+def test_a_private_runtime_dropped_without_shutdown_still_delivers_at_exit(tmp_path: Path) -> None:
+    """Handlers with their own sinks, built per call and dropped (never shut down, garbage-collected):
+    every call is stored at exit, because the runtime outlives the handlers that referred to it."""
+    db = tmp_path / "dropped.db"
+    run_script(f"""
+        import gc
+        from vital_callbacks.sinks.sql import SQLSink
+        for _ in range(5):
+            handler = VitalCallbackHandler(Settings(flush_interval_s=60), sinks=[SQLSink("sqlite:///{db}")])
+            llm.invoke("hi", config={{"callbacks": [handler]}})
+        del handler
+        gc.collect()
+    """)
+    assert count(db, "SELECT COUNT(*) FROM llm_calls") == 5

@@ -23,7 +23,6 @@ import os
 import sys
 import threading
 import time
-import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -125,7 +124,9 @@ class Runtime:
 
 # -- the process-wide registry ------------------------------------------------------------------------
 _lock = threading.RLock()
-_live: weakref.WeakSet[Runtime] = weakref.WeakSet()
+_live: set[Runtime] = set()
+"""Every runtime not shut down yet, held strongly: its threads run on whether or not a handler still
+refers to it, so the exit hook must still find it to deliver what it queued."""
 _shared: dict[str, Runtime] = {}
 _default: list[Runtime] = []
 _env_settings: dict[frozenset[tuple[str, Any]], Settings] = {}
