@@ -3,8 +3,9 @@
     python -m benchmarks.run_all [--quick]
 
 Each benchmark runs in its own process, one after the other (never in parallel: they would disturb
-each other's timings), with sizes that keep the whole run to a few minutes. Their progress lines go
-to stderr; their Markdown sections (from the first ``###`` heading on) are printed in order, under
+each other's timings; only under ``--quick``, whose figures mean nothing, do they run side by side),
+with sizes that keep the whole run to a few minutes. Their progress lines go to stderr; their Markdown
+sections (from the first ``###`` heading on) are printed in order, under
 one heading, with the machine described once.
 """
 
@@ -14,6 +15,7 @@ import argparse
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks._common import describe_machine
@@ -42,14 +44,20 @@ def main() -> None:
     args = parser.parse_args()
     machine = describe_machine()
     parts = []
-    for name, sizes in MODEST.items():
+
+    def run(name: str) -> tuple[subprocess.CompletedProcess[str], float]:
         started = time.perf_counter()
-        command = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else sizes)]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        print(f"{name}: {time.perf_counter() - started:.0f} s, exit {done.returncode}", file=sys.stderr, flush=True)
-        if done.returncode != 0:
-            raise SystemExit(f"benchmarks.{name} failed:\n{done.stderr[-4000:]}")
-        parts.append(section(done.stdout))
+        command = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else MODEST[name])]
+        return subprocess.run(command, cwd=ROOT, capture_output=True, text=True), time.perf_counter() - started
+
+    # With --quick the figures mean nothing, so the benchmarks may run side by side; results stay in order.
+    with ThreadPoolExecutor(max_workers=len(MODEST)) as pool:
+        results = pool.map(run, MODEST) if args.quick else map(run, MODEST)  # map: each after the last
+        for name, (done, seconds) in zip(MODEST, results, strict=True):
+            print(f"{name}: {seconds:.0f} s, exit {done.returncode}", file=sys.stderr, flush=True)
+            if done.returncode != 0:
+                raise SystemExit(f"benchmarks.{name} failed:\n{done.stderr[-4000:]}")
+            parts.append(section(done.stdout))
     print("## Performance\n")
     print(f"Machine: {machine}. Made with `python -m benchmarks.run_all`; each benchmark also runs alone as "
           "`python -m benchmarks.<name>` (larger default sizes).\n")

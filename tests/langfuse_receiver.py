@@ -96,7 +96,8 @@ class LangfuseReceiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="langfuse-receiver", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="langfuse-receiver", daemon=True,
+                                        kwargs={"poll_interval": 0.05})  # shutdown() waits one poll
 
     @property
     def url(self) -> str:

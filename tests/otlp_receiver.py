@@ -62,7 +62,8 @@ class OTLPReceiver:
         self.failed = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, name="otlp-receiver", daemon=True,
+                                        kwargs={"poll_interval": 0.05})  # shutdown() waits one poll
 
     @property
     def endpoint(self) -> str:

@@ -76,11 +76,11 @@ def run(*args: str, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[s
 
 
 class PrometheusServer:
-    """A real Prometheus on a free loopback port, scraping one target every second."""
+    """A real Prometheus on a free loopback port, scraping one target every 250 ms."""
 
     def __init__(self, workdir: Path, target: str) -> None:
         config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-        config["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+        config["global"] = {"scrape_interval": "250ms", "evaluation_interval": "1s"}
         config["rule_files"] = [str(ALERTS)]
         config.pop("alerting", None)
         config["scrape_configs"][0]["static_configs"] = [{"targets": [target]}]

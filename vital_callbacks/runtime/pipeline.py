@@ -77,6 +77,7 @@ class Pipeline:
                          for s in self.sinks]
         for sink, worker in zip(self.sinks, self._workers, strict=True):
             sink.bind(self._context_for(worker))
+            worker.start()
 
     def _start(self) -> None:
         """The state a process owns alone: built at start, and again in a forked child."""

@@ -98,9 +98,14 @@ class SinkWorker:
         self._ledger = ledger
         self._lost_in_export = 0
         self._in_export = False
-        self._start()
+        self._reset()
 
-    def _start(self) -> None:
+    def start(self) -> None:
+        """Start the thread; the pipeline calls this after the sink is bound, so even ``prepare`` reports
+        through the pipeline's context."""
+        self._thread.start()
+
+    def _reset(self) -> None:
         self.failing = False
         """Set while the sink's exports fail (retrying, spilling); cleared by the next success."""
         self._queue: deque[Event | Marker] = deque()
@@ -115,7 +120,6 @@ class SinkWorker:
         """Held while the thread is inside the sink (prepare, export, spill, flush): ``fork()`` waits for
         it, so a child never inherits a lock or a half-done import from the middle of a sink call."""
         self._thread = threading.Thread(target=self._run, name=f"vital-sink-{self.name}", daemon=True)
-        self._thread.start()
 
     def after_fork(self) -> None:
         """In a forked child: the parent's queue is the parent's to deliver; start afresh."""
@@ -123,7 +127,8 @@ class SinkWorker:
             self.sink.after_fork()
         except Exception:
             logger.exception("vital-callbacks: sink %r failed to re-initialise after fork", self.name)
-        self._start()
+        self._reset()
+        self.start()
 
     # -- what the dispatcher and the pipeline call ---------------------------------------------------
     def depth(self) -> int:
