@@ -19,11 +19,11 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks._common import describe_machine
+from vital_callbacks.testing.servers import HungServer
 
 ROOT = Path(__file__).resolve().parent.parent
 SHUTDOWN_S = 2.0
@@ -44,35 +44,6 @@ for _ in range({calls}):
 time.sleep(1.0)
 done[0] = time.monotonic()
 """
-
-
-class HungServer:
-    """Accepts connections and never answers: a database that hangs."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(128)
-        self.port = int(self.sock.getsockname()[1])
-        self._held: list[socket.socket] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._accept, daemon=True)
-        self._thread.start()
-
-    def _accept(self) -> None:
-        self.sock.settimeout(0.1)
-        while not self._stop.is_set():
-            try:
-                self._held.append(self.sock.accept()[0])
-            except OSError:
-                continue
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        for conn in self._held:
-            conn.close()
-        self.sock.close()
 
 
 def closed_port() -> int:
