@@ -69,11 +69,10 @@ class Pipeline:
         self._queue_size = queue_size
         self._batch_size = batch_size
         self._valve = max(1, queue_size // 4)
-        self._worker_options: dict[str, Any] = {
-            "queue_size": queue_size, "batch_size": batch_size, "interval_s": flush_interval_s,
-            "max_retries": max_retries, "backoff_s": retry_backoff_s}
         self._start()
-        self._workers = [SinkWorker(s, ledger=self._ledger, room=self._room, **self._worker_options)
+        self._workers = [SinkWorker(s, queue_size=queue_size, batch_size=batch_size, interval_s=flush_interval_s,
+                                    max_retries=max_retries, backoff_s=retry_backoff_s, ledger=self._ledger,
+                                    room=self._room)
                          for s in self.sinks]
         for sink, worker in zip(self.sinks, self._workers, strict=True):
             sink.bind(self._context_for(worker))
@@ -129,9 +128,7 @@ class Pipeline:
         self._start()
         self._closed = closed
         for worker in self._workers:
-            worker._ledger = self._ledger
-            worker._room = self._room
-            worker.after_fork()
+            worker.after_fork(self._ledger, self._room)
 
     # -- caller side -------------------------------------------------------------------------------
     def submit(self, event: Event | Draft) -> None:

@@ -144,7 +144,6 @@ def _register(runtime: Runtime) -> None:
             if hasattr(os, "register_at_fork"):
                 os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
                                     after_in_child=_after_fork_in_child)
-        _watch_multiprocessing(runtime)
 
 
 def _forget(runtime: Runtime) -> None:
@@ -178,7 +177,7 @@ def _after_fork_in_child() -> None:
     for runtime in list(_live):
         try:
             runtime._after_fork()
-            _watch_multiprocessing(runtime)  # by now multiprocessing.util is imported if it forked us
+            _watch_multiprocessing(runtime)  # here: multiprocessing.util is imported by now if it forked us
         except Exception:
             logger.exception("vital-callbacks: re-initialising after fork failed")
 

@@ -6,6 +6,7 @@ The account of each sink always balances: every event handed to a worker is expo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -121,8 +122,10 @@ class SinkWorker:
         it, so a child never inherits a lock or a half-done import from the middle of a sink call."""
         self._thread = threading.Thread(target=self._run, name=f"vital-sink-{self.name}", daemon=True)
 
-    def after_fork(self) -> None:
-        """In a forked child: the parent's queue is the parent's to deliver; start afresh."""
+    def after_fork(self, ledger: Ledger, room: threading.Event) -> None:
+        """In a forked child: the parent's queue is the parent's to deliver; start afresh, counting in
+        the child pipeline's ``ledger``."""
+        self._ledger, self._room = ledger, room
         try:
             self.sink.after_fork()
         except Exception:
@@ -300,12 +303,8 @@ class SinkWorker:
         dispatcher (a full queue) it runs beside a slow export, never waiting for it."""
         saved = 0
         try:
-            if on_worker:
-                with self.busy:
-                    saved = int(self.sink.spill(batch))
-            else:
-                saved = int(self.sink.spill(batch))
-            saved = max(0, min(len(batch), saved))
+            with self.busy if on_worker else contextlib.nullcontext():
+                saved = max(0, min(len(batch), int(self.sink.spill(batch))))
         except Exception:
             logger.exception("vital-callbacks: sink %r failed to spill", self.name)
         if saved:
