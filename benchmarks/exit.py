@@ -13,7 +13,6 @@ process with an in-memory sink. Targets: refusing adds at most 1 s; hanging at m
 from __future__ import annotations
 
 import argparse
-import socket
 import statistics
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from benchmarks._common import describe_machine
-from vital_callbacks.testing.servers import HungServer
+from vital_callbacks.testing.servers import HungServer, closed_port
 
 ROOT = Path(__file__).resolve().parent.parent
 SHUTDOWN_S = 2.0
@@ -45,11 +44,6 @@ time.sleep(1.0)
 done[0] = time.monotonic()
 """
 
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def exit_seconds(url: str, calls: int, *, memory: bool = False) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import socket
 from pathlib import Path
 
 from opentelemetry.sdk.metrics import MeterProvider
@@ -23,17 +22,12 @@ from vital_callbacks.sinks.logs import LOGGER_NAME, LogSink
 from vital_callbacks.sinks.otel import OTelSink
 from vital_callbacks.sinks.sql import SQLSink
 from vital_callbacks.sinks.sql.postgres import PostgresSink
+from vital_callbacks.testing.servers import closed_port
 
 EMAIL, KEY, CARD = "alice@example.com", "sk-proj-abcdefghijklmnopqrstuvwx", "4111 1111 1111 1111"
 PROMPT = f"mail {EMAIL} with key {KEY} and card {CARD}"
 SECRETS = (EMAIL, KEY, "4111 1111")
 
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def clean(blob: str) -> bool:

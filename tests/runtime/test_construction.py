@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 import textwrap
@@ -20,6 +19,7 @@ from tests.graphs import INPUT, build_graph
 from tests.runtime.test_lifecycle import ROOT, model
 from vital_callbacks import Budget, Settings, VitalCallbackHandler
 from vital_callbacks.store import migrate
+from vital_callbacks.testing.servers import closed_port
 
 
 def invoke_and_report(settings: Settings, caplog: pytest.LogCaptureFixture) -> tuple[str, str]:
@@ -66,12 +66,6 @@ def test_a_store_migrated_by_a_newer_version_is_reported(tmp_path: Path, caplog:
     problem, _ = invoke_and_report(quick(url), caplog)
     assert "revision 9999" in problem and "upgrade the package" in problem
 
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def test_an_unreachable_postgresql_is_reported_with_the_password_masked(tmp_path: Path,

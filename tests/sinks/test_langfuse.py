@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -19,6 +18,7 @@ from vital_callbacks import Settings, VitalCallbackHandler
 from vital_callbacks.runtime.factory import sink_class
 from vital_callbacks.sinks.langfuse import LangfuseSink, langfuse_trace_id, sampled
 from vital_callbacks.sinks.sql import SQLSink
+from vital_callbacks.testing.servers import closed_port
 
 SECRET_PROMPT = "mail alice@example.com, key sk-proj-abcdefghijklmnop1234, card 4111 1111 1111 1111"
 
@@ -44,12 +44,6 @@ def run(sinks: list[Any], inputs: Any = INPUT, *, flush: bool = True,
         handler.flush(10)
     return result, handler
 
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def by_name(spans: list[ReceivedSpan], name: str) -> list[ReceivedSpan]:

@@ -23,7 +23,7 @@ from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
 from vital_callbacks.store.engine import make_engine, mask_url, normalize_url
@@ -188,8 +188,6 @@ def describe_problem(exc: BaseException, masked_url: str) -> str:
         elif "readonly" in detail or "read-only" in detail:
             hint = " (the file or its folder is read-only)"
         return f"{where}: the store cannot be opened: {detail}{hint}"
-    if isinstance(exc, (SQLAlchemyError, CommandError, OSError)):
-        return f"{where}: {type(exc).__name__}: {exc}".splitlines()[0]
     return f"{where}: {type(exc).__name__}: {exc}".splitlines()[0]
 
 

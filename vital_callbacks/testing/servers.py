@@ -1,4 +1,5 @@
-"""Stand-ins for a store that misbehaves, to test what your application does when the database hangs."""
+"""Stand-ins for a store that misbehaves, to test what your application does when the database hangs or
+refuses connections."""
 
 from __future__ import annotations
 
@@ -43,3 +44,10 @@ class HungServer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def closed_port() -> int:
+    """A local port nothing listens on (a database that refuses connections)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
