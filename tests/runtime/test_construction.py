@@ -170,3 +170,20 @@ def test_importing_the_package_touches_no_sqlalchemy() -> None:
                           "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'sqlmodel')))"],
                          cwd=ROOT, capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_store_problem_clears_once_the_store_is_usable(tmp_path: Path) -> None:
+    """The missing folder appears later: the next export opens the store, stores the rows and the problem
+    leaves ``stats()``."""
+    folder = tmp_path / "later"
+    handler = VitalCallbackHandler(Settings(database_url=f"sqlite:///{folder / 'v.db'}", sinks=["sql"],
+                                            flush_interval_s=0.05, max_retries=50, retry_backoff_s=0.05))
+    model().invoke("hi", config={"callbacks": [handler]})
+    for _ in range(200):  # the worker reports the problem from its first attempt on
+        if handler.stats()["problems"]:
+            break
+        time.sleep(0.01)
+    assert "unable to open database file" in handler.stats()["problems"]["sql"]
+    folder.mkdir()
+    assert handler.flush(30)
+    assert handler.stats()["problems"] == {} and handler.stats()["exported"]["sql"] == 1

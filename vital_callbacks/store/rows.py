@@ -34,7 +34,6 @@ EVENT_CLASSES: dict[str, type[Event]] = {
 _USAGE = {"input_tokens": "input", "output_tokens": "output", "total_tokens": "total",
           "cache_read_tokens": "cache_read", "cache_write_tokens": "cache_write", "reasoning_tokens": "reasoning"}
 _COST = {"input_cost": "input", "output_cost": "output", "total_cost": "total", "price_source": "source"}
-_RENAMED = {"started_at": "started_at", "ended_at": "ended_at"}
 _SCORE = {"score_id": "run_id", "run_id": "parent_run_id", "created_at": "started_at"}
 """Score columns whose event field has another name."""
 
@@ -88,7 +87,8 @@ class RowMapping:
         self.table: Table = TABLES[kind]
         self.columns = [c.name for c in self.table.columns]
         self.id_position = self.columns.index("score_id" if kind == Score.kind else "run_id")
-        names = {f.name for f in fields(EVENT_CLASSES[kind])} | set(_RENAMED)
+        # started_at / ended_at: the events' datetime properties over their epoch-float fields
+        names = {f.name for f in fields(EVENT_CLASSES[kind])} | {"started_at", "ended_at"}
         sources: list[str] = []
         self._defaults: list[tuple[int, Any]] = []
         self._costs: list[tuple[int, str]] = []

@@ -172,6 +172,8 @@ class SQLSink(Sink):
             with self.engine.begin() as conn:
                 for kind, rows in scores_last(grouped):
                     self._execute(conn, kind, rows)
+            if self._problem is not None:
+                self._report(None)  # a passing problem (a locked or restarted store) is over
             return ExportResult.SUCCESS
         except OperationalError as exc:
             self._report(migrate.describe_problem(exc, self.masked_url))
