@@ -5,6 +5,8 @@ stale, and the end-to-end test evaluates every query below against a real Promet
 workload, so a panel that would show nothing fails CI. Queries use the default ``vital_`` prefix.
 
 Failure-rate queries add ``or 0 * rate(...)`` so that a graph with no errors shows 0, not "No data".
+Token kinds are exclusive (``vital_llm_tokens_total{type, kind}``), so the token panels stack: the top
+of the stack is every token, and a share is one kind over its ``type``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ class Panel:
     kind: str = "timeseries"
     width: int = 12
     description: str = ""
+    stacked: bool = False
+    """Lines stack: only for series that are exclusive parts of one whole."""
 
 
 @dataclass(frozen=True)
@@ -41,8 +45,8 @@ class Dashboard:
 
 
 def p(title: str, *exprs: tuple[str, str], unit: str = "short", kind: str = "timeseries", width: int = 12,
-      description: str = "") -> Panel:
-    return Panel(title, tuple(exprs), unit, kind, width, description)
+      description: str = "", stacked: bool = False) -> Panel:
+    return Panel(title, tuple(exprs), unit, kind, width, description, stacked)
 
 
 def failure_rate(metric: str, by: str, selector: str = "") -> str:
@@ -70,15 +74,24 @@ COST = Dashboard("vital-llm-cost", "LLM Cost", (
       f"sum by (provider, model) (rate(vital_llm_cost_usd_total{{{T}}}[{RI}])) * 3600"), unit="currencyUSD"),
     p("Cost by tenant (USD / hour)", ("{{tenant}}",
       f"sum by (tenant) (rate(vital_llm_cost_usd_total{{{T}}}[{RI}])) * 3600"), unit="currencyUSD"),
-    p("Tokens by type (per second)", ("{{type}}",
-      f"sum by (type) (rate(vital_llm_tokens_total{{{T}}}[{RI}]))")),
-    p("Unpriced calls (no price known: cost is undercounted)", ("{{model}}",
-      f"sum by (model) (increase(vital_unpriced_calls_total[{RI}]))")),
+    p("Tokens by kind (per second)", ("{{type}} {{kind}}",
+      f"sum by (type, kind) (rate(vital_llm_tokens_total{{{T}}}[{RI}]))"), stacked=True,
+      description="Input is uncached + cache_read + cache_write, output is text + reasoning; the stack's top "
+                  "is all tokens."),
+    p("Unpriced calls (no price known: cost is undercounted)", ("{{provider}} {{model}}",
+      f"sum by (provider, model) (increase(vital_unpriced_calls_total{{{T}}}[{RI}]))")),
     p("Response-cache hit rate", ("hit rate",
       f'sum(rate(vital_llm_cache_requests_total{{result="hit"}}[{RI}]) or 0 * rate(vital_llm_cache_requests_total'
       f"[{RI}])) / sum(rate(vital_llm_cache_requests_total[{RI}]))"), unit="percentunit"),
     p("Saved by cache (USD / hour)", ("{{model}}",
       f"sum by (model) (rate(vital_llm_cost_saved_usd_total{{{T}}}[{RI}])) * 3600"), unit="currencyUSD"),
+    p("Input read from the provider's prompt cache (share)", ("{{provider}} {{model}}",
+      f'sum by (provider, model) (rate(vital_llm_tokens_total{{type="input",kind="cache_read",{T}}}[{RI}]))'
+      f' / sum by (provider, model) (rate(vital_llm_tokens_total{{type="input",{T}}}[{RI}]))'), unit="percentunit",
+      description="Prompt caching (billed at the cache-read rate), not LangChain's response cache."),
+    p("Reasoning (share of output tokens)", ("{{provider}} {{model}}",
+      f'sum by (provider, model) (rate(vital_llm_tokens_total{{type="output",kind="reasoning",{T}}}[{RI}]))'
+      f' / sum by (provider, model) (rate(vital_llm_tokens_total{{type="output",{T}}}[{RI}]))'), unit="percentunit"),
 ))
 
 PERFORMANCE = Dashboard("vital-performance", "Performance", (
@@ -161,6 +174,12 @@ def _templating() -> dict[str, Any]:
     ]}
 
 
+def _defaults(panel: Panel) -> dict[str, Any]:
+    if not panel.stacked:
+        return {"unit": panel.unit}
+    return {"unit": panel.unit, "custom": {"stacking": {"mode": "normal", "group": "A"}, "fillOpacity": 40}}
+
+
 def render(dashboard: Dashboard) -> dict[str, Any]:
     """The Grafana JSON model of one dashboard (schema 39, Grafana 10/11)."""
     panels: list[dict[str, Any]] = []
@@ -171,7 +190,7 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
         panels.append({
             "id": index, "type": panel.kind, "title": panel.title, "description": panel.description,
             "datasource": DATASOURCE, "gridPos": {"x": x, "y": y, "w": panel.width, "h": 8},
-            "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []}, "options": {},
+            "fieldConfig": {"defaults": _defaults(panel), "overrides": []}, "options": {},
             "targets": [{"refId": chr(ord("A") + i), "datasource": DATASOURCE, "expr": expr, "legendFormat": legend,
                          "range": panel.kind != "table", "instant": panel.kind == "table"}
                         for i, (legend, expr) in enumerate(panel.exprs)],

@@ -5,6 +5,11 @@ and an optional window (``since`` / ``until``, UTC), ``tenant_id`` and ``graph``
 names (``cost_by``, ``latency``...) return a pandas DataFrame when pandas is installed, else a list of
 dataclass rows; the ``*_rows`` names always return the rows, with exact ``Decimal`` USD amounts.
 
+A cost is the sum of the *priced* calls and always comes with ``unpriced_calls``, the calls with tokens
+but no known price that it leaves out: with any, the cost is a lower bound, and a group where nothing
+was priced has cost ``None`` (NaN in a frame), never 0. :func:`format_usd` and :func:`spend` show
+that to people: ``$12.40``, ``≥ $12.40 (3 unpriced)``, ``unpriced (3 calls)``.
+
     engine = analytics.reader_engine()
     analytics.cost_by(engine, ("day", "tenant"), since=datetime(2025, 3, 1, tzinfo=timezone.utc))
 """
@@ -13,7 +18,7 @@ from sqlalchemy import func, inspect, select
 from sqlalchemy.engine import Engine
 
 from vital_callbacks.analytics._common import DIMENSIONS, LLM_CALLS, Dimension, tabular, to_frame
-from vital_callbacks.analytics.cache import CacheSaving, cache_savings_rows, total_saved
+from vital_callbacks.analytics.cache import CacheSaving, cache_savings_rows, total_saved, unpriced_saving_calls
 from vital_callbacks.analytics.costs import (
     CostGroup,
     DayCost,
@@ -26,14 +31,16 @@ from vital_callbacks.analytics.costs import (
     total_row,
     unpriced_calls_rows,
 )
+from vital_callbacks.analytics.display import spend
 from vital_callbacks.analytics.latency import (
     LatencyGroup,
     agent_success_rows,
     latency_by_model_rows,
     latency_by_node_rows,
+    latency_by_tool_rows,
     latency_rows,
 )
-from vital_callbacks.analytics.report import CostRow, cost_report, parse_since
+from vital_callbacks.analytics.report import CostRow, cost_report, parse_since, report_total
 from vital_callbacks.analytics.summary import (
     MonthProjection,
     ProjectionDay,
@@ -43,6 +50,7 @@ from vital_callbacks.analytics.summary import (
     quality_summary_rows,
     realtime,
 )
+from vital_callbacks.core.money import format_usd, usd
 from vital_callbacks.store.engine import reader_engine
 
 agent_success = tabular(agent_success_rows)
@@ -53,6 +61,7 @@ expensive_runs = tabular(expensive_runs_rows)
 latency = tabular(latency_rows)
 latency_by_model = tabular(latency_by_model_rows)
 latency_by_node = tabular(latency_by_node_rows)
+latency_by_tool = tabular(latency_by_tool_rows)
 quality_summary = tabular(quality_summary_rows)
 top_spenders = tabular(top_spenders_rows)
 unpriced_calls = tabular(unpriced_calls_rows)
@@ -91,12 +100,15 @@ __all__ = [
     "daily_cost_rows",
     "expensive_runs",
     "expensive_runs_rows",
+    "format_usd",
     "is_empty",
     "latency",
     "latency_by_model",
     "latency_by_model_rows",
     "latency_by_node",
     "latency_by_node_rows",
+    "latency_by_tool",
+    "latency_by_tool_rows",
     "latency_rows",
     "month_projection",
     "parse_since",
@@ -104,6 +116,8 @@ __all__ = [
     "quality_summary_rows",
     "reader_engine",
     "realtime",
+    "report_total",
+    "spend",
     "tabular",
     "to_frame",
     "top_spenders",
@@ -112,4 +126,6 @@ __all__ = [
     "total_saved",
     "unpriced_calls",
     "unpriced_calls_rows",
+    "unpriced_saving_calls",
+    "usd",
 ]

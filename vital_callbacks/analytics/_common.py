@@ -19,21 +19,24 @@ from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar, Union
 from sqlalchemy import Table, func, literal_column
 from sqlalchemy.sql.elements import ColumnElement
 
-from vital_callbacks.store.schema import graph_runs, llm_calls, node_runs, scores
+from vital_callbacks.store.schema import graph_runs, llm_calls, node_runs, scores, tool_calls
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Dimension = Literal["tenant", "user", "session", "model", "provider", "graph", "node", "day", "hour"]
-DIMENSIONS: tuple[Dimension, ...] = ("tenant", "user", "session", "model", "provider", "graph", "node", "day",
-                                     "hour")
+Dimension = Literal["tenant", "user", "session", "model", "provider", "graph", "node", "tool", "day", "hour"]
+DIMENSIONS: tuple[Dimension, ...] = ("tenant", "user", "session", "model", "provider", "graph", "node", "tool",
+                                     "day", "hour")
 _COLUMN_OF: dict[str, str] = {"tenant": "tenant_id", "user": "user_id", "session": "session_id", "model": "model",
-                              "provider": "provider", "graph": "graph", "node": "node"}
+                              "provider": "provider", "graph": "graph", "node": "node", "tool": "name"}
+_ONLY_ON = {"tool": "tool_calls"}
+"""Dimensions whose column name means something else on other tables (a graph run has a ``name`` too)."""
 _BUCKETS = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00"}
 
 LLM_CALLS: Table = llm_calls
 NODE_RUNS: Table = node_runs
 GRAPH_RUNS: Table = graph_runs
+TOOL_CALLS: Table = tool_calls
 SCORES: Table = scores
 
 P = ParamSpec("P")
@@ -64,8 +67,9 @@ def dimension(table: Table, name: str, dialect: str) -> ColumnElement[Any]:
             return func.strftime(literal_column(f"'{sqlite_fmt}'"), column).label(name)
         raise ValueError(f"time buckets are implemented for SQLite and PostgreSQL, not {dialect}")
     column_name = _COLUMN_OF.get(name)
-    if column_name is None or column_name not in table.c:
-        usable = [d for d in DIMENSIONS if d in _BUCKETS or _COLUMN_OF[d] in table.c]
+    if column_name is None or column_name not in table.c or _ONLY_ON.get(name, table.name) != table.name:
+        usable = [d for d in DIMENSIONS if d in _BUCKETS or (_COLUMN_OF[d] in table.c
+                                                             and _ONLY_ON.get(d, table.name) == table.name)]
         raise ValueError(f"cannot group {table.name} by {name!r}; choose from {', '.join(usable)}")
     return table.c[column_name].label(name)
 
@@ -121,13 +125,18 @@ def _records(rows: Sequence[Any]) -> list[dict[str, Any]]:
 
 
 def to_frame(rows: Sequence[Any], row_type: type | None = None) -> pd.DataFrame:
-    """Rows (dataclasses) as a DataFrame; USD amounts become floats, which plotting needs. With no rows,
-    ``row_type`` still gives the frame its columns, so ``frame["cost_usd"]`` works on an empty window."""
+    """Rows (dataclasses) as a DataFrame; USD amounts become floats, which plotting needs, and a missing
+    amount (nothing priced) becomes NaN, which pandas leaves out of sums and plots instead of counting
+    it as 0. With no rows, ``row_type`` still gives the frame its columns, so ``frame["cost_usd"]``
+    works on an empty window."""
     import pandas as pd
 
     if not rows and row_type is not None and dataclasses.is_dataclass(row_type):
-        return pd.DataFrame(columns=[f.name for f in dataclasses.fields(row_type) if f.name not in ("dims", "keys")])
-    return pd.DataFrame.from_records(_records(rows))
+        frame = pd.DataFrame(columns=[f.name for f in dataclasses.fields(row_type) if f.name not in ("dims", "keys")])
+    else:
+        frame = pd.DataFrame.from_records(_records(rows))
+    usd = [c for c in frame.columns if str(c).endswith("_usd")]
+    return frame.astype(dict.fromkeys(usd, "float64")) if usd else frame
 
 
 def _pandas_installed() -> bool:

@@ -101,5 +101,11 @@ def _default_book() -> PriceBook:
 
 
 def total_saved(rows: Sequence[CacheSaving], kind: CacheKind | None = None) -> Decimal:
-    """Sum of the known savings (of one kind, or both)."""
+    """Sum of the known savings (of one kind, or both); :func:`unpriced_saving_calls` counts the cached
+    calls it leaves out."""
     return sum((r.saved_usd or Decimal(0) for r in rows if kind is None or r.kind == kind), Decimal(0))
+
+
+def unpriced_saving_calls(rows: Sequence[CacheSaving], kind: CacheKind | None = None) -> int:
+    """Cached calls of models without a price, whose saving is unknown and not in :func:`total_saved`."""
+    return sum(r.calls for r in rows if r.saved_usd is None and (kind is None or r.kind == kind))

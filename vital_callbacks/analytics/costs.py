@@ -3,6 +3,10 @@
 All sums run in the database. A call is *unpriced* when it reported (or was estimated to have) tokens
 but no price was known, so its cost is NULL; calls with no usage at all (``token_source = 'none'``,
 e.g. a failed request) have nothing to price and are not counted as unpriced.
+
+Every cost here comes with ``unpriced_calls``, the calls it leaves out: with any, the cost is a lower
+bound (``cost_is_lower_bound``), and a group where nothing was priced has cost ``None``, never 0
+(see :func:`vital_callbacks.core.money.priced_sum`).
 """
 
 from __future__ import annotations
@@ -26,13 +30,17 @@ from vital_callbacks.analytics._common import (
     utc,
     window,
 )
+from vital_callbacks.core.money import priced_sum
 
 _ZERO = Decimal(0)
 
 
 @dataclass(frozen=True)
 class CostGroup:
-    """LLM calls of one group: counts, tokens, and USD (exact ``Decimal``; 0 when nothing was priced)."""
+    """LLM calls of one group: counts, tokens, and USD (exact ``Decimal``).
+
+    ``cost_usd`` sums the priced calls: ``None`` when the group's calls with tokens were all unpriced,
+    a lower bound when ``unpriced_calls`` is not 0."""
 
     dims: tuple[str, ...]
     keys: tuple[str | None, ...]
@@ -43,7 +51,7 @@ class CostGroup:
     cache_read_tokens: int
     cache_write_tokens: int
     reasoning_tokens: int
-    cost_usd: Decimal
+    cost_usd: Decimal | None
     unpriced_calls: int
     errors: int
     cache_hits: int
@@ -54,6 +62,11 @@ class CostGroup:
         """The group's first key (the whole key when grouped by one dimension)."""
         return self.keys[0] if self.keys else None
 
+    @property
+    def cost_is_lower_bound(self) -> bool:
+        """Calls without a price are left out of ``cost_usd``: the real spend is at least that."""
+        return self.unpriced_calls > 0
+
 
 def _int(value: Any) -> int:
     return int(value or 0)
@@ -61,6 +74,11 @@ def _int(value: Any) -> int:
 
 def _usd(value: Any) -> Decimal:
     return _ZERO if value is None else Decimal(value)
+
+
+def _rank(cost: Decimal | None) -> Decimal:
+    """Sort key: a group with nothing priced ranks with the cheapest (its cost is unknown, not high)."""
+    return _ZERO if cost is None else cost
 
 
 def _cost_aggregates() -> list[Any]:
@@ -137,11 +155,13 @@ def _key(value: Any) -> str | None:
 
 
 def _group(dims: tuple[str, ...], m: Any) -> CostGroup:
+    unpriced = _int(m["unpriced_calls"])
+    cost = None if m["cost_usd"] is None else Decimal(m["cost_usd"])
     return CostGroup(
         dims, tuple(_key(m[d]) for d in dims), _int(m["calls"]), _int(m["input_tokens"]),
         _int(m["output_tokens"]), _int(m["total_tokens"]), _int(m["cache_read_tokens"]),
-        _int(m["cache_write_tokens"]), _int(m["reasoning_tokens"]), _usd(m["cost_usd"]),
-        _int(m["unpriced_calls"]), _int(m["errors"]), _int(m["cache_hits"]), _usd(m["saved_usd"]))
+        _int(m["cache_write_tokens"]), _int(m["reasoning_tokens"]), priced_sum(cost, unpriced),
+        unpriced, _int(m["errors"]), _int(m["cache_hits"]), _usd(m["saved_usd"]))
 
 
 def _empty(dims: tuple[str, ...]) -> CostGroup:
@@ -149,12 +169,14 @@ def _empty(dims: tuple[str, ...]) -> CostGroup:
 
 
 def _add(a: CostGroup, b: CostGroup) -> CostGroup:
+    unpriced = a.unpriced_calls + b.unpriced_calls
+    # Sums as the rollup keeps them (nothing priced = 0), then the one rule for "nothing priced".
+    cost = priced_sum(_usd(a.cost_usd) + _usd(b.cost_usd), unpriced)
     return CostGroup(a.dims, a.keys, a.calls + b.calls, a.input_tokens + b.input_tokens,
                      a.output_tokens + b.output_tokens, a.total_tokens + b.total_tokens,
                      a.cache_read_tokens + b.cache_read_tokens, a.cache_write_tokens + b.cache_write_tokens,
-                     a.reasoning_tokens + b.reasoning_tokens, a.cost_usd + b.cost_usd,
-                     a.unpriced_calls + b.unpriced_calls, a.errors + b.errors, a.cache_hits + b.cache_hits,
-                     a.saved_usd + b.saved_usd)
+                     a.reasoning_tokens + b.reasoning_tokens, cost, unpriced, a.errors + b.errors,
+                     a.cache_hits + b.cache_hits, a.saved_usd + b.saved_usd)
 
 
 def _ordered(dims: tuple[str, ...], groups: list[CostGroup]) -> list[CostGroup]:
@@ -165,7 +187,7 @@ def _ordered(dims: tuple[str, ...], groups: list[CostGroup]) -> list[CostGroup]:
 
     if dims and dims[0] in ("day", "hour"):
         return sorted(groups, key=keys)
-    return sorted(groups, key=lambda g: (-g.cost_usd, -g.calls, keys(g)))
+    return sorted(groups, key=lambda g: (-_rank(g.cost_usd), -g.calls, keys(g)))
 
 
 def top_spenders_rows(engine: Engine, by: str = "tenant", n: int = 10, *, since: datetime | None = None,
@@ -179,7 +201,8 @@ def top_spenders_rows(engine: Engine, by: str = "tenant", n: int = 10, *, since:
 
 def total_row(engine: Engine, *, since: datetime | None = None, until: datetime | None = None,
               tenant_id: str | None = None, graph: str | None = None) -> CostGroup:
-    """One grand total over the window (zeros when it holds no calls)."""
+    """One grand total over the window (zeros when it holds no calls; cost ``None`` when it holds calls
+    and none of them could be priced)."""
     return cost_by_rows(engine, (), since=since, until=until, tenant_id=tenant_id, graph=graph)[0]
 
 
@@ -215,7 +238,8 @@ def unpriced_calls_rows(engine: Engine, *, since: datetime | None = None, until:
 
 @dataclass(frozen=True)
 class ExpensiveRun:
-    """One graph run (an invoke/stream) with its rolled-up totals."""
+    """One graph run (an invoke/stream) with its rolled-up totals; ``cost_usd`` sums its priced calls and
+    leaves out ``unpriced_calls``."""
 
     run_id: str
     tenant_id: str | None
@@ -227,16 +251,23 @@ class ExpensiveRun:
     llm_calls: int
     total_tokens: int
     cost_usd: Decimal
+    unpriced_calls: int
+
+    @property
+    def cost_is_lower_bound(self) -> bool:
+        return self.unpriced_calls > 0
 
 
 def expensive_runs_rows(engine: Engine, n: int = 10, *, since: datetime | None = None,
                         until: datetime | None = None, tenant_id: str | None = None,
                         graph: str | None = None) -> list[ExpensiveRun]:
-    """The ``n`` most expensive graph runs (nested subgraph runs excluded), most expensive first."""
+    """The ``n`` most expensive graph runs (nested subgraph runs excluded), most expensive first, by
+    their priced calls. A run none of whose calls could be priced has no cost to rank it by and is not
+    listed (:func:`unpriced_calls_rows` names its models)."""
     t = GRAPH_RUNS.c
     stmt = (
         select(t.run_id, t.tenant_id, t.user_id, t.graph, t.started_at, t.duration_s, t.status, t.llm_calls,
-               t.total_tokens, t.cost_usd)
+               t.total_tokens, t.cost_usd, t.unpriced_calls)
         .where(t.cost_usd.is_not(None), t.parent_run_id.is_(None),
                *window(GRAPH_RUNS, since=since, until=until, tenant_id=tenant_id, graph=graph))
         .order_by(t.cost_usd.desc(), t.run_id)
@@ -244,18 +275,23 @@ def expensive_runs_rows(engine: Engine, n: int = 10, *, since: datetime | None =
     )
     with engine.connect() as conn:
         return [ExpensiveRun(r[0], r[1], r[2], r[3], utc(r[4]), float(r[5] or 0.0), r[6], _int(r[7]), _int(r[8]),
-                             _usd(r[9])) for r in conn.execute(stmt)]
+                             _usd(r[9]), _int(r[10])) for r in conn.execute(stmt)]
 
 
 @dataclass(frozen=True)
 class DayCost:
-    """One UTC day's LLM spend: the few columns a dashboard's daily chart needs."""
+    """One UTC day's LLM spend: the few columns a dashboard's daily chart needs (``cost_usd`` as in
+    :class:`CostGroup`: ``None`` when nothing that day was priced)."""
 
     day: str
     calls: int
     total_tokens: int
-    cost_usd: Decimal
+    cost_usd: Decimal | None
     unpriced_calls: int
+
+    @property
+    def cost_is_lower_bound(self) -> bool:
+        return self.unpriced_calls > 0
 
 
 def daily_cost_rows(engine: Engine, *, since: datetime | None = None, until: datetime | None = None,

@@ -1,4 +1,4 @@
-"""Reliability: success rate and p50 / p95 / p99 latency of LLM calls, node runs or graph runs.
+"""Reliability: success rate and p50 / p95 / p99 latency of LLM calls, node runs, graph runs or tool calls.
 
 PostgreSQL computes the percentiles itself (``percentile_cont``), so only one row per group crosses
 the wire. SQLite has no percentile function: there the durations of the window are streamed in key
@@ -21,6 +21,7 @@ from vital_callbacks.analytics._common import (
     GRAPH_RUNS,
     LLM_CALLS,
     NODE_RUNS,
+    TOOL_CALLS,
     dimension,
     dimensions,
     key_text,
@@ -28,8 +29,8 @@ from vital_callbacks.analytics._common import (
     window,
 )
 
-Source = Literal["llm", "node", "graph"]
-_TABLES: dict[str, Table] = {"llm": LLM_CALLS, "node": NODE_RUNS, "graph": GRAPH_RUNS}
+Source = Literal["llm", "node", "graph", "tool"]
+_TABLES: dict[str, Table] = {"llm": LLM_CALLS, "node": NODE_RUNS, "graph": GRAPH_RUNS, "tool": TOOL_CALLS}
 _QUANTILES = (0.50, 0.95, 0.99)
 
 
@@ -66,8 +67,8 @@ def _group(dims: tuple[str, ...], keys: tuple[str | None, ...], counts: Sequence
 def latency_rows(engine: Engine, by: str | Sequence[str] = "model", *, source: Source = "llm",
                  since: datetime | None = None, until: datetime | None = None, tenant_id: str | None = None,
                  graph: str | None = None) -> list[LatencyGroup]:
-    """Success rate and latency percentiles of ``source`` runs (``llm`` calls, ``node`` runs or ``graph``
-    runs) grouped by ``by``, slowest p95 first."""
+    """Success rate and latency percentiles of ``source`` runs (``llm`` calls, ``node`` runs, ``graph``
+    runs or ``tool`` calls) grouped by ``by``, slowest p95 first."""
     table = _TABLES.get(source)
     if table is None:
         raise ValueError(f"source must be one of {', '.join(_TABLES)}, not {source!r}")
@@ -129,3 +130,10 @@ def agent_success_rows(engine: Engine, *, since: datetime | None = None, until: 
                        tenant_id: str | None = None, graph: str | None = None) -> list[LatencyGroup]:
     """Success rate and latency of whole graph runs per agent (graph)."""
     return latency_rows(engine, "graph", source="graph", since=since, until=until, tenant_id=tenant_id, graph=graph)
+
+
+def latency_by_tool_rows(engine: Engine, *, since: datetime | None = None, until: datetime | None = None,
+                         tenant_id: str | None = None, graph: str | None = None) -> list[LatencyGroup]:
+    """Calls, success rate and latency of tool calls per tool name. A tool has no token cost of its own;
+    the LLM calls around it are in the cost of the node that ran it."""
+    return latency_rows(engine, "tool", source="tool", since=since, until=until, tenant_id=tenant_id, graph=graph)

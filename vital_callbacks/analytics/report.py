@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 
 from vital_callbacks.analytics.costs import cost_by_rows
 from vital_callbacks.analytics.latency import latency_rows
+from vital_callbacks.core.money import priced_sum
 
 _DURATION = re.compile(r"^\s*(\d+)\s*([smhdw])\s*$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -35,11 +36,23 @@ class CostRow:
     output_tokens: int
     cache_read_tokens: int
     cost_usd: Decimal | None
-    """None when no call of the group could be priced (printed as ``null``, never as $0)."""
+    """The priced calls' sum; None when no call of the group could be priced (never shown as $0)."""
     unpriced_calls: int
+    """Calls left out of ``cost_usd``: with any, it is a lower bound."""
     errors: int
     p50_latency_s: float | None
     p95_latency_s: float | None
+
+    @property
+    def cost_is_lower_bound(self) -> bool:
+        return self.unpriced_calls > 0
+
+
+def report_total(rows: list[CostRow]) -> tuple[int, Decimal | None, int]:
+    """Calls, priced cost and unpriced calls over a report's rows (cost as :func:`priced_sum` decides)."""
+    unpriced = sum(r.unpriced_calls for r in rows)
+    cost = sum((r.cost_usd or Decimal(0) for r in rows), Decimal(0))
+    return sum(r.calls for r in rows), priced_sum(cost, unpriced), unpriced
 
 
 def cost_report(engine: Engine, by: str = "tenant", since: datetime | None = None,
@@ -51,9 +64,8 @@ def cost_report(engine: Engine, by: str = "tenant", since: datetime | None = Non
     out = []
     for g in costs:
         lat = latency.get(g.key)
-        cost = None if g.cost_usd == 0 and g.unpriced_calls == g.calls else g.cost_usd
         out.append(CostRow("(none)" if g.key is None else g.key, g.calls, g.input_tokens, g.output_tokens,
-                           g.cache_read_tokens, cost, g.unpriced_calls, g.errors,
+                           g.cache_read_tokens, g.cost_usd, g.unpriced_calls, g.errors,
                            lat.p50_s if lat else None, lat.p95_s if lat else None))
     if by not in ("day", "hour"):
         out.sort(key=lambda r: (r.cost_usd or Decimal(0), r.calls), reverse=True)

@@ -17,6 +17,9 @@ from sqlalchemy.engine import Engine
 from vital_callbacks.analytics._common import SCORES, utc, window
 from vital_callbacks.analytics.costs import cost_by_rows, total_row
 from vital_callbacks.analytics.latency import latency_rows
+from vital_callbacks.core.money import priced_sum
+
+_ZERO = Decimal(0)
 
 
 def _now(now: datetime | None) -> datetime:
@@ -25,7 +28,8 @@ def _now(now: datetime | None) -> datetime:
 
 @dataclass(frozen=True)
 class Realtime:
-    """LLM traffic of the last ``window_s`` seconds."""
+    """LLM traffic of the last ``window_s`` seconds; ``cost_usd`` sums the priced calls and leaves out
+    ``unpriced_calls`` (``None`` when there were calls and none was priced)."""
 
     window_s: int
     llm_calls: int
@@ -33,9 +37,14 @@ class Realtime:
     errors: int
     error_rate: float | None
     total_tokens: int
-    cost_usd: Decimal
+    cost_usd: Decimal | None
     p95_latency_s: float | None
     active_tenants: int
+    unpriced_calls: int
+
+    @property
+    def cost_is_lower_bound(self) -> bool:
+        return self.unpriced_calls > 0
 
 
 def realtime(engine: Engine, minutes: int = 5, *, now: datetime | None = None,
@@ -50,31 +59,44 @@ def realtime(engine: Engine, minutes: int = 5, *, now: datetime | None = None,
     tenants = len(cost_by_rows(engine, "tenant", since=since, until=end, tenant_id=tenant_id))
     return Realtime(minutes * 60, total.calls, total.calls / minutes, total.errors,
                     total.errors / total.calls if total.calls else None, total.total_tokens, total.cost_usd,
-                    latency.p95_s, tenants)
+                    latency.p95_s, tenants, total.unpriced_calls)
 
 
 @dataclass(frozen=True)
 class ProjectionDay:
-    """One day of the month: its actual cost (None for days still ahead) and the running total, which
-    for the days ahead continues at the month's average daily spend so far."""
+    """One day of the month: its actual cost and the running total, which for the days ahead (``projected``)
+    continues at the month's average daily spend so far.
+
+    ``cost_usd`` is the day's priced calls (``None`` when that day had calls and none was priced; also
+    ``None`` for days ahead); ``cumulative_usd`` is priced spend only, so with ``unpriced_calls`` on
+    any day up to here it is a lower bound."""
 
     day: str
     cost_usd: Decimal | None
     cumulative_usd: Decimal
     projected: bool
+    unpriced_calls: int = 0
 
 
 @dataclass(frozen=True)
 class MonthProjection:
-    """Month-to-date spend and where the month ends at the average daily rate so far."""
+    """Month-to-date spend and where the month ends at the average daily rate so far.
+
+    Every amount is of priced calls only: with ``unpriced_calls`` this month, each is a lower bound
+    (``is_lower_bound``), and with nothing priced at all they are ``None`` rather than 0."""
 
     month: str
-    month_to_date_usd: Decimal
+    month_to_date_usd: Decimal | None
     days_elapsed: Decimal
     days_in_month: int
-    daily_average_usd: Decimal
-    projected_usd: Decimal
+    daily_average_usd: Decimal | None
+    projected_usd: Decimal | None
     days: list[ProjectionDay]
+    unpriced_calls: int = 0
+
+    @property
+    def is_lower_bound(self) -> bool:
+        return self.unpriced_calls > 0
 
 
 def month_projection(engine: Engine, *, now: datetime | None = None, tenant_id: str | None = None,
@@ -87,25 +109,28 @@ def month_projection(engine: Engine, *, now: datetime | None = None, tenant_id: 
     end = _now(now)
     start = end.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     days_in_month = calendar.monthrange(start.year, start.month)[1]
-    daily = {g.key: g.cost_usd for g in cost_by_rows(engine, "day", since=start, until=end, tenant_id=tenant_id,
-                                                         graph=graph)}
-    month_to_date = sum(daily.values(), Decimal(0))
+    daily = {g.key: g for g in cost_by_rows(engine, "day", since=start, until=end, tenant_id=tenant_id,
+                                            graph=graph)}
+    unpriced = sum(g.unpriced_calls for g in daily.values())
+    month_to_date = priced_sum(sum((g.cost_usd or _ZERO for g in daily.values()), _ZERO), unpriced)
     elapsed = max(Decimal((end - start).total_seconds()) / Decimal(86400), Decimal("0.0416666666667"))  # >= 1 h
-    average = month_to_date / elapsed
+    average = (month_to_date or _ZERO) / elapsed
     days: list[ProjectionDay] = []
-    running = Decimal(0)
+    running = _ZERO
     for number in range(1, days_in_month + 1):
         day = start.replace(day=number)
         label = day.strftime("%Y-%m-%d")
         if day.date() <= end.date():
-            cost = daily.get(label, Decimal(0))
-            running += cost
-            days.append(ProjectionDay(label, cost, running, False))
+            group = daily.get(label)
+            cost = group.cost_usd if group is not None else _ZERO
+            running += cost or _ZERO
+            days.append(ProjectionDay(label, cost, running, False, group.unpriced_calls if group else 0))
         else:
             running += average
             days.append(ProjectionDay(label, None, running, True))
-    return MonthProjection(start.strftime("%Y-%m"), month_to_date, elapsed, days_in_month, average,
-                           average * days_in_month, days)
+    known = month_to_date is not None
+    return MonthProjection(start.strftime("%Y-%m"), month_to_date, elapsed, days_in_month,
+                           average if known else None, average * days_in_month if known else None, days, unpriced)
 
 
 @dataclass(frozen=True)

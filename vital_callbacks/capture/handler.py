@@ -303,7 +303,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
                    kwargs: Mapping[str, Any]) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
         run = self._open("llm", run_id, self._parent(parent_run_id), name, metadata, tags)
-        run.read_model_params(metadata or {}, kwargs.get("invocation_params") or {})
+        run.read_model_params(metadata or {}, kwargs.get("invocation_params") or {}, serialized)
         run.raw_input = raw_input
         if self._stop_budgets:
             self._check_budget(run_id, run)

@@ -15,6 +15,8 @@ from langgraph.errors import GraphBubbleUp, GraphInterrupt
 from vital_callbacks.budgets import BudgetExceeded
 from vital_callbacks.core import attribution
 from vital_callbacks.core.events import Status
+from vital_callbacks.providers.billing import api_base, provider_for
+from vital_callbacks.providers.shims import install as install_shim
 
 MAX_ERROR_CHARS = 2000
 F = TypeVar("F", bound=Callable[..., Any])
@@ -75,11 +77,17 @@ class Run:
         self.interrupts = 0
         self.resumed = False
 
-    def read_model_params(self, md: Mapping[str, Any], params: Mapping[str, Any]) -> None:
+    def read_model_params(self, md: Mapping[str, Any], params: Mapping[str, Any],
+                          serialized: Mapping[str, Any] | None = None) -> None:
         """Provider, model, temperature and max tokens of an LLM run: LangChain's ``ls_*`` metadata first,
-        then the model's invocation params (names differ between integrations)."""
+        then the model's invocation params (names differ between integrations). The provider is the
+        one the request went to: ``ChatOpenAI(base_url=<OpenRouter>)`` is OpenRouter, not OpenAI."""
         provider = md.get("ls_provider") or params.get("_type")
         self.provider = provider if isinstance(provider, str) else None
+        install_shim(self.provider)
+        base = api_base(serialized.get("kwargs") if serialized else None)
+        if base is not None:
+            self.provider = provider_for(self.provider, base)
         model = md.get("ls_model_name") or params.get("model") or params.get("model_name") or params.get("model_id")
         self.model = model if isinstance(model, str) else None
         self.params_temperature = number(md.get("ls_temperature", params.get("temperature")))

@@ -22,8 +22,9 @@ TokenSource = Literal["provider", "estimate", "none"]
 
 @dataclass(frozen=True, slots=True)
 class TokenUsage:
-    """Token counts in LangChain's convention: ``input`` already includes cache reads and writes,
-    and ``output`` already includes reasoning tokens. The details are breakdowns, never addends."""
+    """What the provider billed, in LangChain's convention: ``input`` already includes cache reads and
+    writes and audio, ``output`` already includes reasoning and audio. The details are breakdowns,
+    never addends (genai-prices' units are the same hierarchy)."""
 
     input: int = 0
     output: int = 0
@@ -33,6 +34,14 @@ class TokenUsage:
     reasoning: int = 0
     cache_write_1h: int = 0
     """The part of ``cache_write`` with a one-hour TTL (Anthropic bills it higher)."""
+    input_audio: int = 0
+    """The audio part of ``input`` (cache reads of audio included); audio is billed at its own rate."""
+    cache_audio_read: int = 0
+    """The audio part of ``cache_read``."""
+    output_audio: int = 0
+    """The audio part of ``output``."""
+    web_searches: int = 0
+    """Server-side web searches the provider ran and bills per request (not tokens)."""
 
     def __add__(self, other: TokenUsage) -> TokenUsage:
         return TokenUsage(
@@ -43,6 +52,10 @@ class TokenUsage:
             self.cache_write + other.cache_write,
             self.reasoning + other.reasoning,
             self.cache_write_1h + other.cache_write_1h,
+            self.input_audio + other.input_audio,
+            self.cache_audio_read + other.cache_audio_read,
+            self.output_audio + other.output_audio,
+            self.web_searches + other.web_searches,
         )
 
     def columns(self) -> dict[str, int]:
@@ -55,22 +68,35 @@ class TokenUsage:
             "cache_write_tokens": self.cache_write,
             "cache_write_1h_tokens": self.cache_write_1h,
             "reasoning_tokens": self.reasoning,
+            "input_audio_tokens": self.input_audio,
+            "cache_audio_read_tokens": self.cache_audio_read,
+            "output_audio_tokens": self.output_audio,
+            "web_searches": self.web_searches,
         }
 
     @property
     def is_empty(self) -> bool:
         return self.input == 0 and self.output == 0 and self.total == 0
 
+    @property
+    def is_plain(self) -> bool:
+        """Only the token kinds every price has (input, output, cache reads and five-minute writes)."""
+        return not (self.cache_write_1h or self.input_audio or self.cache_audio_read or self.output_audio
+                    or self.web_searches)
+
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """USD cost of one call; ``source`` says which price list produced it."""
+    """USD cost of one call, and where the price came from."""
 
     input: Decimal
     output: Decimal
     total: Decimal
     source: str = "genai-prices"
-    """``genai-prices`` (the catalog) or ``override:<file>`` (a ``pricing/`` YAML file)."""
+    """``genai-prices <version>`` (the catalog) or ``override:<file>`` (a ``pricing/`` YAML file)."""
+    detail: str | None = None
+    """What else decided the amount, when anything did: a service tier's prices, server-tool fees, the
+    billed iterations of a call priced at more than one model's rate."""
 
 
 def _utc(ts: float) -> datetime:
@@ -153,6 +179,11 @@ class LLMCall(Event):
     usage: TokenUsage = field(default_factory=TokenUsage)
     token_source: TokenSource = "provider"
     cost: Cost | None = None
+    service_tier: str | None = None
+    """The tier the provider says served the call (``flex``, ``priority``...): it selects the price."""
+    raw_usage: str | None = None
+    """The usage object the provider returned, as JSON (bounded), with where it was read from: what
+    the cost was computed from, so it can be audited and recomputed (``vital-callbacks reprice``)."""
     time_to_first_token_s: float | None = None
     streamed: bool = False
     finish_reason: str | None = None
@@ -242,8 +273,11 @@ class Draft(dict[str, Any]):
     def build(self) -> Event:
         """The event as captured, without the worker's fields (the pipeline's fallback when a
         processor failed); values only the worker reads are left out."""
-        return self.cls(**{k: v for k, v in self.items() if k != RAW_LLM_OUTPUT})
+        return self.cls(**{k: v for k, v in self.items() if k not in WORKER_KEYS})
 
 
 RAW_LLM_OUTPUT = "raw_llm_output"
 """The draft key of ``LLMResult.llm_output`` (read on the worker, not a field of :class:`LLMCall`)."""
+BILLED_PARTS = "billed_parts"
+"""The draft key of the usage billed per model (read, then priced, on the worker; not a field)."""
+WORKER_KEYS = frozenset({RAW_LLM_OUTPUT, BILLED_PARTS})

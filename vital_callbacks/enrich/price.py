@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from vital_callbacks.budgets import BudgetGuard
-from vital_callbacks.core.events import Cost, Event, LLMCall
+from vital_callbacks.core.events import BILLED_PARTS, Cost, Event, LLMCall
 from vital_callbacks.pricing.book import PriceBook
 
 _ZERO = Decimal(0)
@@ -21,9 +21,13 @@ class Price:
         self.prices = prices
 
     def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
-        if not issubclass(cls, LLMCall) or f.get("cost") is not None or f.get("token_source") == "none":
+        if not issubclass(cls, LLMCall):
             return
-        price = self.prices.price(f.get("provider"), f.get("model"), f["usage"], f.get("start_time", 0.0))
+        parts = f.pop(BILLED_PARTS, ())
+        if f.get("cost") is not None or f.get("token_source") == "none":
+            return
+        price = self.prices.price(f.get("provider"), f.get("model"), f["usage"], f.get("start_time", 0.0),
+                                  service_tier=f.get("service_tier"), parts=parts)
         if f.get("cache_hit"):
             f["cost"], f["saved_cost"] = Cost(_ZERO, _ZERO, _ZERO, "cache"), (price.total if price else None)
         else:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from importlib.metadata import version as _metadata_version
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -18,12 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from vital_callbacks.core.events import Cost, TokenUsage
+from vital_callbacks.providers.billing import Part
 from vital_callbacks.pricing.catalog_math import fast_cost
 from vital_callbacks.pricing.overrides import OverrideEntry, load_overrides
 from vital_callbacks.providers.names import PROVIDER_ALIASES
 
 logger = logging.getLogger("vital_callbacks")
 
+
+_ZERO = Decimal(0)
+CATALOG_SOURCE = f"genai-prices {_metadata_version('genai-prices')}"
+"""The ``source`` of a catalog price: which catalog release priced it."""
 
 _SELF_HOSTED = {name for name, target in PROVIDER_ALIASES.items() if target is None}
 
@@ -89,17 +95,49 @@ class PriceBook:
         self._resolved: dict[tuple[str | None, str], tuple[_Step, ...]] = {}
         self.unpriced: dict[str, int] = {}
 
-    def price(self, provider: str | None, model: str | None, usage: TokenUsage, at: float | datetime) -> Cost | None:
-        """The cost of ``usage`` at the price in force at ``at``; ``None`` (warned once) if unknown.
+    def price(self, provider: str | None, model: str | None, usage: TokenUsage, at: float | datetime, *,
+              service_tier: str | None = None, parts: Sequence[Part] = ()) -> Cost | None:
+        """The cost of ``usage`` at the price in force at ``at`` (and for ``service_tier``); ``None``
+        (warned once, counted) if unknown. With ``parts`` (usage billed at several models' rates), the
+        sum of the parts, and ``None`` if any part cannot be priced: never a partial amount.
 
         Runs for every call, so it skips what only :meth:`quote` needs (the description)."""
+        when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz=timezone.utc)
+        if parts and len(parts) > 1:
+            return self._price_parts(provider, model, parts, when, service_tier)
         if model:
-            when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz=timezone.utc)
-            override, found = self._match(provider, model, usage, when)
-            if override is not None:
-                return override.cost
-            if found is not None:
-                return self._catalog_price(found[0], found[1], usage, when)[0]
+            cost = self._price_one(provider, model, usage, when, service_tier)
+            if cost is not None:
+                return cost
+        self._unpriced(provider, model)
+        return None
+
+    def _price_one(self, provider: str | None, model: str, usage: TokenUsage, when: datetime,
+                   service_tier: str | None) -> Cost | None:
+        override, found = self._match(provider, model, usage, when, service_tier)
+        if override is not None:
+            return override.cost
+        if found is not None:
+            return self._catalog_price(found[0], found[1], usage, when, service_tier)[0]
+        return None
+
+    def _price_parts(self, provider: str | None, model: str | None, parts: Sequence[Part], when: datetime,
+                     service_tier: str | None) -> Cost | None:
+        costs: list[Cost] = []
+        for part in parts:
+            part_model = part.model or model
+            cost = self._price_one(provider, part_model, part.usage, when, service_tier) if part_model else None
+            if cost is None:
+                self._unpriced(provider, part_model)
+                return None
+            costs.append(cost)
+        details = [f"{part.label or 'message'}@{part.model or model}" for part in parts]
+        details += [c.detail for c in costs if c.detail]
+        sources = sorted({c.source for c in costs})
+        return Cost(sum((c.input for c in costs), _ZERO), sum((c.output for c in costs), _ZERO),
+                    sum((c.total for c in costs), _ZERO), " + ".join(sources), "billed iterations: " + ", ".join(details))
+
+    def _unpriced(self, provider: str | None, model: str | None) -> None:
         key = (provider, model)
         with self._lock:
             self.unpriced[model or "<none>"] = self.unpriced.get(model or "<none>", 0) + 1
@@ -109,24 +147,25 @@ class PriceBook:
             logger.warning(
                 "vital-callbacks: no price for model %r (provider %r); cost recorded as null. "
                 "Add it to a pricing/ override file to price it.", model, provider)
-        return None
 
-    def quote(self, provider: str | None, model: str, usage: TokenUsage, at: float | datetime) -> Quote | None:
-        """The cost and how it was found (what ``vital-callbacks prices`` prints)."""
+    def quote(self, provider: str | None, model: str, usage: TokenUsage, at: float | datetime, *,
+              service_tier: str | None = None) -> Quote | None:
+        """The cost and how it was found (what ``vital-callbacks prices`` prints): the same match and
+        formula :meth:`price` uses, so the CLI shows what the handler charges."""
         when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz=timezone.utc)
-        override, found = self._match(provider, model, usage, when)
+        override, found = self._match(provider, model, usage, when, service_tier)
         if override is not None:
             return override
         if found is not None:
-            return self._quote_catalog(found[0], found[1], usage, when)
+            return self._quote_catalog(found[0], found[1], usage, when, service_tier)
         return None
 
-    def _match(self, provider: str | None, model: str, usage: TokenUsage,
-               when: datetime) -> tuple[Quote | None, tuple[Any, Any] | None]:
+    def _match(self, provider: str | None, model: str, usage: TokenUsage, when: datetime,
+               service_tier: str | None = None) -> tuple[Quote | None, tuple[Any, Any] | None]:
         """The override quote, or else the catalog entry, that prices this call (neither: unknown)."""
         for entry, cand_provider, cand_model, found in self._steps(provider, model):
             if entry is not None:
-                quote = self._quote_override(entry, cand_provider, cand_model, usage, when)
+                quote = self._quote_override(entry, cand_provider, cand_model, usage, when, service_tier)
                 if quote is not None:
                     return quote, None
             if found is not None:
@@ -143,12 +182,21 @@ class PriceBook:
             steps = tuple(
                 (entry, cand_provider, cand_model, found)
                 for cand_provider, cand_model in candidates(provider, model)
-                for entry, found in [(self._find_override(cand_provider, cand_model, provider),
-                                      self._catalog_lookup(cand_provider, cand_model))]
+                for found in [self._catalog_lookup(cand_provider, cand_model)]
+                for entry in [self._find_override(cand_provider, cand_model, provider)
+                              or self._family_override(found, provider)]
                 if entry is not None or found is not None
             )
             self._resolved[key] = steps  # a race computes the same tuple twice, harmlessly
         return steps
+
+    def _family_override(self, found: tuple[Any, Any] | None, raw_provider: str | None) -> OverrideEntry | None:
+        """An override named by the catalog's identity of the model: one for ``gpt-4o`` applies to the
+        served snapshot ``gpt-4o-2024-08-06`` (an override naming the snapshot itself wins, being
+        looked up first)."""
+        if found is None:
+            return None
+        return self._find_override(found[0].id, found[1].id, raw_provider)
 
     # -- overrides ---------------------------------------------------------------------------------
     def _find_override(self, cand_provider: str | None, model: str,
@@ -159,7 +207,7 @@ class PriceBook:
         return None
 
     def _quote_override(self, entry: OverrideEntry, cand_provider: str | None, model: str,
-                        usage: TokenUsage, when: datetime) -> Quote | None:
+                        usage: TokenUsage, when: datetime, service_tier: str | None) -> Quote | None:
         price = entry.price_at(when)
         if price is None:
             return None
@@ -170,9 +218,10 @@ class PriceBook:
                 logger.warning("vital-callbacks: %s discounts %r, which the catalog does not price",
                                entry.source_file, model)
                 return None
-            base = self._quote_catalog(found[0], found[1], usage, when)
+            base = self._quote_catalog(found[0], found[1], usage, when, service_tier)
             factor = Decimal(1) - price.discount
-            cost = Cost(base.cost.input * factor, base.cost.output * factor, base.cost.total * factor, source)
+            detail = "; ".join(filter(None, [base.cost.detail, f"{price.discount * 100}% off {base.cost.source}"]))
+            cost = Cost(base.cost.input * factor, base.cost.output * factor, base.cost.total * factor, source, detail)
             discount = price.discount
             return Quote(entry.provider, model, cost, lambda: f"{base.description} less {discount * 100}% ({source})")
         cost = cost_of(price.model_price(), usage, source)
@@ -196,15 +245,57 @@ class PriceBook:
         return found
 
     @staticmethod
-    def _quote_catalog(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> Quote:
-        cost, model_price = PriceBook._catalog_price(provider, model, usage, when)
+    def _quote_catalog(provider: Any, model: Any, usage: TokenUsage, when: datetime,
+                       service_tier: str | None = None) -> Quote:
+        cost, model_price = PriceBook._catalog_price(provider, model, usage, when, service_tier)
         return Quote(provider.id, model.id, cost, lambda: f"{provider.id}/{model.id}: {model_price}")
 
     @staticmethod
-    def _catalog_price(provider: Any, model: Any, usage: TokenUsage, when: datetime) -> tuple[Cost, Any]:
-        """The cost and the ``ModelPrice`` in force at ``when`` it came from."""
-        model_price = model.get_prices(when)
-        return cost_of(model_price, usage, "genai-prices"), model_price
+    def _catalog_price(provider: Any, model: Any, usage: TokenUsage, when: datetime,
+                       service_tier: str | None = None) -> tuple[Cost, Any]:
+        """The cost and the ``ModelPrice`` in force at ``at`` (for the tier) it came from.
+
+        A tier with its own prices (OpenAI ``flex`` / ``priority``) is priced by genai-prices itself
+        (``ModelInfo.calc_price(price_context=...)``, which resolves the variant); the standard price,
+        nearly every call, through :func:`cost_of`."""
+        context = _tier_context(provider, model, service_tier, when)
+        if context is None:
+            model_price = model.get_prices(when)
+            return cost_of(model_price, usage, CATALOG_SOURCE), model_price
+        calc = model.calc_price(to_genai_usage(usage), provider, genai_request_timestamp=when, price_context=context)
+        detail = "; ".join(filter(None, [f"service_tier={service_tier}", _fees(usage)]))
+        cost = Cost(calc.input_price, calc.output_price, calc.total_price, CATALOG_SOURCE, detail)
+        return cost, calc.model_price
+
+
+def _tier_context(provider: Any, model: Any, service_tier: str | None, when: datetime) -> dict[str, str] | None:
+    """The price context for ``service_tier`` when the catalog has prices for it, else ``None``."""
+    if not service_tier or not model.price_variants or not any(model is m for m in provider.models):
+        return None
+    for variant in model.price_variants:
+        if variant.constraint is not None and not variant.constraint.active(when):
+            continue
+        if variant.when.get("service_tier") == service_tier:
+            return {"service_tier": service_tier}
+    return None
+
+
+def _fees(usage: TokenUsage) -> str | None:
+    return f"web_searches={usage.web_searches}" if usage.web_searches else None
+
+
+def to_genai_usage(usage: TokenUsage) -> Any:
+    """Our counts as a genai-prices ``Usage`` (the same hierarchy of units: only non-zero ones given)."""
+    from genai_prices import Usage
+
+    values = {
+        "input_tokens": usage.input, "output_tokens": usage.output, "cache_read_tokens": usage.cache_read,
+        "cache_write_tokens": usage.cache_write, "cache_write_1h_tokens": usage.cache_write_1h,
+        "output_reasoning_tokens": usage.reasoning, "input_audio_tokens": usage.input_audio,
+        "cache_audio_read_tokens": usage.cache_audio_read, "output_audio_tokens": usage.output_audio,
+        "web_searches": usage.web_searches,
+    }
+    return Usage(**{k: v for k, v in values.items() if v or k in ("input_tokens", "output_tokens")})
 
 
 def cost_of(model_price: Any, usage: TokenUsage, source: str) -> Cost:
@@ -214,14 +305,5 @@ def cost_of(model_price: Any, usage: TokenUsage, source: str) -> Cost:
     fast = fast_cost(model_price, usage)
     if fast is not None:
         return Cost(fast[0], fast[1], fast[0] + fast[1], source)
-    from genai_prices import Usage
-
-    calc = model_price.calc_price(Usage(
-        input_tokens=usage.input,
-        output_tokens=usage.output,
-        cache_read_tokens=usage.cache_read or None,
-        cache_write_tokens=usage.cache_write or None,
-        cache_write_1h_tokens=usage.cache_write_1h or None,
-        output_reasoning_tokens=usage.reasoning or None,
-    ))
-    return Cost(calc["input_price"], calc["output_price"], calc["total_price"], source)
+    calc = model_price.calc_price(to_genai_usage(usage))
+    return Cost(calc["input_price"], calc["output_price"], calc["total_price"], source, _fees(usage))

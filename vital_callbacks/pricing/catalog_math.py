@@ -17,7 +17,7 @@ from typing import Any
 from vital_callbacks.core.events import TokenUsage
 
 _TOKEN_KEYS = frozenset({"input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok"})
-# Priced units our usage never reports (web search fees and the like): present or not, they add 0.
+# Priced units a plain usage (``TokenUsage.is_plain``) never has: present or not, they add 0 to it.
 _NOT_REPORTED = frozenset({"web_searches_kcount", "storage_searches_kcount", "cache_write_1h_mtok"})
 _PER = Decimal(1_000_000)
 
@@ -52,8 +52,10 @@ def _rate(price: Any, total_input: int) -> Decimal:
 
 def fast_cost(model_price: Any, usage: TokenUsage) -> tuple[Decimal, Decimal] | None:
     """(input, output) USD for ``usage`` under ``model_price``, or ``None`` when only calc_price can tell."""
+    if not usage.is_plain:
+        return None  # audio, one-hour cache writes, per-request fees: only calc_price knows them
     plan = _plan(model_price)
-    if plan is None or usage.cache_write_1h:
+    if plan is None:
         return None
     if (usage.cache_read and "cache_read_mtok" not in plan) or (usage.cache_write and "cache_write_mtok" not in plan):
         return None

@@ -3,12 +3,15 @@ genai-prices catalog's provider ids and to OpenTelemetry's ``gen_ai.provider.nam
 
 from __future__ import annotations
 
+OPENAI_COMPATIBLE = "openai-compatible"
+"""The provider of a call sent through an OpenAI client to a server the catalog does not know."""
+
 # LangChain ``ls_provider`` names -> genai-prices provider ids (None: no public catalog price).
 PROVIDER_ALIASES: dict[str, str | None] = {
     "openai": "openai",
-    "azure": "openai",
-    "azure_openai": "openai",
-    "azure-openai": "openai",
+    "azure": "azure",
+    "azure_openai": "azure",
+    "azure-openai": "azure",
     "anthropic": "anthropic",
     "bedrock": "aws",
     "amazon_bedrock": "aws",
@@ -34,6 +37,7 @@ PROVIDER_ALIASES: dict[str, str | None] = {
     "openrouter": "openrouter",
     "cerebras": "cerebras",
     # Self-hosted runtimes: only a pricing/ override can price them.
+    "openai-compatible": None,
     "ollama": None,
     "vllm": None,
     "llamacpp": None,

@@ -16,6 +16,15 @@ from langchain_core.messages import BaseMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
 from vital_callbacks.core.events import TokenUsage
+from vital_callbacks.providers.billing import (
+    Billing,
+    Part,
+    UnreadableUsage,
+    count,
+    metadata_extras,
+    read_billing,
+    with_web_searches,
+)
 
 
 class ResultSnapshot(tuple[Any, ...]):
@@ -83,12 +92,7 @@ def _messages(result: ResultSnapshot) -> Iterator[BaseMessage]:
     return (item for item in result.items if isinstance(item, BaseMessage))
 
 
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        return 0
-    if isinstance(value, (int, float)):
-        return max(0, int(value))
-    return 0
+_int = count
 
 
 def from_usage_metadata(um: Mapping[str, Any]) -> TokenUsage:
@@ -130,6 +134,8 @@ def _from_usage_metadata(um: Mapping[str, Any]) -> TokenUsage:
         cache_write=cache_write,
         reasoning=sum(_int(v) for k, v in details_out.items() if k == "reasoning" or k.endswith("_reasoning")),
         cache_write_1h=write_1h,
+        input_audio=_int(details_in.get("audio")),
+        output_audio=_int(details_out.get("audio")),
     )
 
 
@@ -180,20 +186,44 @@ class Reading(NamedTuple):
     model: str | None
     cache_hit: bool
     finish_reason: str | None
+    service_tier: str | None = None
+    parts: tuple[Part, ...] = ()
+    """The usage billed per model, when iterations ran on more than one (else empty)."""
+    raw_usage: str | None = None
+    unreadable: str | None = None
+    """Why the reported usage could not be read (a count that is not a number), when it could not."""
 
 
-def read(result: ResultSnapshot) -> Reading:
-    """Usage, served model, cache hit and finish reason of a result. One chat message (nearly every
-    call) is read in one pass over its two dicts; anything else goes through the functions below."""
-    if len(result) == 2 and isinstance(result[1], BaseMessage):
-        message = result[1]
-        um = getattr(message, "usage_metadata", None) or {}
-        meta = message.response_metadata or {}
-        usage = from_usage_metadata(um) if um else None
-        if usage is None or usage.is_empty:
-            usage = from_llm_output(result[0]) if result[0] else usage
-        return Reading(usage, _model_name(meta) or response_model(result), _replayed(um), _reason(meta))
-    return Reading(extract_usage(result), response_model(result), is_cache_hit(result), finish_reason(result))
+def read(result: ResultSnapshot, provider: str | None = None) -> Reading:
+    """Usage, served model, cache hit, finish reason and billing details of a result.
+
+    The provider's raw usage object comes first (see :mod:`~vital_callbacks.providers.billing`);
+    ``usage_metadata`` where the integration carries none."""
+    try:
+        return _read(result, provider)
+    except UnreadableUsage as exc:
+        return Reading(None, response_model(result), is_cache_hit(result), finish_reason(result), unreadable=str(exc))
+
+
+def _read(result: ResultSnapshot, provider: str | None) -> Reading:
+    messages = list(_messages(result))
+    model = response_model(result)
+    billings = [read_billing(m, result[0], provider, model) for m in messages] if messages else []
+    if messages and all(b is not None for b in billings):
+        found: list[Billing] = billings  # type: ignore[assignment]
+        usage = found[0].usage
+        for billing in found[1:]:
+            usage = usage + billing.usage
+        parts = found[0].parts if len(found) == 1 and len(found[0].parts) > 1 else ()
+        return Reading(usage, model, is_cache_hit(result), finish_reason(result), found[0].service_tier, parts,
+                       found[0].raw)
+    usage = extract_usage(result)
+    tier: str | None = None
+    if messages:
+        tier, searches = metadata_extras(messages[0])
+        if usage is not None and searches and not usage.web_searches:
+            usage = with_web_searches(usage, (Part(None, usage),), searches)[0]
+    return Reading(usage, model, is_cache_hit(result), finish_reason(result), tier)
 
 
 def _model_name(meta: Mapping[str, Any]) -> str | None:
@@ -202,7 +232,8 @@ def _model_name(meta: Mapping[str, Any]) -> str | None:
 
 
 def _reason(meta: Mapping[str, Any]) -> str | None:
-    reason = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason")
+    # ``stopReason``: Bedrock Converse, as langchain_aws passes it through.
+    reason = meta.get("finish_reason") or meta.get("stop_reason") or meta.get("done_reason") or meta.get("stopReason")
     return reason if isinstance(reason, str) else None
 
 

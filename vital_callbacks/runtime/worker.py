@@ -112,6 +112,10 @@ class SinkWorker:
         self._queue: deque[Event | Marker] = deque()
         self._held = 0
         """Events taken off the queue into the export being built or sent."""
+        self._markers_in = 0
+        self._markers_out = 0
+        """Flush markers put on and taken off the queue (one writer each: the dispatcher, the worker), so
+        ``pending()`` counts events only, also while a timed-out flush's marker still waits."""
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._closing = threading.Event()
@@ -140,12 +144,15 @@ class SinkWorker:
 
     def pending(self) -> int:
         """Events not yet delivered: waiting, plus those in the export under way."""
-        return len(self._queue) + self._held
+        return len(self._queue) - (self._markers_in - self._markers_out) + self._held
 
     def put(self, items: Sequence[Event | Marker]) -> None:
         lost: list[Event] = []
         for item in items:
-            if item.__class__ is not Marker and len(self._queue) >= self._queue_size:
+            if item.__class__ is Marker:
+                self._markers_in += 1  # before the append: pending() may undercount for an instant, never over
+                self._queue.append(item)
+            elif len(self._queue) >= self._queue_size:
                 lost.append(item)  # type: ignore[arg-type]
             else:
                 self._queue.append(item)
@@ -215,6 +222,7 @@ class SinkWorker:
                 continue
             item = self._queue.popleft()
             if item.__class__ is Marker:
+                self._markers_out += 1
                 ok = self._export(batch) if batch else True
                 batch = []
                 # Stopping while failing: no flush either (a sink's flush may wait out its reconnect backoff).
@@ -236,6 +244,7 @@ class SinkWorker:
         while self._queue:
             item = self._queue.popleft()
             if item.__class__ is Marker:
+                self._markers_out += 1
                 markers.append(item)
             else:
                 batch.append(item)  # type: ignore[arg-type]

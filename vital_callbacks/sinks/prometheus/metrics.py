@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from vital_callbacks.core.events import TokenUsage
+
 
 def multiprocess_mode() -> bool:
     """prometheus_client picks file-backed values when this is set before it is imported."""
@@ -27,8 +29,31 @@ COST_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 DOCUMENT_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
-TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
-"""``input`` and ``output`` are totals; the others are breakdowns of them, never addends."""
+TOKEN_KINDS = (("input", "uncached"), ("input", "cache_read"), ("input", "cache_write"),
+               ("output", "text"), ("output", "reasoning"))
+"""The ``(type, kind)`` label pairs of ``llm_tokens_total``, in the order of :func:`split_tokens`.
+
+Kinds are exclusive, so every sum over the family means something: summed over ``kind`` they are the
+call's input (``type="input"``) or output (``type="output"``) tokens, summed over everything its input
+plus output. ``type`` keeps the meaning (and the values) of OpenTelemetry's ``gen_ai.token.type``."""
+
+TOKENS_HELP = ("LLM tokens. type: input | output. kind (exclusive, so kinds sum to their type and "
+               "everything to input + output): input = uncached + cache_read + cache_write; "
+               "output = text + reasoning.")
+
+
+def split_tokens(usage: TokenUsage) -> tuple[int, int, int, int, int]:
+    """A call's tokens as the exclusive kinds of :data:`TOKEN_KINDS`.
+
+    ``TokenUsage`` details are parts of ``input`` / ``output``, not addends, so the plain kinds are what
+    is left. A provider reporting more cache or reasoning tokens than the total they belong to gets its
+    detail capped rather than a negative remainder: the totals are what cost and rate limits are
+    measured in, so they must stay exact, and a counter cannot go down."""
+    inp, out = max(usage.input, 0), max(usage.output, 0)
+    read = min(max(usage.cache_read, 0), inp)
+    write = min(max(usage.cache_write, 0), inp - read)
+    reasoning = min(max(usage.reasoning, 0), out)
+    return inp - read - write, read, write, out - reasoning, reasoning
 
 
 @dataclass(frozen=True)
@@ -76,8 +101,7 @@ def create_metrics(registry: CollectorRegistry, prefix: str = "vital_", *, user_
 
     return Metrics(
         llm_requests=counter("llm_requests", "LLM calls by outcome.", ("provider", "model", "status", *who)),
-        llm_tokens=counter("llm_tokens", "LLM tokens; input/output are totals, the other types breakdowns.",
-                           ("provider", "model", *who, "type")),
+        llm_tokens=counter("llm_tokens", TOKENS_HELP, ("provider", "model", *who, "type", "kind")),
         llm_cost=counter("llm_cost_usd", "USD spent on priced LLM calls.", ("provider", "model", *who)),
         llm_duration=histogram("llm_request_duration_seconds", "Provider latency of LLM calls (cache hits "
                                "excluded).", ("provider", "model"), LATENCY_BUCKETS),
@@ -87,7 +111,8 @@ def create_metrics(registry: CollectorRegistry, prefix: str = "vital_", *, user_
                                    "(hit) or the provider (miss).", ("model", "result")),
         llm_cost_saved=counter("llm_cost_saved_usd", "List price of the calls a cache hit avoided.",
                                ("provider", "model", *who)),
-        unpriced_calls=counter("unpriced_calls", "LLM calls with tokens but no known price.", ("model",)),
+        unpriced_calls=counter("unpriced_calls", "LLM calls with tokens but no known price (their cost is "
+                               "missing from llm_cost_usd_total).", ("provider", "model", *who)),
         node_cost=counter("node_cost_usd", "USD spent by LLM calls, by the graph node they ran in.",
                           ("graph", "node")),
         tool_calls=counter("tool_calls", "Tool calls by outcome.", ("tool", "status")),

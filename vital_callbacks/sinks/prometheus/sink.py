@@ -20,14 +20,20 @@ from decimal import Decimal
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-from prometheus_client import REGISTRY, CollectorRegistry, push_to_gateway
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, push_to_gateway
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, ToolCall
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.sinks.base import ExportResult, Sink, SinkContext
-from vital_callbacks.sinks.prometheus.metrics import TOKEN_TYPES, Metrics, create_metrics, multiprocess_mode
+from vital_callbacks.sinks.prometheus.metrics import (
+    TOKEN_KINDS,
+    Metrics,
+    create_metrics,
+    multiprocess_mode,
+    split_tokens,
+)
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -130,12 +136,15 @@ def _shared_for(registry: CollectorRegistry, prefix: str, user_label: bool, max_
 class _LLMSeries:
     """The children one kind of LLM call (provider, model, status, tenant[, user]) increments."""
 
-    __slots__ = ("cost", "duration", "hits", "misses", "requests", "saved", "tokens", "ttft")
+    __slots__ = ("cost", "duration", "hits", "misses", "requests", "saved", "tokens", "ttft", "unpriced")
 
     def __init__(self, m: Metrics, provider: str, model: str, status: str, who: tuple[str, ...]) -> None:
         self.requests = m.llm_requests.labels(provider, model, status, *who)
-        self.tokens = tuple(m.llm_tokens.labels(provider, model, *who, kind) for kind in TOKEN_TYPES)
+        # Every kind up front, zeros included: a ratio of kinds then has a denominator from the first call.
+        self.tokens = tuple(m.llm_tokens.labels(provider, model, *who, type_, kind) for type_, kind in TOKEN_KINDS)
         self.cost = m.llm_cost.labels(provider, model, *who)
+        # Only when a call is unpriced: a zero series for every priced model would be noise.
+        self.unpriced: Counter | None = None
         self.saved = m.llm_cost_saved.labels(provider, model, *who)
         self.hits = m.llm_cache_requests.labels(model, "hit")
         self.misses = m.llm_cache_requests.labels(model, "miss")
@@ -234,25 +243,18 @@ class PrometheusSink(Sink):
         if series is None:
             series = self._llm_series[key] = _LLMSeries(self.metrics, provider, model, event.status, who)
         series.requests.inc()
-        usage = event.usage
-        tokens = series.tokens
-        if usage.input:
-            tokens[0].inc(usage.input)
-        if usage.output:
-            tokens[1].inc(usage.output)
-        if usage.cache_read:
-            tokens[2].inc(usage.cache_read)
-        if usage.cache_write:
-            tokens[3].inc(usage.cache_write)
-        if usage.reasoning:
-            tokens[4].inc(usage.reasoning)
+        for child, count in zip(series.tokens, split_tokens(event.usage), strict=True):
+            if count:
+                child.inc(count)
         cost = event.cost
         if cost is not None:
             usd = _usd(cost.total)
             series.cost.inc(usd)
             self.metrics.node_cost.labels(event.graph or UNKNOWN, event.node or UNKNOWN).inc(usd)
         elif event.token_source != "none":
-            self.metrics.unpriced_calls.labels(model).inc()
+            if series.unpriced is None:
+                series.unpriced = self.metrics.unpriced_calls.labels(provider, model, *who)
+            series.unpriced.inc()
         if event.cache_hit:
             series.hits.inc()
             if event.saved_cost is not None:
