@@ -50,9 +50,9 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     """From an empty database, ``upgrade`` builds exactly the schema tables.py declares (no autogenerate diff)."""
     assert db.current(empty_url) is None
     db.upgrade(empty_url)
-    assert db.current(empty_url) == db.head() == "0004"
+    assert db.current(empty_url) == db.head() == "0005"
     assert schema_diff(empty_url) == []
-    assert table_names(empty_url) == EVENT_TABLES | {"scores", "llm_cost_daily", VERSION_TABLE}
+    assert table_names(empty_url) == EVENT_TABLES | {"scores", "llm_cost_daily", "llm_cost_audit", VERSION_TABLE}
 
 
 def test_upgrade_from_the_first_revision(empty_url: str) -> None:
@@ -61,23 +61,26 @@ def test_upgrade_from_the_first_revision(empty_url: str) -> None:
     assert db.current(empty_url) == "0001"
     assert table_names(empty_url) == EVENT_TABLES | {VERSION_TABLE}
     missing = schema_diff(empty_url)
-    assert {d[0] for d in missing} <= {"add_table", "add_index"}
-    assert {d[1].name for d in missing if d[0] == "add_table"} == {"scores", "llm_cost_daily"}
+    assert {d[0] for d in missing} <= {"add_table", "add_index", "add_column"}
+    assert {d[1].name for d in missing if d[0] == "add_table"} == {"scores", "llm_cost_daily", "llm_cost_audit"}
     db.upgrade(empty_url)
     assert db.current(empty_url) == db.head()
     assert schema_diff(empty_url) == []
 
 
 def test_upgrade_from_the_revision_before_head(empty_url: str) -> None:
-    """A database at 0003 gains the daily rollup and swaps the covering indexes for plain ones, and nothing else."""
-    db.upgrade(empty_url, "0003")
+    """A database at 0004 gains the billing and provenance columns of ``llm_calls`` and the audit table,
+    and nothing else; rows already stored keep their values (0 for the new counts)."""
+    db.upgrade(empty_url, "0004")
     changes = schema_diff(empty_url)
-    assert {(d[0], d[1].name) for d in changes} == {
-        ("add_table", "llm_cost_daily"),
-        ("remove_index", "ix_llm_calls_started_cov"), ("remove_index", "ix_llm_calls_tenant_started_cov"),
-        ("add_index", "ix_llm_calls_started_at"), ("add_index", "ix_llm_calls_tenant_started")}
+    added_columns = {d[3].name for d in changes if d[0] == "add_column"}
+    assert added_columns == {"cache_write_1h_tokens", "input_audio_tokens", "cache_audio_read_tokens",
+                             "output_audio_tokens", "web_searches", "service_tier", "price_detail", "raw_usage"}
+    assert {(d[0], d[1].name) for d in changes if d[0] != "add_column"} == {
+        ("add_table", "llm_cost_audit"),
+        ("add_index", "ix_llm_cost_audit_reprice_id"), ("add_index", "ix_llm_cost_audit_run_id")}
     db.upgrade(empty_url)
-    assert db.current(empty_url) == "0004"
+    assert db.current(empty_url) == "0005"
     assert schema_diff(empty_url) == []
 
 

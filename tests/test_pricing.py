@@ -158,7 +158,7 @@ def test_shipped_pricing_folder_is_valid() -> None:
     ("bedrock", "anthropic.claude-3-5-sonnet-20240620-v1:0", "aws"),
     ("google_genai", "gemini-2.5-flash", "google"),
     ("google_vertexai", "gemini-2.5-flash", "google"),
-    ("azure_openai", "gpt-4o", "openai"),
+    ("azure_openai", "gpt-4o", "azure"),
     ("mistralai", "mistral-large-latest", "mistral"),
     ("openai", "openai/gpt-4o", "openai"),
 ])

@@ -52,7 +52,7 @@ def test_one_pass_reading_equals_the_separate_readers(name: str) -> None:
     result = snapshot(RESULTS[name])
     assert result is not None
     separate = (extract_usage(result), response_model(result), is_cache_hit(result), finish_reason(result))
-    assert tuple(read(result)) == separate
+    assert tuple(read(result))[:4] == separate  # the billing details (tier, parts, raw usage) come after
 
 
 @pytest.mark.parametrize("name", list(RESULTS))

@@ -36,14 +36,7 @@ from vital_callbacks.core.events import (
 )
 from vital_callbacks.core.scores import ScoreValue, make_score
 from vital_callbacks.core.settings import Settings
-from vital_callbacks.providers.usage import (
-    ResultSnapshot,
-    as_snapshot,
-    capture,
-    extract_usage,
-    is_cache_hit,
-    response_model,
-)
+from vital_callbacks.providers.usage import ResultSnapshot, as_snapshot, capture, read
 from vital_callbacks.runtime import Pipeline, Runtime, default_runtime, environment_settings, runtime_for
 from vital_callbacks.sinks.base import Sink
 
@@ -358,16 +351,20 @@ class VitalCallbackHandler(GraphCallbackHandler):
         self._submit(fields)
 
     def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
-        """Price on the caller's thread, only under a stop budget, so the next call already sees it."""
-        usage = extract_usage(result)
-        if usage is None or is_cache_hit(result):
+        """Price on the caller's thread, only under a stop budget, so the next call already sees it.
+        The same reading and price as the worker's (which then leaves the priced call as it is)."""
+        reading = read(result, run.provider)
+        usage = reading.usage
+        if usage is None or reading.cache_hit:
             return {}
-        model = response_model(result) or run.model
-        cost = self._prices.price(run.provider, model, usage, run.start_wall)
+        model = reading.model or run.model
+        cost = self._prices.price(run.provider, model, usage, run.start_wall, service_tier=reading.service_tier,
+                                  parts=reading.parts)
         if cost is None:
             return {}
         self.budgets.record(run.attr.tenant_id, run.attr.user_id, run.graph, cost.total, run.run_id)
-        return {"usage": usage, "token_source": "provider", "cost": cost}
+        return {"usage": usage, "token_source": "provider", "cost": cost, "service_tier": reading.service_tier,
+                "raw_usage": reading.raw_usage}
 
     # -- tools and retrievers ----------------------------------------------------------------------
     @guard

@@ -10,18 +10,18 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from importlib.metadata import version as _metadata_version
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from decimal import Decimal
+from importlib.metadata import version as _metadata_version
 from pathlib import Path
 from typing import Any
 
 from vital_callbacks.core.events import Cost, TokenUsage
-from vital_callbacks.providers.billing import Part
 from vital_callbacks.pricing.catalog_math import fast_cost
 from vital_callbacks.pricing.overrides import OverrideEntry, load_overrides
+from vital_callbacks.providers.billing import Part
 from vital_callbacks.providers.names import PROVIDER_ALIASES
 
 logger = logging.getLogger("vital_callbacks")
@@ -135,7 +135,8 @@ class PriceBook:
         details += [c.detail for c in costs if c.detail]
         sources = sorted({c.source for c in costs})
         return Cost(sum((c.input for c in costs), _ZERO), sum((c.output for c in costs), _ZERO),
-                    sum((c.total for c in costs), _ZERO), " + ".join(sources), "billed iterations: " + ", ".join(details))
+                    sum((c.total for c in costs), _ZERO), " + ".join(sources),
+                    "billed iterations: " + ", ".join(details))
 
     def _unpriced(self, provider: str | None, model: str | None) -> None:
         key = (provider, model)

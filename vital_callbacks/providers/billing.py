@@ -182,9 +182,9 @@ def find_raw(meta: Mapping[str, Any], llm_output: Mapping[str, Any] | None) -> R
         if isinstance(token_usage, Mapping) and ("prompt_tokens" in token_usage or "completion_tokens" in token_usage):
             return RawUsage("openai-chat", token_usage, f"{where}.token_usage")
         usage = source.get("usage")
-        if isinstance(usage, Mapping) and "input_tokens" in usage and "output_tokens" in usage:
-            if "prompt_tokens" not in usage:
-                return RawUsage("anthropic", usage, f"{where}.usage")
+        if (isinstance(usage, Mapping) and "input_tokens" in usage and "output_tokens" in usage
+                and "prompt_tokens" not in usage):
+            return RawUsage("anthropic", usage, f"{where}.usage")
         if isinstance(usage, Mapping) and "prompt_tokens" in usage:
             return RawUsage("openai-chat", usage, f"{where}.usage")
     stream = meta.get(STREAM_USAGE_KEY)

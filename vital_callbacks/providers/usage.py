@@ -217,13 +217,13 @@ def _read(result: ResultSnapshot, provider: str | None) -> Reading:
         parts = found[0].parts if len(found) == 1 and len(found[0].parts) > 1 else ()
         return Reading(usage, model, is_cache_hit(result), finish_reason(result), found[0].service_tier, parts,
                        found[0].raw)
-    usage = extract_usage(result)
+    reported = extract_usage(result)
     tier: str | None = None
     if messages:
         tier, searches = metadata_extras(messages[0])
-        if usage is not None and searches and not usage.web_searches:
-            usage = with_web_searches(usage, (Part(None, usage),), searches)[0]
-    return Reading(usage, model, is_cache_hit(result), finish_reason(result), tier)
+        if reported is not None and searches and not reported.web_searches:
+            reported = with_web_searches(reported, (Part(None, reported),), searches)[0]
+    return Reading(reported, model, is_cache_hit(result), finish_reason(result), tier)
 
 
 def _model_name(meta: Mapping[str, Any]) -> str | None:

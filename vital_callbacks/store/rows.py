@@ -32,8 +32,12 @@ EVENT_CLASSES: dict[str, type[Event]] = {
     cls.kind: cls for cls in (GraphRun, NodeRun, LLMCall, ToolCall, RetrieverCall, Score)}
 
 _USAGE = {"input_tokens": "input", "output_tokens": "output", "total_tokens": "total",
-          "cache_read_tokens": "cache_read", "cache_write_tokens": "cache_write", "reasoning_tokens": "reasoning"}
-_COST = {"input_cost": "input", "output_cost": "output", "total_cost": "total", "price_source": "source"}
+          "cache_read_tokens": "cache_read", "cache_write_tokens": "cache_write", "reasoning_tokens": "reasoning",
+          "cache_write_1h_tokens": "cache_write_1h", "input_audio_tokens": "input_audio",
+          "cache_audio_read_tokens": "cache_audio_read", "output_audio_tokens": "output_audio",
+          "web_searches": "web_searches"}
+_COST = {"input_cost": "input", "output_cost": "output", "total_cost": "total", "price_source": "source",
+         "price_detail": "detail"}
 _SCORE = {"score_id": "run_id", "run_id": "parent_run_id", "created_at": "started_at"}
 """Score columns whose event field has another name."""
 

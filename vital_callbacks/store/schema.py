@@ -69,6 +69,11 @@ TOKEN_COLUMNS = ("input_tokens", "output_tokens", "total_tokens", "cache_read_to
                  "reasoning_tokens")
 
 
+BILLING_COLUMNS = ("cache_write_1h_tokens", "input_audio_tokens", "cache_audio_read_tokens", "output_audio_tokens",
+                   "web_searches")
+"""Billed units of an LLM call beyond the token totals (breakdowns of them, or per-request fees)."""
+
+
 def _token_columns() -> list[Column[Any]]:
     return [_int(name) for name in TOKEN_COLUMNS]
 
@@ -117,6 +122,11 @@ llm_calls = Table(
     _cost("saved_cost"),
     Column("prompt", Text, nullable=True),
     Column("completion", Text, nullable=True),
+    # Migration 0005: what else the provider billed, and the cost's provenance.
+    *(_int(name) for name in BILLING_COLUMNS),
+    Column("service_tier", String(64), nullable=True),
+    Column("price_detail", String(1024), nullable=True),
+    Column("raw_usage", Text, nullable=True),
     Index("ix_llm_calls_started_at", "started_at"),
     Index("ix_llm_calls_tenant_started", "tenant_id", "started_at"),
     Index("ix_llm_calls_model_started", "model", "started_at"),
@@ -194,6 +204,26 @@ actually inserted, so a replay adds nothing), subtract deleted ones and move upd
 analytics read whole days here and only the partial days at a window's edges from ``llm_calls``.
 Missing keys are stored as ``''`` (a primary key cannot be NULL)."""
 
+llm_cost_audit = Table(
+    "llm_cost_audit", metadata,
+    Column("audit_id", Integer, primary_key=True, autoincrement=True),
+    Column("reprice_id", String(ID), nullable=False, index=True),
+    Column("run_id", String(ID), nullable=False, index=True),
+    Column("repriced_at", DateTime(timezone=True), nullable=False),
+    _cost("old_input_cost"),
+    _cost("old_output_cost"),
+    _cost("old_total_cost"),
+    Column("old_price_source", String(NAME), nullable=True),
+    Column("old_price_detail", String(1024), nullable=True),
+    _cost("new_input_cost"),
+    _cost("new_output_cost"),
+    _cost("new_total_cost"),
+    Column("new_price_source", String(NAME), nullable=True),
+    Column("new_price_detail", String(1024), nullable=True),
+)
+"""One row per LLM call whose stored cost ``vital-callbacks reprice`` changed: the cost before and
+after, and their sources (migration 0005). ``reprice_id`` names one run of the command."""
+
 EVENT_TABLES: dict[str, Table] = {
     "graph_run": graph_runs,
     "node_run": node_runs,
@@ -206,5 +236,6 @@ EVENT_TABLES: dict[str, Table] = {
 TABLES: dict[str, Table] = {**EVENT_TABLES, "score": scores}
 """Every table an event is written to, by event kind."""
 
-__all__ = ["EVENT_TABLES", "TABLES", "TOKEN_COLUMNS", "graph_runs", "llm_calls", "llm_cost_daily", "metadata",
+__all__ = ["BILLING_COLUMNS", "EVENT_TABLES", "TABLES", "TOKEN_COLUMNS", "graph_runs", "llm_calls", "llm_cost_audit",
+           "llm_cost_daily", "metadata",
            "node_runs", "retriever_calls", "scores", "tool_calls"]
