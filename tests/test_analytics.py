@@ -142,8 +142,9 @@ def test_cost_by_tenant(store: Engine) -> None:
 def test_cost_by_model_provider_graph_node(store: Engine) -> None:
     """Grouping by model, provider, graph and node each partitions the same March calls."""
     model = by_key(analytics.cost_by_rows(store, "model", **MARCH))
-    assert {k: (r.calls, r.cost_usd) for k, r in model.items()} == {
-        "gpt-4o-mini": (4, Decimal("0.060")), "claude-haiku-4-5": (3, Decimal("0.045")), "local-llama": (1, 0)}
+    assert {k: (r.calls, r.cost_usd, r.unpriced_calls) for k, r in model.items()} == {
+        "gpt-4o-mini": (4, Decimal("0.060"), 0), "claude-haiku-4-5": (3, Decimal("0.045"), 0),
+        "local-llama": (1, None, 1)}
     provider = by_key(analytics.cost_by_rows(store, "provider", **MARCH))
     assert provider["anthropic"].cost_usd == Decimal("0.045") and provider["ollama"].unpriced_calls == 1
     graph = by_key(analytics.cost_by_rows(store, "graph", **MARCH))
@@ -167,6 +168,36 @@ def test_cost_by_day_and_hour(store: Engine) -> None:
         analytics.DayCost(r.key or "", r.calls, r.total_tokens, r.cost_usd, r.unpriced_calls) for r in days]
     daily_tenant = by_key(analytics.cost_by_rows(store, ("day", "tenant"), **MARCH))
     assert daily_tenant[("2025-03-10", "globex")].calls == 2
+
+
+def test_unpriced_groups_have_no_cost_and_a_count(store: Engine) -> None:
+    """A group whose calls with tokens are all unpriced has cost None (not 0) and their count; a group
+    mixing both is a lower bound; a failed call without usage (c9) is neither priced nor unpriced."""
+    node = by_key(analytics.cost_by_rows(store, ("graph", "node"), **MARCH))
+    helper_think = node[("helper", "think")]  # c6 (unpriced) and c9 (failed, no usage)
+    assert (helper_think.calls, helper_think.cost_usd, helper_think.unpriced_calls) == (2, None, 1)
+    assert helper_think.cost_is_lower_bound
+    claude = by_key(analytics.cost_by_rows(store, "model", **MARCH))["claude-haiku-4-5"]  # c3, c5 and c9
+    assert (claude.calls, claude.cost_usd, claude.unpriced_calls, claude.cost_is_lower_bound) == (
+        3, Decimal("0.045"), 0, False)
+    globex = by_key(analytics.cost_by_rows(store, "tenant", **MARCH))["globex"]
+    assert (globex.cost_usd, globex.unpriced_calls, globex.cost_is_lower_bound) == (Decimal("0.070"), 1, True)
+    only_failed = analytics.total_row(store, since=NOW - H / 3, until=NOW - H / 3 + timedelta(seconds=1))  # c9
+    assert (only_failed.calls, only_failed.cost_usd, only_failed.unpriced_calls) == (1, Decimal(0), 0)
+    days = {d.day: d for d in analytics.daily_cost_rows(store, **MARCH)}
+    assert (days["2025-03-10"].unpriced_calls, days["2025-03-10"].cost_is_lower_bound) == (1, True)
+
+
+def test_a_window_with_only_unpriced_calls(store: Engine) -> None:
+    """The half hour around c6 holds one unpriced call: every aggregate says unpriced, none says $0."""
+    around_c6: Window = {"since": NOW - H / 2, "until": NOW - H / 2 + timedelta(seconds=1)}
+    total = analytics.total_row(store, **around_c6)
+    assert (total.calls, total.cost_usd, total.unpriced_calls) == (1, None, 1)
+    assert [(r.key, r.cost_usd, r.unpriced_calls) for r in analytics.cost_report(store, "tenant", **around_c6)] == [
+        ("globex", None, 1)]
+    live = analytics.realtime(store, 1, now=around_c6["until"])
+    assert (live.llm_calls, live.cost_usd, live.unpriced_calls, live.cost_is_lower_bound) == (1, None, 1, True)
+    assert analytics.report_total(analytics.cost_report(store, "model", **around_c6)) == (1, None, 1)
 
 
 def test_filters_and_grand_total(store: Engine) -> None:
@@ -256,10 +287,13 @@ def test_month_projection(store: Engine) -> None:
                                                                                 Decimal("9.5"), 31)
     assert p.projected_usd == pytest.approx(Decimal("0.105") / Decimal("9.5") * 31)
     assert len(p.days) == 31 and p.days[9] == analytics.ProjectionDay("2025-03-10", Decimal("0.035"),
-                                                                         Decimal("0.105"), False)
-    assert p.days[10].projected
+                                                                         Decimal("0.105"), False, 1)
+    assert p.days[10].projected and p.days[10].cost_usd is None
+    assert p.daily_average_usd is not None
     assert p.days[30].cumulative_usd == pytest.approx(Decimal("0.105") + 21 * p.daily_average_usd)
-    assert analytics.month_projection(store, now=NOW, tenant_id="acme").month_to_date_usd == Decimal("0.035")
+    assert (p.unpriced_calls, p.is_lower_bound) == (1, True)  # c6: every amount of March is a lower bound
+    acme = analytics.month_projection(store, now=NOW, tenant_id="acme")
+    assert (acme.month_to_date_usd, acme.unpriced_calls, acme.is_lower_bound) == (Decimal("0.035"), 0, False)
 
 
 def test_realtime(store: Engine) -> None:
@@ -290,6 +324,18 @@ def test_frames_when_pandas_is_installed(store: Engine) -> None:
     assert isinstance(frame, pd.DataFrame)
     assert list(frame.columns[:3]) == ["day", "tenant", "calls"]
     assert frame["cost_usd"].sum() == pytest.approx(0.105)
+    models = analytics.cost_by(store, "model", **MARCH)
+    assert isinstance(models, pd.DataFrame)
+    models = models.set_index("model")
+    assert models["cost_usd"].isna().to_dict() == {"gpt-4o-mini": False, "claude-haiku-4-5": False,
+                                                   "local-llama": True}  # missing, not 0
+    assert models.loc["local-llama", "unpriced_calls"] == 1
+    assert analytics.spend(models).to_dict() == {"gpt-4o-mini": "$0.0600", "claude-haiku-4-5": "$0.0450",
+                                                 "local-llama": "unpriced (1 call)"}
+    tenants = analytics.cost_by(store, "tenant", **MARCH)
+    assert isinstance(tenants, pd.DataFrame)
+    assert analytics.spend(tenants.set_index("tenant")).to_dict() == {"globex": "≥ $0.0700 (1 unpriced)",
+                                                                      "acme": "$0.0350"}
 
 
 def test_reader_engine_maps_postgres_urls_to_psycopg() -> None:

@@ -81,8 +81,9 @@ def test_tenant_token_cannot_read_another_tenant(client: TestClient) -> None:
     for path in ("/metrics/cost/daily", "/analytics/costs", "/metrics/realtime", "/metrics/quality/summary"):
         refused = client.get(path, headers=ACME, params={"tenant_id": "globex"})
         assert refused.status_code == 403 and refused.json() == {"detail": "this token may only read its own tenant"}
-    globex = get(client, "/metrics/tenant/globex")["totals"]
-    assert (globex["calls"], globex["cost_usd"], globex["unpriced_calls"], globex["errors"]) == (2, 0.0, 1, 1)
+    globex = get(client, "/metrics/tenant/globex")["totals"]  # c6 (unpriced) and c9 (failed, no usage)
+    assert (globex["calls"], globex["cost_usd"], globex["unpriced_calls"], globex["errors"]) == (2, None, 1, 1)
+    assert globex["cost_is_lower_bound"] is True
 
 
 def test_tenant_token_is_narrowed_to_its_tenant(client: TestClient) -> None:
@@ -106,6 +107,9 @@ def test_daily_cost(client: TestClient) -> None:
     assert [(d["day"], d["cost_usd"]) for d in body["days"]] == [("2025-03-08", 0.04), ("2025-03-09", 0.03),
                                                                  ("2025-03-10", 0.035)]
     assert body["total_usd"] == 0.105 and body["window"]["since"].startswith("2025-03-08T00:00:00")
+    assert (body["unpriced_calls"], body["cost_is_lower_bound"]) == (1, True)  # c6, on March 10
+    assert [(d["unpriced_calls"], d["cost_is_lower_bound"]) for d in body["days"]] == [(0, False), (0, False),
+                                                                                     (1, True)]
     acme = get(client, "/metrics/cost/daily", ACME, days=3)
     assert [(d["day"], d["calls"]) for d in acme["days"]] == [("2025-03-10", 4)]
 
@@ -114,6 +118,7 @@ def test_realtime(client: TestClient) -> None:
     """The last hour's traffic across tenants: four calls, one error, p95 5.25 s."""
     body = get(client, "/metrics/realtime", minutes=60)
     assert (body["llm_calls"], body["errors"], body["active_tenants"]) == (4, 1, 2)
+    assert (body["cost_usd"], body["unpriced_calls"], body["cost_is_lower_bound"]) == (0.01, 1, True)  # c1, c6
     assert body["p95_latency_s"] == pytest.approx(5.25)
 
 
@@ -134,8 +139,8 @@ def test_token_usage_per_hour(client: TestClient) -> None:
 def test_costs_by_model(client: TestClient) -> None:
     """Costs by model over a day, most expensive first, the unpriced model last with its count."""
     groups = get(client, "/analytics/costs", hours=24, by="model")["groups"]
-    assert [(g["key"], g["cost_usd"], g["unpriced_calls"]) for g in groups] == [
-        ("gpt-4o-mini", 0.03, 0), ("claude-haiku-4-5", 0.005, 0), ("local-llama", 0.0, 1)]
+    assert [(g["key"], g["cost_usd"], g["unpriced_calls"], g["cost_is_lower_bound"]) for g in groups] == [
+        ("gpt-4o-mini", 0.03, 0, False), ("claude-haiku-4-5", 0.005, 0, False), ("local-llama", None, 1, True)]
 
 
 def test_agent_success_rate(client: TestClient) -> None:

@@ -204,7 +204,8 @@ def _as_dict(groups: list[costs.CostGroup]) -> dict[Any, tuple[Any, ...]]:
 
 def _sums(g: costs.CostGroup) -> tuple[Any, ...]:
     return (g.calls, g.input_tokens, g.output_tokens, g.total_tokens, g.cache_read_tokens, g.cache_write_tokens,
-            g.reasoning_tokens, round(g.cost_usd, 9), g.unpriced_calls, g.errors, g.cache_hits, round(g.saved_usd, 9))
+            g.reasoning_tokens, g.cost_usd and round(g.cost_usd, 9), g.unpriced_calls, g.errors, g.cache_hits,
+            round(g.saved_usd, 9))
 
 
 def test_the_daily_api_query_reads_whole_days_from_the_rollup(store: tuple[Sink, Engine]) -> None:

@@ -214,7 +214,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from vital_callbacks.analytics import cost_report, parse_since
+    from vital_callbacks.analytics import cost_report, format_usd, parse_since, report_total
+    from vital_callbacks.core.money import calls as n_calls
 
     try:
         since = parse_since(args.since)
@@ -230,14 +231,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not rows:
         print("no LLM calls recorded in this window (run `vital-callbacks demo` for sample data)")
         return 0
-    headers = [args.by, "calls", "input tok", "output tok", "cache-read tok", "cost (USD)", "unpriced",
-               "errors", "p50", "p95"]
+    # The cost cell carries its own unpriced count ("≥ $1.20 (3 unpriced)"), so no sum is read without it.
+    headers = [args.by, "calls", "input tok", "output tok", "cache-read tok", "cost (USD)", "errors", "p50", "p95"]
     body = [[r.key, str(r.calls), f"{r.input_tokens:,}", f"{r.output_tokens:,}", f"{r.cache_read_tokens:,}",
-             _money(r.cost_usd), str(r.unpriced_calls), str(r.errors), _secs(r.p50_latency_s),
+             format_usd(r.cost_usd, r.unpriced_calls), str(r.errors), _secs(r.p50_latency_s),
              _secs(r.p95_latency_s)] for r in rows]
-    total = sum((r.cost_usd or Decimal(0) for r in rows), Decimal(0))
+    calls, cost, unpriced = report_total(rows)
     print(_table(headers, body))
-    print(f"\ntotal: {sum(r.calls for r in rows)} calls, {_money(total)}")
+    print(f"\ntotal: {calls} calls, {format_usd(cost, unpriced)}")
+    if unpriced:
+        print(f"{n_calls(unpriced)} had no known price and are not in the costs above; "
+              "add a pricing/ override for their models (see `vital-callbacks prices MODEL`)")
     return 0
 
 

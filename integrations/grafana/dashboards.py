@@ -76,8 +76,8 @@ COST = Dashboard("vital-llm-cost", "LLM Cost", (
       f"sum by (tenant) (rate(vital_llm_cost_usd_total{{{T}}}[{RI}])) * 3600"), unit="currencyUSD"),
     p("Tokens by kind (per second)", ("{{type}} {{kind}}",
       f"sum by (type, kind) (rate(vital_llm_tokens_total{{{T}}}[{RI}]))"), stacked=True,
-      description="Input is uncached + cache_read + cache_write, output is text + reasoning; the stack's top "
-                  "is all tokens."),
+      description="Input is uncached + cache_read + cache_write + audio, output is text + reasoning + audio; "
+                  "the stack's top is all tokens."),
     p("Unpriced calls (no price known: cost is undercounted)", ("{{provider}} {{model}}",
       f"sum by (provider, model) (increase(vital_unpriced_calls_total{{{T}}}[{RI}]))")),
     p("Response-cache hit rate", ("hit rate",

@@ -1,7 +1,7 @@
 """One worker process of the multiprocess test: runs the reference graph N times for a tenant.
 
 Run as ``python -m tests.integrations.mp_worker TENANT N`` with PROMETHEUS_MULTIPROC_DIR set, like
-a gunicorn worker; prints the priced cost it recorded (from an in-memory sink) as JSON.
+a gunicorn worker; prints the priced cost, calls and tokens it recorded (from an in-memory sink) as JSON.
 """
 
 from __future__ import annotations
@@ -22,8 +22,10 @@ def main(tenant: str, runs: int) -> None:
     for _ in range(runs):
         graph.invoke(INPUT, config={"callbacks": [handler], "metadata": {"tenant_id": tenant}})
     handler.shutdown()
-    cost = sum((c.cost.total for c in memory.of(LLMCall) if c.cost), Decimal(0))
-    print(json.dumps({"cost": str(cost), "calls": len(memory.of(LLMCall))}))
+    calls = memory.of(LLMCall)
+    cost = sum((c.cost.total for c in calls if c.cost), Decimal(0))
+    tokens = sum(c.usage.input + c.usage.output for c in calls)
+    print(json.dumps({"cost": str(cost), "calls": len(calls), "tokens": tokens}))
 
 
 if __name__ == "__main__":

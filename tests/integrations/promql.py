@@ -1,4 +1,5 @@
-"""Every PromQL expression we ship: dashboard panels (from the generator) and alert rules (from YAML)."""
+"""Every PromQL expression we ship: dashboard panels (from the generator), alert rules (from YAML) and the
+README's examples."""
 
 from __future__ import annotations
 
@@ -53,6 +54,22 @@ def panel_queries() -> list[tuple[str, str]]:
 def alert_rules() -> list[dict[str, Any]]:
     groups = yaml.safe_load(ALERTS.read_text())["groups"]
     return [rule for group in groups for rule in group["rules"]]
+
+
+def readme_queries() -> list[str]:
+    """The expressions of the README's ``promql`` blocks: one per line, an indented line continues the
+    one before, ``#`` starts a comment."""
+    blocks = re.findall(r"```promql\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    out: list[str] = []
+    for line in (line for block in blocks for line in block.splitlines()):
+        expr = line.split("#", 1)[0].rstrip()
+        if not expr.strip():
+            continue
+        if line[:1].isspace() and out:
+            out[-1] += " " + expr.strip()
+        else:
+            out.append(expr)
+    return out
 
 
 def metric_names(expr: str) -> set[str]:

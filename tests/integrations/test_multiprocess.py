@@ -17,7 +17,7 @@ from vital_callbacks.sinks.prometheus.exposition import exposition_registry
 
 
 def test_two_processes_one_exposition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two worker processes' counters and costs add up in the exposition read from the shared directory."""
+    """Two worker processes' counters, tokens and costs add up in the exposition read from the shared directory."""
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     workers = [subprocess.Popen([sys.executable, "-m", "tests.integrations.mp_worker", tenant, str(runs)],
                                 cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
@@ -43,6 +43,8 @@ def test_two_processes_one_exposition(tmp_path: Path, monkeypatch: pytest.Monkey
                    for t in ("acme", "globex"))
     assert recorded == pytest.approx(float(total))
     assert sample("vital_graph_cost_usd_count", graph="research_agent") == 5
+    tokens = [s for family in registry.collect() for s in family.samples if s.name == "vital_llm_tokens_total"]
+    assert sum(s.value for s in tokens) == sum(o["tokens"] for o in outputs) > 0
     text = generate_latest(registry).decode()
     assert text.count("vital_build_info{") == 1  # max across processes: one series, not one per pid
     assert 'vital_events_dropped_total{sink="prometheus"} 0.0' in text

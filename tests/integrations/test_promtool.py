@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -17,10 +18,12 @@ from tests.integrations.promql import (
     dashboards_module,
     metric_names,
     panel_queries,
+    readme_queries,
     run,
 )
 from vital_callbacks.budgets.metrics import BudgetMetrics
 from vital_callbacks.sinks.prometheus import PrometheusSink
+from vital_callbacks.sinks.prometheus.metrics import TOKEN_KINDS
 
 ALERTMANAGER = INTEGRATIONS / "alertmanager" / "alertmanager.yml"
 
@@ -94,12 +97,25 @@ def test_dashboard_json_is_generated_from_the_python_source() -> None:
 
 
 def test_queries_only_name_metrics_the_sink_defines() -> None:
-    """Every metric a dashboard or alert reads is one the sink exposes (a typo would show nothing)."""
+    """Every metric a dashboard, alert or README example reads is one the sink exposes (a typo would show
+    nothing)."""
     registry = CollectorRegistry()
     PrometheusSink(registry=registry)
     BudgetMetrics.create(registry)  # the budget guard's gauges, read by the budget alerts
     defined = {family.name for family in registry.collect()}
     defined |= {name + "_total" for name in defined}
-    exprs = [expr for _, expr in panel_queries()] + [rule["expr"] for rule in alert_rules()]
+    exprs = [expr for _, expr in panel_queries()] + [rule["expr"] for rule in alert_rules()] + readme_queries()
+    assert len(readme_queries()) >= 5
     used = set().union(*(metric_names(expr) for expr in exprs))
     assert used and used <= defined, used - defined
+
+
+def test_token_queries_only_match_label_values_the_sink_writes() -> None:
+    """A ``type`` or ``kind`` a query matches on ``vital_llm_tokens_total`` is one the sink records (the old
+    ``type="cache_read"`` would show nothing)."""
+    allowed = {"type": {t for t, _ in TOKEN_KINDS}, "kind": {k for _, k in TOKEN_KINDS}}
+    exprs = [expr for _, expr in panel_queries()] + [rule["expr"] for rule in alert_rules()] + readme_queries()
+    matched = [(name, value) for expr in exprs for selector in re.findall(r"vital_llm_tokens_total\{([^}]*)\}", expr)
+               for name, value in re.findall(r'(\w+)="([^"]*)"', selector) if name in allowed]
+    assert {name for name, _ in matched} == {"type", "kind"}
+    assert all(value in allowed[name] for name, value in matched), matched

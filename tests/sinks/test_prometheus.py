@@ -15,17 +15,19 @@ from typing import Any
 from wsgiref.util import setup_testing_defaults
 
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 
 from tests.conftest import require_service
 from tests.graphs import INPUT, METADATA, build_graph
-from tests.integrations.workload import UNPRICED_MODEL, Workload
-from vital_callbacks import Event, ExportResult, Settings, Sink, VitalCallbackHandler
+from tests.integrations.workload import UNPRICED_MODEL, LLMTally, Workload
+from vital_callbacks import Event, ExportResult, LLMCall, Settings, Sink, TokenUsage, VitalCallbackHandler
 from vital_callbacks.runtime.factory import sink_class
 from vital_callbacks.sinks.prometheus import PrometheusSink
 from vital_callbacks.sinks.prometheus.exposition import make_asgi_app, make_wsgi_app, start_server
+from vital_callbacks.sinks.prometheus.metrics import TOKEN_KINDS, split_tokens
 from vital_callbacks.sinks.sql import SQLSink
 from vital_callbacks.store.schema import graph_runs, llm_calls, node_runs, retriever_calls, tool_calls
 
@@ -76,20 +78,32 @@ def scalar(engine: Engine, statement: Any) -> Any:
 
 
 def test_tokens_and_cost_equal_the_sql_rows(recorded: tuple[SQLSink, CollectorRegistry]) -> None:
-    """Per model and tenant, token counters and USD cost equal the sums over the SQL llm_calls rows."""
+    """Per model and tenant, token counters and USD cost equal the sums over the SQL llm_calls rows: the
+    breakdown kinds are the detail columns, the plain kinds what is left of input and output."""
     sql, registry = recorded
     t = llm_calls.c
-    columns = {"input": t.input_tokens, "output": t.output_tokens, "cache_read": t.cache_read_tokens,
-               "cache_write": t.cache_write_tokens, "reasoning": t.reasoning_tokens}
+    audio_in = t.input_audio_tokens - t.cache_audio_read_tokens  # cached audio counts as a cache read
+    columns = {
+        ("input", "uncached"): t.input_tokens - t.cache_read_tokens - t.cache_write_tokens - audio_in,
+        ("input", "cache_read"): t.cache_read_tokens, ("input", "cache_write"): t.cache_write_tokens,
+        ("input", "audio"): audio_in,
+        ("output", "text"): t.output_tokens - t.reasoning_tokens - t.output_audio_tokens,
+        ("output", "reasoning"): t.reasoning_tokens, ("output", "audio"): t.output_audio_tokens,
+    }
+    assert set(columns) == set(TOKEN_KINDS)
     with sql.engine.connect() as conn:
         groups = conn.execute(select(t.provider, t.model, t.tenant_id).distinct()).all()
     assert len(groups) >= 9
     for provider, model, tenant in groups:
         where = (t.provider == provider, t.model == model, t.tenant_id == tenant)
-        for kind, column in columns.items():
+        for (type_, kind), column in columns.items():
             rows = scalar(sql.engine, select(func.coalesce(func.sum(column), 0)).where(*where))
             assert value(registry, "vital_llm_tokens_total", provider=provider, model=model, tenant=tenant,
-                         type=kind) == rows, (provider, model, tenant, kind)
+                         type=type_, kind=kind) == rows, (provider, model, tenant, type_, kind)
+        for type_, column in (("input", t.input_tokens), ("output", t.output_tokens)):
+            rows = scalar(sql.engine, select(func.coalesce(func.sum(column), 0)).where(*where))
+            assert family_sum(registry, "vital_llm_tokens_total", provider=provider, model=model, tenant=tenant,
+                              type=type_) == rows, (provider, model, tenant, type_)
         expected = scalar(sql.engine, select(func.sum(t.total_cost)).where(*where)) or Decimal(0)
         got = value(registry, "vital_llm_cost_usd_total", provider=provider, model=model, tenant=tenant)
         assert got == pytest.approx(float(expected), rel=1e-12, abs=1e-15)
@@ -134,10 +148,93 @@ def test_unpriced_and_cached_calls(recorded: tuple[SQLSink, CollectorRegistry]) 
     saved = scalar(sql.engine, select(func.sum(t.saved_cost)))
     calls = scalar(sql.engine, select(func.count(t.run_id)))
     assert unpriced > 0 and hits > 0
-    assert value(registry, "vital_unpriced_calls_total", model=UNPRICED_MODEL) == unpriced
+    assert family_sum(registry, "vital_unpriced_calls_total") == unpriced
+    assert family_sum(registry, "vital_unpriced_calls_total", provider="selfhosted", model=UNPRICED_MODEL) == unpriced
+    per_tenant = select(t.tenant_id, func.count()).where(t.model == UNPRICED_MODEL).group_by(t.tenant_id)
+    with sql.engine.connect() as conn:
+        for tenant, n in conn.execute(per_tenant).all():
+            assert value(registry, "vital_unpriced_calls_total", provider="selfhosted", model=UNPRICED_MODEL,
+                         tenant=tenant) == n
     assert family_sum(registry, "vital_llm_cache_requests_total", result="hit") == hits
     assert family_sum(registry, "vital_llm_cache_requests_total") == calls
     assert family_sum(registry, "vital_llm_cost_saved_usd_total") == pytest.approx(float(saved))
+
+
+def exposed_tokens(registry: CollectorRegistry) -> list[tuple[dict[str, str], float]]:
+    """The ``vital_llm_tokens_total`` samples of the text exposition a scrape would read."""
+    text = generate_latest(registry).decode()
+    return [(sample.labels, sample.value) for family in text_string_to_metric_families(text)
+            for sample in family.samples if sample.name == "vital_llm_tokens_total"]
+
+
+def summed(samples: list[tuple[dict[str, str], float]], *by: str) -> dict[tuple[str, ...], float]:
+    """``sum by (*by)`` over exposition samples."""
+    out: dict[tuple[str, ...], float] = {}
+    for labels, amount in samples:
+        key = tuple(labels[name] for name in by)
+        out[key] = out.get(key, 0.0) + amount
+    return out
+
+
+def test_token_kinds_add_up_to_the_recorded_calls(registry: CollectorRegistry) -> None:
+    """On the exposition: the sum over every label is the calls' input + output (= their reported total),
+    by type it is input and output, by kind the details, and per provider/model/tenant too; each detail
+    kind is exercised, so a double count of any of them shows."""
+    tally = LLMTally()
+    handler = VitalCallbackHandler(FAST, sinks=[tally, PrometheusSink(registry=registry)])
+    workload = Workload()
+    for _ in range(2):
+        workload.round(handler)
+    assert handler.flush()
+    handler.shutdown()
+    usage = tally.total().usage
+    assert all((usage.cache_read, usage.cache_write, usage.reasoning, usage.input_audio, usage.output_audio))
+    samples = exposed_tokens(registry)
+    assert summed(samples) == {(): usage.input + usage.output}
+    assert usage.input + usage.output == usage.total
+    assert summed(samples, "type") == {("input",): usage.input, ("output",): usage.output}
+    kinds = summed(samples, "type", "kind")
+    assert (kinds["input", "cache_read"], kinds["input", "cache_write"], kinds["input", "audio"]) == (
+        usage.cache_read, usage.cache_write, usage.input_audio - usage.cache_audio_read)
+    assert (kinds["output", "reasoning"], kinds["output", "audio"]) == (usage.reasoning, usage.output_audio)
+    assert summed(samples, "provider", "model", "tenant") == {
+        group: account.tokens for group, account in tally.groups().items()}
+    assert {(labels["type"], labels["kind"]) for labels, _ in samples} == set(TOKEN_KINDS)
+
+
+@pytest.mark.parametrize(("usage", "kinds"), [
+    (TokenUsage(input=1200, output=350, total=1550, cache_read=1024, reasoning=256), (176, 1024, 0, 0, 94, 256, 0)),
+    (TokenUsage(input=1500, output=200, total=1700, cache_read=600, cache_write=400), (500, 600, 400, 0, 200, 0, 0)),
+    (TokenUsage(input=40, output=7, total=47), (40, 0, 0, 0, 7, 0, 0)),
+    # Cached audio is part of both cache_read and input_audio: counted once, as a cache read.
+    (TokenUsage(input=900, output=300, total=1200, cache_read=300, input_audio=500, cache_audio_read=100,
+                output_audio=250, reasoning=20), (200, 300, 0, 400, 30, 20, 250)),
+    # More detail than the total it is part of (a provider's bug): details are capped, totals stay exact.
+    (TokenUsage(input=100, output=10, total=110, cache_read=150, cache_write=20, reasoning=30),
+     (0, 100, 0, 0, 0, 10, 0)),
+    (TokenUsage(input=100, output=10, total=110, cache_read=70, cache_write=50, input_audio=40),
+     (0, 70, 30, 0, 10, 0, 0)),
+    (TokenUsage(input=100, output=10, total=110, input_audio=20, cache_audio_read=30, output_audio=15,
+                reasoning=4), (100, 0, 0, 0, 0, 4, 6)),
+    (TokenUsage(), (0, 0, 0, 0, 0, 0, 0)),
+])
+def test_token_kinds_are_exclusive(usage: TokenUsage, kinds: tuple[int, ...]) -> None:
+    """Kinds never overlap and never go negative, and they add up to input and output exactly."""
+    assert split_tokens(usage) == kinds
+    types = [type_ for type_, _ in TOKEN_KINDS]
+    assert sum(n for n, t in zip(kinds, types, strict=True) if t == "input") == usage.input
+    assert sum(n for n, t in zip(kinds, types, strict=True) if t == "output") == usage.output
+
+
+def test_inconsistent_usage_still_adds_up_in_the_sink(registry: CollectorRegistry) -> None:
+    """A call reporting more cache reads than input tokens is recorded without a negative increment,
+    and its series still sum to its input and output."""
+    sink = PrometheusSink(registry=registry)
+    sink.record(LLMCall(run_id="r", parent_run_id=None, trace_id="r", provider="p", model="m",
+                        usage=TokenUsage(input=100, output=10, total=110, cache_read=150, reasoning=30)))
+    samples = exposed_tokens(registry)
+    assert summed(samples, "type") == {("input",): 100, ("output",): 10}
+    assert all(amount >= 0 for _, amount in samples)
 
 
 def run_tenants(registry: CollectorRegistry, tenants: Sequence[str], **sink_args: Any) -> None:

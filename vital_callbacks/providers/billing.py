@@ -313,3 +313,18 @@ def metadata_extras(message: BaseMessage) -> tuple[str | None, int]:
     """Service tier and web searches of a message whose usage came from ``usage_metadata``."""
     meta = message.response_metadata or {}
     return _service_tier(meta, None), _web_search_blocks(message)
+
+
+def reread(raw_usage: str, model: str | None) -> tuple[TokenUsage, tuple[Part, ...]] | None:
+    """Usage and billed parts from a stored :attr:`LLMCall.raw_usage` (what ``reprice`` recomputes
+    from), read as it would be today; ``None`` if it cannot be read. Web searches that only the
+    message's content blocks showed (OpenAI's Responses API) are not in it: they are kept in the
+    ``web_searches`` column."""
+    try:
+        stored = json.loads(raw_usage)
+        raw = RawUsage(stored["shape"], stored["usage"], stored.get("from", ""))
+        if not isinstance(raw.usage, Mapping):
+            return None
+        return read_raw(raw, stored.get("provider"), model)
+    except (ValueError, KeyError, TypeError, UnreadableUsage):
+        return None

@@ -2,6 +2,10 @@
 
 USD amounts are JSON numbers (floats) rounded to 12 decimals, the precision of the store's columns;
 the exact ``Decimal`` values stay available through :mod:`vital_callbacks.analytics`.
+
+A cost is the sum of the priced calls. Next to it, ``unpriced_calls`` counts the calls with tokens but no
+known price that it leaves out, and ``cost_is_lower_bound`` is true when there are any; a cost is
+``null`` (never 0) when there were calls and none of them could be priced.
 """
 
 from __future__ import annotations
@@ -11,11 +15,17 @@ from decimal import Decimal
 
 from pydantic import BaseModel, Field
 
+from vital_callbacks import analytics
 from vital_callbacks.analytics import CostGroup, LatencyGroup, QualityScore, Realtime
 
 
 def usd(value: Decimal | None) -> float | None:
     return None if value is None else round(float(value), 12)
+
+
+_COST = "Sum of the priced calls' cost; null when there were calls and none could be priced."
+_UNPRICED = "Calls with tokens but no known price, left out of the cost."
+_LOWER_BOUND = "True when unpriced calls are left out: the real spend is at least the cost shown."
 
 
 class Window(BaseModel):
@@ -32,16 +42,18 @@ class Totals(BaseModel):
     output_tokens: int
     total_tokens: int
     cache_read_tokens: int
-    cost_usd: float = Field(description="Sum of the priced calls' cost.")
-    unpriced_calls: int = Field(description="Calls with tokens but no known price (not in cost_usd).")
+    cost_usd: float | None = Field(description=_COST)
+    unpriced_calls: int = Field(description=_UNPRICED)
+    cost_is_lower_bound: bool = Field(description=_LOWER_BOUND)
     cache_hits: int = Field(description="Calls answered by LangChain's response cache.")
-    saved_usd: float = Field(description="What the response-cache hits would have cost.")
+    saved_usd: float = Field(description="What the response-cache hits of priced models would have cost.")
 
     @classmethod
     def of(cls, g: CostGroup) -> Totals:
         return cls(calls=g.calls, errors=g.errors, input_tokens=g.input_tokens, output_tokens=g.output_tokens,
-                   total_tokens=g.total_tokens, cache_read_tokens=g.cache_read_tokens, cost_usd=usd(g.cost_usd) or 0.0,
-                   unpriced_calls=g.unpriced_calls, cache_hits=g.cache_hits, saved_usd=usd(g.saved_usd) or 0.0)
+                   total_tokens=g.total_tokens, cache_read_tokens=g.cache_read_tokens, cost_usd=usd(g.cost_usd),
+                   unpriced_calls=g.unpriced_calls, cost_is_lower_bound=g.cost_is_lower_bound,
+                   cache_hits=g.cache_hits, saved_usd=usd(g.saved_usd) or 0.0)
 
 
 class CostGroupOut(Totals):
@@ -85,7 +97,9 @@ class RealtimeOut(BaseModel):
     errors: int
     error_rate: float | None
     total_tokens: int
-    cost_usd: float
+    cost_usd: float | None = Field(description=_COST)
+    unpriced_calls: int = Field(description=_UNPRICED)
+    cost_is_lower_bound: bool = Field(description=_LOWER_BOUND)
     p95_latency_s: float | None
     active_tenants: int
 
@@ -93,7 +107,8 @@ class RealtimeOut(BaseModel):
     def of(cls, r: Realtime, tenant_id: str | None) -> RealtimeOut:
         return cls(tenant_id=tenant_id, window_s=r.window_s, llm_calls=r.llm_calls,
                    calls_per_minute=r.calls_per_minute, errors=r.errors, error_rate=r.error_rate,
-                   total_tokens=r.total_tokens, cost_usd=usd(r.cost_usd) or 0.0, p95_latency_s=r.p95_latency_s,
+                   total_tokens=r.total_tokens, cost_usd=usd(r.cost_usd), unpriced_calls=r.unpriced_calls,
+                   cost_is_lower_bound=r.cost_is_lower_bound, p95_latency_s=r.p95_latency_s,
                    active_tenants=r.active_tenants)
 
 
@@ -118,15 +133,24 @@ class DayCost(BaseModel):
     day: str = Field(description="UTC date, YYYY-MM-DD.")
     calls: int
     total_tokens: int
-    cost_usd: float
-    unpriced_calls: int
+    cost_usd: float | None = Field(description=_COST)
+    unpriced_calls: int = Field(description=_UNPRICED)
+    cost_is_lower_bound: bool = Field(description=_LOWER_BOUND)
+
+    @classmethod
+    def of(cls, d: analytics.DayCost) -> DayCost:
+        return cls(day=d.day, calls=d.calls, total_tokens=d.total_tokens, cost_usd=usd(d.cost_usd),
+                   unpriced_calls=d.unpriced_calls, cost_is_lower_bound=d.cost_is_lower_bound)
 
 
 class DailyCost(BaseModel):
     tenant_id: str | None
     window: Window
     days: list[DayCost]
-    total_usd: float
+    total_usd: float | None = Field(description="Sum of the days' priced cost; null when the window has "
+                                                "calls and none could be priced.")
+    unpriced_calls: int = Field(description=_UNPRICED)
+    cost_is_lower_bound: bool = Field(description=_LOWER_BOUND)
 
 
 class QualityOut(BaseModel):

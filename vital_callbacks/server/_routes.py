@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from vital_callbacks import analytics
+from vital_callbacks.core.money import priced_sum
 from vital_callbacks.server import _models as m
 from vital_callbacks.server._auth import Principal, TokenTable
 
@@ -152,10 +153,11 @@ def metrics_router(engine: Engine | None = None, *, database_url: str | None = N
         until = now()
         since = until.replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=days - 1)
         rows = store.run(lambda e: analytics.daily_cost_rows(e, since=since, until=until, tenant_id=tenant))
-        out = [m.DayCost(day=g.day, calls=g.calls, total_tokens=g.total_tokens,
-                         cost_usd=m.usd(g.cost_usd) or 0.0, unpriced_calls=g.unpriced_calls) for g in rows]
-        return m.DailyCost(tenant_id=tenant, window=m.Window(since=since, until=until), days=out,
-                           total_usd=m.usd(sum((g.cost_usd for g in rows), Decimal(0))) or 0.0)
+        unpriced = sum(g.unpriced_calls for g in rows)
+        total = priced_sum(sum((g.cost_usd or Decimal(0) for g in rows), Decimal(0)), unpriced)
+        return m.DailyCost(tenant_id=tenant, window=m.Window(since=since, until=until),
+                           days=[m.DayCost.of(g) for g in rows], total_usd=m.usd(total), unpriced_calls=unpriced,
+                           cost_is_lower_bound=unpriced > 0)
 
     @router.get("/metrics/quality/summary", response_model=m.QualitySummary, tags=["metrics"],
                 summary="Evaluator and feedback scores per name")

@@ -16,6 +16,10 @@ The schema is flat and stable (field names never depend on the event's contents,
   ``cache_write_tokens``, ``cache_write_1h_tokens``, ``reasoning_tokens``;
 * money as decimal strings (exact, never floats): ``cost_usd`` (call or graph total),
   ``input_cost_usd``, ``output_cost_usd``, ``price_source`` and ``saved_cost_usd`` for LLM calls;
+  a cost is ``null`` when no price was known, never ``"0"``;
+* ``unpriced`` on LLM calls: true for a call with tokens but no known price (a failed call without
+  usage has nothing to price: false); ``unpriced_calls`` and ``cost_is_lower_bound`` on graph runs,
+  whose ``cost_usd`` sums only the priced calls;
 * content (``prompt``, ``completion``, tool ``input`` / ``output``, retriever ``query``) only with
   content capture on; the events already arrive without it otherwise.
 
@@ -35,7 +39,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
 
-from vital_callbacks.core.events import Cost, Event
+from vital_callbacks.core.events import Cost, Event, GraphRun, LLMCall
 from vital_callbacks.sinks.base import ExportResult, Sink
 
 if TYPE_CHECKING:
@@ -84,6 +88,10 @@ def to_record(event: Event) -> dict[str, Any]:
             record["saved_cost_usd"] = _plain(value)
         else:
             record[f.name] = _plain(value)
+    if isinstance(event, LLMCall):
+        record["unpriced"] = event.cost is None and event.token_source != "none"
+    elif isinstance(event, GraphRun):
+        record["cost_is_lower_bound"] = event.unpriced_calls > 0
     return record
 
 

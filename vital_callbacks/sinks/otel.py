@@ -10,6 +10,10 @@ is emitted as its event arrives, with nothing buffered. Attribute names come fro
 Token counts are set as ``gen_ai.usage.*`` on ``chat`` spans only (the graph span carries its
 totals as ``vital.usage.*``), so a backend that sums usage over a trace never counts a call twice.
 
+``vital.cost.usd`` is only set where a price is known, never as 0 for a call we could not price: a
+``chat`` span says ``vital.cost.unpriced`` (true for a call with tokens and no price), and the graph
+span carries ``vital.unpriced_calls`` and ``vital.cost.is_lower_bound`` next to its priced sum.
+
 Providers: the application's global tracer / meter provider when one is set (its processors and
 exporters deliver), else the sink's own, exporting over OTLP/HTTP as configured by the standard
 ``OTEL_EXPORTER_OTLP_*`` variables (``OTEL_TRACES_EXPORTER=none`` / ``OTEL_METRICS_EXPORTER=none``
@@ -313,6 +317,7 @@ def _span_spec(event: Event) -> tuple[str, SpanKind, dict[str, Any]] | None:
         if event.cost_usd is not None:
             attributes["vital.cost.usd"] = float(event.cost_usd)
         attributes.update({"vital.llm_calls": event.llm_calls, "vital.unpriced_calls": event.unpriced_calls,
+                           "vital.cost.is_lower_bound": event.unpriced_calls > 0,
                            "vital.interrupts": event.interrupts, "vital.resumed": event.resumed})
         return f"invoke_agent {agent}", SpanKind.INTERNAL, attributes
     if isinstance(event, NodeRun):
@@ -381,6 +386,7 @@ def _llm(event: LLMCall, attributes: dict[str, Any]) -> tuple[str, SpanKind, dic
         attributes["vital.cost.input_usd"] = float(event.cost.input)
         attributes["vital.cost.output_usd"] = float(event.cost.output)
         attributes["vital.cost.source"] = event.cost.source
+    attributes["vital.cost.unpriced"] = event.cost is None and event.token_source != "none"
     attributes["vital.cache_hit"] = event.cache_hit
     if event.saved_cost is not None:
         attributes["vital.saved_cost.usd"] = float(event.saved_cost)

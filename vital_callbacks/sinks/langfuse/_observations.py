@@ -5,6 +5,11 @@ uncached part, ``input_cache_read`` / ``input_cache_creation`` the cached parts;
 ``output_reasoning``). Ours follows LangChain's, where ``input`` already includes cache reads and
 writes, so the numbers are split here; ``total`` is passed as is. Cost is passed as ``cost_details`` so
 Langfuse shows our price rather than inferring its own.
+
+A call we have no price for gets no ``cost_details`` (sending 0 would claim it was free) and metadata
+``unpriced: true``. Langfuse sums a trace's cost from its generations, so such a trace's cost there
+leaves those calls out; the graph run says so in the trace's metadata (``vital_cost_usd``, the priced
+sum; ``vital_unpriced_calls``; ``vital_cost_is_lower_bound``), where it can be read and filtered on.
 """
 
 from __future__ import annotations
@@ -66,7 +71,23 @@ def trace_attributes(event: Event) -> dict[str, Any]:
         out["trace_name"] = event.graph[:_TEXT_LIMIT]
     metadata = {"tenant_id": event.tenant_id, "graph": event.graph, "vital_trace_id": event.trace_id}
     out["metadata"] = {k: v[:_TEXT_LIMIT - 2] for k, v in metadata.items() if v}
+    if isinstance(event, GraphRun) and event.parent_run_id is None:
+        out["metadata"].update(_trace_cost(event))
     return out
+
+
+def _trace_cost(run: GraphRun) -> dict[str, Any]:
+    """The root run's spend on the trace itself: Langfuse's own trace total skips unpriced generations."""
+    cost: dict[str, Any] = {"vital_unpriced_calls": run.unpriced_calls,
+                            "vital_cost_is_lower_bound": run.unpriced_calls > 0}
+    if run.cost_usd is not None:
+        cost["vital_cost_usd"] = str(run.cost_usd)
+    return cost
+
+
+def is_unpriced(call: LLMCall) -> bool:
+    """Had tokens but no price (a failed call without usage has nothing to price and is not unpriced)."""
+    return call.cost is None and call.token_source != "none"
 
 
 def _status(event: Event, redact: Redactor) -> dict[str, Any]:
@@ -109,6 +130,7 @@ def describe(event: Event, content: Redactor | None, redact: Redactor) -> Observ
     if isinstance(event, GraphRun):
         md = _metadata(event, llm_calls=event.llm_calls, unpriced_calls=event.unpriced_calls,
                        cost_usd=str(event.cost_usd) if event.cost_usd is not None else None,
+                       cost_is_lower_bound=event.unpriced_calls > 0,
                        usage=usage_details(event.usage), interrupts=event.interrupts or None,
                        resumed=event.resumed or None)
         name = event.name or event.graph or "graph"
@@ -124,6 +146,7 @@ def _generation(event: LLMCall, content: Redactor | None, status: dict[str, Any]
                    token_source=event.token_source, finish_reason=event.finish_reason,
                    streamed=event.streamed,
                    cache_hit=event.cache_hit, price_source=event.cost.source if event.cost else None,
+                   unpriced=is_unpriced(event),
                    saved_cost_usd=str(event.saved_cost) if event.saved_cost is not None else None,
                    time_to_first_token_s=event.time_to_first_token_s)
     fields: dict[str, Any] = {"metadata": md, "model": event.model, "model_parameters": params or None,

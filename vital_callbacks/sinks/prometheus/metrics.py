@@ -29,31 +29,38 @@ COST_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.
 DOCUMENT_BUCKETS = (0, 1, 2, 3, 5, 10, 20, 50, 100)
 SCORE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 
-TOKEN_KINDS = (("input", "uncached"), ("input", "cache_read"), ("input", "cache_write"),
-               ("output", "text"), ("output", "reasoning"))
+TOKEN_KINDS = (("input", "uncached"), ("input", "cache_read"), ("input", "cache_write"), ("input", "audio"),
+               ("output", "text"), ("output", "reasoning"), ("output", "audio"))
 """The ``(type, kind)`` label pairs of ``llm_tokens_total``, in the order of :func:`split_tokens`.
 
 Kinds are exclusive, so every sum over the family means something: summed over ``kind`` they are the
 call's input (``type="input"``) or output (``type="output"``) tokens, summed over everything its input
-plus output. ``type`` keeps the meaning (and the values) of OpenTelemetry's ``gen_ai.token.type``."""
+plus output. ``type`` keeps the meaning (and the values) of OpenTelemetry's ``gen_ai.token.type``.
+Cached audio counts as ``cache_read``, so that kind is every cache read; input ``audio`` is the rest."""
 
 TOKENS_HELP = ("LLM tokens. type: input | output. kind (exclusive, so kinds sum to their type and "
-               "everything to input + output): input = uncached + cache_read + cache_write; "
-               "output = text + reasoning.")
+               "everything to input + output): input = uncached + cache_read + cache_write + audio (not "
+               "read from cache); output = text + reasoning + audio.")
+
+TokenSplit = tuple[int, int, int, int, int, int, int]
 
 
-def split_tokens(usage: TokenUsage) -> tuple[int, int, int, int, int]:
+def split_tokens(usage: TokenUsage) -> TokenSplit:
     """A call's tokens as the exclusive kinds of :data:`TOKEN_KINDS`.
 
     ``TokenUsage`` details are parts of ``input`` / ``output``, not addends, so the plain kinds are what
-    is left. A provider reporting more cache or reasoning tokens than the total they belong to gets its
-    detail capped rather than a negative remainder: the totals are what cost and rate limits are
-    measured in, so they must stay exact, and a counter cannot go down."""
+    is left. Cached audio is a part of both ``cache_read`` and ``input_audio``; it is counted once, as a
+    cache read. A provider reporting more detail than the total it belongs to gets the detail capped
+    rather than a negative remainder: the totals are what cost and rate limits are measured in, so they
+    must stay exact, and a counter cannot go down."""
     inp, out = max(usage.input, 0), max(usage.output, 0)
     read = min(max(usage.cache_read, 0), inp)
     write = min(max(usage.cache_write, 0), inp - read)
+    audio_in = min(max(usage.input_audio - max(usage.cache_audio_read, 0), 0), inp - read - write)
     reasoning = min(max(usage.reasoning, 0), out)
-    return inp - read - write, read, write, out - reasoning, reasoning
+    audio_out = min(max(usage.output_audio, 0), out - reasoning)
+    return (inp - read - write - audio_in, read, write, audio_in,
+            out - reasoning - audio_out, reasoning, audio_out)
 
 
 @dataclass(frozen=True)

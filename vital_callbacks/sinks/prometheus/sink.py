@@ -140,7 +140,7 @@ class _LLMSeries:
 
     def __init__(self, m: Metrics, provider: str, model: str, status: str, who: tuple[str, ...]) -> None:
         self.requests = m.llm_requests.labels(provider, model, status, *who)
-        # Every kind up front, zeros included: a ratio of kinds then has a denominator from the first call.
+        # Every kind up front, at 0: rate() drops the first increment of a series that appears mid-range.
         self.tokens = tuple(m.llm_tokens.labels(provider, model, *who, type_, kind) for type_, kind in TOKEN_KINDS)
         self.cost = m.llm_cost.labels(provider, model, *who)
         # Only when a call is unpriced: a zero series for every priced model would be noise.
