@@ -166,11 +166,16 @@ def _flavor(provider_id: str, *preferred: str) -> str | None:
     return next((f for f in preferred if f in flavors), None)
 
 
+LANGCHAIN = "langchain"
+"""The shape of a stored ``usage_metadata`` (LangChain's convention, not a provider's wire format)."""
+
+
 class RawUsage(NamedTuple):
     """A raw usage object found in a LangChain message, and its API shape."""
 
     shape: str
-    """``openai-chat`` (``prompt_tokens``...), ``anthropic`` (``input_tokens`` without cache) or ``gemini``."""
+    """``openai-chat`` (``prompt_tokens``...), ``anthropic`` (``input_tokens`` without cache), ``gemini``,
+    or ``langchain`` (a stored ``usage_metadata``)."""
     usage: Mapping[str, Any]
     where: str
 
@@ -199,6 +204,14 @@ def find_raw(meta: Mapping[str, Any], llm_output: Mapping[str, Any] | None) -> R
         if "input_tokens" in merged or "output_tokens" in merged:
             return RawUsage("anthropic", merged, "stream")
     return None
+
+
+def dump_usage_metadata(usage_metadata: Any, provider: str | None) -> str | None:
+    """LangChain's ``usage_metadata`` as the stored raw usage, where the integration carries nothing
+    rawer (OpenAI's Responses API, Bedrock Converse, OpenAI streams): still what the cost came from."""
+    if not isinstance(usage_metadata, Mapping) or not usage_metadata:
+        return None
+    return _dump(RawUsage(LANGCHAIN, usage_metadata, "usage_metadata"), catalog_provider(provider))
 
 
 def _dump(raw: RawUsage, provider_id: str | None) -> str | None:
@@ -314,17 +327,3 @@ def metadata_extras(message: BaseMessage) -> tuple[str | None, int]:
     meta = message.response_metadata or {}
     return _service_tier(meta, None), _web_search_blocks(message)
 
-
-def reread(raw_usage: str, model: str | None) -> tuple[TokenUsage, tuple[Part, ...]] | None:
-    """Usage and billed parts from a stored :attr:`LLMCall.raw_usage` (what ``reprice`` recomputes
-    from), read as it would be today; ``None`` if it cannot be read. Web searches that only the
-    message's content blocks showed (OpenAI's Responses API) are not in it: they are kept in the
-    ``web_searches`` column."""
-    try:
-        stored = json.loads(raw_usage)
-        raw = RawUsage(stored["shape"], stored["usage"], stored.get("from", ""))
-        if not isinstance(raw.usage, Mapping):
-            return None
-        return read_raw(raw, stored.get("provider"), model)
-    except (ValueError, KeyError, TypeError, UnreadableUsage):
-        return None

@@ -9,6 +9,7 @@ needs adding up; adding cache tokens to LangChain's ``input_tokens`` would doubl
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -17,12 +18,16 @@ from langchain_core.outputs import ChatGeneration, LLMResult
 
 from vital_callbacks.core.events import TokenUsage
 from vital_callbacks.providers.billing import (
+    LANGCHAIN,
     Billing,
     Part,
+    RawUsage,
     UnreadableUsage,
     count,
+    dump_usage_metadata,
     metadata_extras,
     read_billing,
+    read_raw,
     with_web_searches,
 )
 
@@ -219,11 +224,14 @@ def _read(result: ResultSnapshot, provider: str | None) -> Reading:
                        found[0].raw)
     reported = extract_usage(result)
     tier: str | None = None
+    raw: str | None = None
     if messages:
         tier, searches = metadata_extras(messages[0])
         if reported is not None and searches and not reported.web_searches:
             reported = with_web_searches(reported, (Part(None, reported),), searches)[0]
-    return Reading(reported, model, is_cache_hit(result), finish_reason(result), tier)
+        if len(messages) == 1 and reported is not None:
+            raw = dump_usage_metadata(getattr(messages[0], "usage_metadata", None), provider)
+    return Reading(reported, model, is_cache_hit(result), finish_reason(result), tier, (), raw)
 
 
 def _model_name(meta: Mapping[str, Any]) -> str | None:
@@ -307,3 +315,21 @@ def prompt_text(raw_input: object) -> str:
                 if text:
                     parts.append(text)
     return "\n".join(parts)
+
+
+def reread(raw_usage: str, model: str | None) -> tuple[TokenUsage, tuple[Part, ...]] | None:
+    """Usage and billed parts from a stored :attr:`LLMCall.raw_usage` (what ``reprice`` recomputes
+    from), read as it would be today; ``None`` if it cannot be read. Web searches that only the
+    message's content blocks showed (OpenAI's Responses API) are not in it: they are kept in the
+    ``web_searches`` column."""
+    try:
+        stored = json.loads(raw_usage)
+        raw = RawUsage(stored["shape"], stored["usage"], stored.get("from", ""))
+        if not isinstance(raw.usage, Mapping):
+            return None
+        if raw.shape == LANGCHAIN:
+            usage = from_usage_metadata(raw.usage)
+            return usage, (Part(None, usage),)
+        return read_raw(raw, stored.get("provider"), model)
+    except (ValueError, KeyError, TypeError, UnreadableUsage):
+        return None
