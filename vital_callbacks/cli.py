@@ -259,18 +259,21 @@ def cmd_prices(args: argparse.Namespace) -> int:
     book = PriceBook([settings.pricing_dir] if settings.pricing_dir else [])
     usage = TokenUsage(input=args.input_tokens, output=args.output_tokens,
                        total=args.input_tokens + args.output_tokens, cache_read=args.cache_read,
-                       cache_write=args.cache_write, reasoning=args.reasoning)
+                       cache_write=args.cache_write, reasoning=args.reasoning, web_searches=args.web_searches)
     when: datetime = args.at or datetime.now(timezone.utc)
-    quote = book.quote(args.provider, args.model, usage, when)
+    quote = book.quote(args.provider, args.model, usage, when, service_tier=args.service_tier)
     if quote is None:
         print(f"{args.model}: no price known (cost would be recorded as null); add a pricing/ override")
         return 1
     print(f"model:    {quote.provider}/{quote.model}")
     print(f"prices:   {quote.description}")
     print(f"usage:    {usage.input:,} input ({usage.cache_read:,} cache-read, {usage.cache_write:,} cache-write), "
-          f"{usage.output:,} output ({usage.reasoning:,} reasoning)")
+          f"{usage.output:,} output ({usage.reasoning:,} reasoning)"
+          + (f", {usage.web_searches:,} web searches" if usage.web_searches else ""))
     print(f"cost:     input {_money(quote.cost.input)}, output {_money(quote.cost.output)}, "
           f"total {_money(quote.cost.total)}  [{quote.cost.source}, at {when.isoformat()}]")
+    if quote.cost.detail:
+        print(f"applied:  {quote.cost.detail}")
     return 0
 
 
@@ -373,6 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
     prices.add_argument("--cache-read", type=tokens, default=0)
     prices.add_argument("--cache-write", type=tokens, default=0)
     prices.add_argument("--reasoning", type=tokens, default=0)
+    prices.add_argument("--web-searches", type=tokens, default=0, help="server-side web searches billed per request")
+    prices.add_argument("--service-tier", default=None, help="the tier that served the call, e.g. flex, priority")
     prices.add_argument("--at", type=_instant, default=None, help="ISO date/time of the call (default: now; UTC "
                         "unless it names an offset)")
     prices.add_argument("--schema", action="store_true", help="print the JSON Schema of pricing/ files")

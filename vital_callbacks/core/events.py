@@ -87,7 +87,8 @@ class TokenUsage:
 
 @dataclass(frozen=True, slots=True)
 class Cost:
-    """USD cost of one call, and where the price came from."""
+    """USD cost of one call, and where the price came from. ``total`` is ``input + output`` plus any
+    per-request fees (web searches), which belong to neither."""
 
     input: Decimal
     output: Decimal

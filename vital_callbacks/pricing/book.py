@@ -180,10 +180,13 @@ class PriceBook:
         key = (provider, model)
         steps = self._resolved.get(key)
         if steps is None:
+            # A self-hosted server's model is priced by an override only: the catalog's price for a model
+            # of that name is another provider's, a made-up number for this call.
+            self_hosted = (provider or "").strip().lower() in _SELF_HOSTED
             steps = tuple(
                 (entry, cand_provider, cand_model, found)
                 for cand_provider, cand_model in candidates(provider, model)
-                for found in [self._catalog_lookup(cand_provider, cand_model)]
+                for found in [None if self_hosted else self._catalog_lookup(cand_provider, cand_model)]
                 for entry in [self._find_override(cand_provider, cand_model, provider)
                               or self._family_override(found, provider)]
                 if entry is not None or found is not None
