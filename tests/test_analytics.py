@@ -287,10 +287,13 @@ def test_month_projection(store: Engine) -> None:
                                                                                 Decimal("9.5"), 31)
     assert p.projected_usd == pytest.approx(Decimal("0.105") / Decimal("9.5") * 31)
     assert len(p.days) == 31 and p.days[9] == analytics.ProjectionDay("2025-03-10", Decimal("0.035"),
-                                                                         Decimal("0.105"), False, 1)
+                                                                         Decimal("0.105"), False, 1, NOW)
+    assert p.days[8].at == datetime(2025, 3, 10, tzinfo=timezone.utc)  # a past day's total is at its end
     assert p.days[10].projected and p.days[10].cost_usd is None
     assert p.daily_average_usd is not None
-    assert p.days[30].cumulative_usd == pytest.approx(Decimal("0.105") + 21 * p.daily_average_usd)
+    # Ahead, the line continues from now (12:00 on the 10th): 1.5 days to the end of the 11th.
+    assert p.days[10].cumulative_usd == pytest.approx(Decimal("0.105") + Decimal("1.5") * p.daily_average_usd)
+    assert p.days[30].cumulative_usd == p.projected_usd  # the line ends at the projection
     assert (p.unpriced_calls, p.is_lower_bound) == (1, True)  # c6: every amount of March is a lower bound
     acme = analytics.month_projection(store, now=NOW, tenant_id="acme")
     assert (acme.month_to_date_usd, acme.unpriced_calls, acme.is_lower_bound) == (Decimal("0.035"), 0, False)

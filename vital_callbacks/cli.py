@@ -330,6 +330,76 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signed_usd(amount: Decimal) -> str:
+    from vital_callbacks.core.money import usd
+
+    return ("+" if amount > 0 else "") + usd(amount)
+
+
+def cmd_reprice(args: argparse.Namespace) -> int:
+    from sqlalchemy import inspect
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from vital_callbacks.core.money import format_usd, usd
+    from vital_callbacks.pricing.book import PriceBook
+    from vital_callbacks.pricing.overrides import PricingFileError
+    from vital_callbacks.store import reprice
+    from vital_callbacks.store.engine import mask_url
+    from vital_callbacks.store.migrate import describe_problem
+
+    try:
+        window = reprice.Window(args.since, args.until, args.model, args.tenant)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    settings = _settings()
+    try:  # the book the handler prices with: the catalog, then VITAL_PRICING_DIR over the shipped overrides
+        book = PriceBook([settings.pricing_dir] if settings.pricing_dir else [])
+    except PricingFileError as exc:
+        raise CliError(_first_line(exc)) from None
+    url = settings.database_url
+    engine = _open_store(settings)  # read-only on PostgreSQL: the preview cannot write, whatever happens
+    try:
+        if not inspect(engine).has_table("llm_cost_audit"):
+            raise CliError(f"the store at VITAL_DATABASE_URL={mask_url(url)} predates repricing (no llm_cost_audit "
+                           "table); run `vital-callbacks db upgrade` first")
+        plan = reprice.preview(engine, book, window, batch_size=args.batch_size)
+    except SQLAlchemyError as exc:
+        raise CliError(describe_problem(exc, mask_url(url))) from None
+    finally:
+        engine.dispose()
+    total = plan.total
+    if not total.calls:
+        print("no priced-or-priceable LLM calls in this window; nothing to reprice")
+        return 0
+    headers = ["day", "tenant", "model", "calls", "changed", "old cost", "new cost", "difference", "now priced",
+               "now unpriced"]
+    body = [[g.day.isoformat(), g.tenant_id or "-", g.model or "-", str(g.calls), str(g.changed),
+             format_usd(g.old_total if g.old_priced else None, g.old_unpriced),
+             format_usd(g.new_total if g.new_priced else None, g.new_unpriced), _signed_usd(g.difference),
+             str(g.became_priced), str(g.became_unpriced)] for g in plan.changed_groups()]
+    if body:
+        print(_table(headers, body))
+        print()
+    print(f"total: {total.changed} of {total.calls} calls change; "
+          f"{format_usd(total.old_total if total.old_priced else None, total.old_unpriced)} -> "
+          f"{format_usd(total.new_total if total.new_priced else None, total.new_unpriced)} "
+          f"({_signed_usd(total.difference)}); {total.became_priced} become priced, "
+          f"{total.became_unpriced} become unpriced (null cost)")
+    if total.old_saved != total.new_saved:
+        print(f"cache hits: saved {usd(total.old_saved)} -> {usd(total.new_saved)}")
+    if args.dry_run or not total.changed:
+        print("dry run: nothing was changed" if args.dry_run else "nothing to change")
+        return 0
+    engine = reprice.open_engine(url)
+    try:
+        done = reprice.apply(engine, book, window, batch_size=args.batch_size)
+    finally:
+        engine.dispose()
+    print(f"applied: {done.total.changed} calls repriced in {done.batches} batch(es), reprice id {done.reprice_id}; "
+          "the previous costs are in llm_cost_audit")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     try:
         import uvicorn
@@ -390,6 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
     database.add_argument("action", choices=["upgrade", "current"])
     database.add_argument("--revision", default="head")
     database.set_defaults(func=cmd_db)
+
+    repricing = sub.add_parser("reprice", help="recompute stored LLM-call costs with the current prices (audited)")
+    repricing.add_argument("--since", type=_instant, required=True,
+                           help="ISO date/time: calls started at or after it (UTC unless it names an offset)")
+    repricing.add_argument("--until", type=_instant, default=None, help="ISO date/time: calls started before it")
+    repricing.add_argument("--model", default=None, help="only calls of this (served) model")
+    repricing.add_argument("--tenant", default=None, help="only calls of this tenant")
+    repricing.add_argument("--dry-run", action="store_true", help="print the differences, change nothing")
+    repricing.add_argument("--batch-size", type=_count(1), default=500, help="calls per transaction (default 500)")
+    repricing.set_defaults(func=cmd_reprice)
 
     serve = sub.add_parser("serve", help="the metrics HTTP API (needs the `api` extra and VITAL_API_TOKENS)")
     serve.add_argument("--host", default="127.0.0.1")

@@ -64,9 +64,11 @@ def realtime(engine: Engine, minutes: int = 5, *, now: datetime | None = None,
 
 @dataclass(frozen=True)
 class ProjectionDay:
-    """One day of the month: its actual cost and the running total, which for the days ahead (``projected``)
-    continues at the month's average daily spend so far.
+    """One day of the month: its actual cost and the running total at ``at``, which for the days ahead
+    (``projected``) continues from now at the month's average daily spend so far, so the last day's
+    running total is the month's projection.
 
+    ``at`` is the instant the running total stands for: the end of the day, or now for today.
     ``cost_usd`` is the day's priced calls (``None`` when that day had calls and none was priced; also
     ``None`` for days ahead); ``cumulative_usd`` is priced spend only, so with ``unpriced_calls`` on
     any day up to here it is a lower bound."""
@@ -75,7 +77,8 @@ class ProjectionDay:
     cost_usd: Decimal | None
     cumulative_usd: Decimal
     projected: bool
-    unpriced_calls: int = 0
+    unpriced_calls: int
+    at: datetime
 
 
 @dataclass(frozen=True)
@@ -120,17 +123,21 @@ def month_projection(engine: Engine, *, now: datetime | None = None, tenant_id: 
     for number in range(1, days_in_month + 1):
         day = start.replace(day=number)
         label = day.strftime("%Y-%m-%d")
+        day_end = day + timedelta(days=1)
         if day.date() <= end.date():
             group = daily.get(label)
             cost = group.cost_usd if group is not None else _ZERO
             running += cost or _ZERO
-            days.append(ProjectionDay(label, cost, running, False, group.unpriced_calls if group else 0))
+            days.append(ProjectionDay(label, cost, running, False, group.unpriced_calls if group else 0,
+                                      min(day_end, end)))
         else:
-            running += average
-            days.append(ProjectionDay(label, None, running, True))
+            # From now, not from the end of today: today's remaining hours are part of the projection too.
+            ahead = Decimal((day_end - end).total_seconds()) / Decimal(86400)
+            days.append(ProjectionDay(label, None, running + average * ahead, True, 0, day_end))
     known = month_to_date is not None
+    # The month's last running total, so a chart's line ends where its "projected" figure says.
     return MonthProjection(start.strftime("%Y-%m"), month_to_date, elapsed, days_in_month,
-                           average if known else None, average * days_in_month if known else None, days, unpriced)
+                           average if known else None, days[-1].cumulative_usd if known else None, days, unpriced)
 
 
 @dataclass(frozen=True)

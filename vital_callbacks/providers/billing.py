@@ -246,7 +246,7 @@ def read_raw(raw: RawUsage, provider_id: str | None, model: str | None) -> tuple
         flavor = _flavor(pid, "chat", "default")
         if flavor is None:
             pid, flavor = "openai", "chat"  # an OpenAI-compatible server: the wire format is OpenAI's
-        usage = _extract({"model": model, "usage": raw.usage}, pid, flavor)
+        usage = _extract({"usage": raw.usage}, pid, flavor)  # units only: the model is matched when priced
     elif raw.shape == "anthropic":
         # Anthropic's wire format, also through Bedrock, Vertex or Azure: the units are Anthropic's.
         anthropic_flavor = "default" if pid == "anthropic" else _flavor(pid, "anthropic")
@@ -255,9 +255,9 @@ def read_raw(raw: RawUsage, provider_id: str | None, model: str | None) -> tuple
         if isinstance(iterations, Sequence) and any(
                 isinstance(it, Mapping) and it.get("type") != "message" for it in iterations):
             return _iterations(raw.usage, iterations, pid, flavor)
-        usage = _extract({"model": model, "usage": raw.usage}, pid, flavor)
+        usage = _extract({"usage": raw.usage}, pid, flavor)  # units only: the model is matched when priced
     else:
-        usage = _extract({"usageMetadata": raw.usage, "modelVersion": model}, "google", "default")
+        usage = _extract({"usageMetadata": raw.usage}, "google", "default")
     if usage is None:
         return None
     return usage, (Part(None, usage),)
