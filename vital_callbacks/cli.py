@@ -369,7 +369,7 @@ def cmd_reprice(args: argparse.Namespace) -> int:
         engine.dispose()
     total = plan.total
     if not total.calls:
-        print("no priced-or-priceable LLM calls in this window; nothing to reprice")
+        print("no LLM calls with usage in this window; nothing to reprice")
         return 0
     headers = ["day", "tenant", "model", "calls", "changed", "old cost", "new cost", "difference", "now priced",
                "now unpriced"]

@@ -26,13 +26,13 @@ def _decimal(amount: Decimal | float | int | None) -> Decimal | None:
     """The amount as a Decimal; ``None`` and NaN (how pandas spells a missing cost) are no amount."""
     if amount is None:
         return None
-    if isinstance(amount, float):
-        if math.isnan(amount):
-            return None
-        return Decimal(repr(amount))  # repr: the shortest text that reads back as this float, not its binary tail
-    if isinstance(amount, Decimal) and amount.is_nan():
-        return None
-    return Decimal(amount)
+    if isinstance(amount, Decimal):
+        return None if amount.is_nan() else amount
+    if isinstance(amount, int):
+        return Decimal(amount)
+    number = float(amount)  # also numpy's floats, which a frame's cells are
+    # repr: the shortest text that reads back as this float, not its binary tail
+    return None if math.isnan(number) else Decimal(repr(number))
 
 
 def usd(amount: Decimal | float | int) -> str:

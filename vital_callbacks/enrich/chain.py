@@ -35,14 +35,19 @@ class Enricher:
         self.capture_content = capture_content
         self.estimate = Estimate()
         self.rollup = RollUp()
+        self.reading = ReadResponse(capture_content)
         self.processors: list[Processor] = [
-            ReadResponse(capture_content), self.estimate, Price(prices), RecordSpend(self.budgets), self.rollup,
+            self.reading, self.estimate, Price(prices), RecordSpend(self.budgets), self.rollup,
             Redact(redactor or Redactor(), capture_content)]
         """Run in this order over every event's fields; each looks only at the kinds it cares about."""
 
     @property
     def estimated_calls(self) -> int:
         return self.estimate.estimated_calls
+
+    @property
+    def unreadable_usage(self) -> int:
+        return self.reading.unreadable_usage
 
     def __call__(self, item: Event | Draft) -> Event:
         f: dict[str, Any]

@@ -106,6 +106,7 @@ class Runtime:
             "problems": stats.problems,
             "unpriced_calls": dict(self.enricher.prices.unpriced),
             "estimated_calls": self.enricher.estimated_calls,
+            "unreadable_usage": self.enricher.unreadable_usage,
         }
 
     def _quiesce(self, deadline: float) -> list[threading.Lock]:
