@@ -33,7 +33,8 @@ def _cost(name: str) -> sa.Column[Any]:
 
 def upgrade() -> None:
     # A database adopted from ``create_all`` (see ``migrate._adopt_unversioned``) may have them already.
-    have = {c["name"] for c in sa.inspect(op.get_bind()).get_columns("llm_calls")}
+    inspector = sa.inspect(op.get_bind())
+    have = {c["name"] for c in inspector.get_columns("llm_calls")}
     columns: list[sa.Column[Any]] = [
         *(sa.Column(name, sa.Integer(), nullable=False, server_default="0") for name in COUNTS),
         sa.Column("service_tier", sa.String(64), nullable=True),
@@ -44,6 +45,8 @@ def upgrade() -> None:
         for column in columns:
             if column.name not in have:
                 batch.add_column(column)
+    if "llm_cost_audit" in inspector.get_table_names():
+        return
     op.create_table(
         "llm_cost_audit",
         sa.Column("audit_id", sa.Integer(), primary_key=True, autoincrement=True),
