@@ -267,7 +267,8 @@ class PriceBook:
             model_price = model.get_prices(when)
             return cost_of(model_price, usage, CATALOG_SOURCE), model_price
         calc = model.calc_price(to_genai_usage(usage), provider, genai_request_timestamp=when, price_context=context)
-        detail = "; ".join(filter(None, [f"service_tier={service_tier}", _fees(usage)]))
+        differs = calc.model_price != model.get_prices(when)  # a tier may be listed at the standard prices
+        detail = "; ".join(filter(None, [f"service_tier={service_tier}" if differs else None, _fees(usage)])) or None
         cost = Cost(calc.input_price, calc.output_price, calc.total_price, CATALOG_SOURCE, detail)
         return cost, calc.model_price
 
