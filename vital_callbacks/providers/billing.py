@@ -144,10 +144,28 @@ def _from_genai(usage: Any) -> TokenUsage:
 def _extract(body: Mapping[str, Any], provider_id: str, flavor: str) -> TokenUsage | None:
     from genai_prices import extract_usage
 
+    numbers = _numbers(body)  # raises UnreadableUsage for garbage: flagged, not read as "no usage"
     try:
-        return _from_genai(extract_usage(body, provider_id=provider_id, api_flavor=flavor).usage)
+        return _from_genai(extract_usage(numbers, provider_id=provider_id, api_flavor=flavor).usage)
     except (LookupError, ValueError, TypeError, AttributeError):
         return None
+
+
+_COUNT_WORDS = ("token", "count", "requests")
+
+
+def _numbers(value: Any, key: str = "") -> Any:
+    """The raw usage with counts a gateway sent as strings (``"3120"``) made numbers, which
+    ``extract_usage`` requires; a count that is not a number raises :class:`UnreadableUsage` (left to
+    ``extract_usage``, it would fail as "no usage" and the call would be read from the lossier
+    ``usage_metadata`` instead). Other strings (``service_tier``, ``type``, ``model``) stay as they are."""
+    if isinstance(value, Mapping):
+        return {k: _numbers(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v, key) for v in value]
+    if isinstance(value, str) and any(word in key.lower() for word in _COUNT_WORDS):
+        return count(value)
+    return value
 
 
 @functools.lru_cache(maxsize=64)
@@ -212,6 +230,10 @@ def dump_usage_metadata(usage_metadata: Any, provider: str | None) -> str | None
     if not isinstance(usage_metadata, Mapping) or not usage_metadata:
         return None
     return _dump(RawUsage(LANGCHAIN, usage_metadata, "usage_metadata"), catalog_provider(provider))
+
+
+def dump_raw(raw: RawUsage, provider: str | None) -> str | None:
+    return _dump(raw, catalog_provider(provider))
 
 
 def _dump(raw: RawUsage, provider_id: str | None) -> str | None:

@@ -24,7 +24,9 @@ from vital_callbacks.providers.billing import (
     RawUsage,
     UnreadableUsage,
     count,
+    dump_raw,
     dump_usage_metadata,
+    find_raw,
     metadata_extras,
     read_billing,
     read_raw,
@@ -207,7 +209,18 @@ def read(result: ResultSnapshot, provider: str | None = None) -> Reading:
     try:
         return _read(result, provider)
     except UnreadableUsage as exc:
-        return Reading(None, response_model(result), is_cache_hit(result), finish_reason(result), unreadable=str(exc))
+        return Reading(None, response_model(result), is_cache_hit(result), finish_reason(result),
+                       raw_usage=_unread_raw(result, provider), unreadable=str(exc))
+
+
+def _unread_raw(result: ResultSnapshot, provider: str | None) -> str | None:
+    """What the provider sent, kept as it was although it could not be read: why the call was estimated."""
+    for message in _messages(result):
+        raw = find_raw(message.response_metadata or {}, result[0])
+        if raw is not None:
+            return dump_raw(raw, provider)
+        return dump_usage_metadata(getattr(message, "usage_metadata", None), provider)
+    return None
 
 
 def _read(result: ResultSnapshot, provider: str | None) -> Reading:
