@@ -6,7 +6,7 @@ Three cases, measured interleaved in one run (blocks rotate every round):
 
 * ``bare``: what a hand-instrumented app pays per call: one labelled ``Counter.inc`` and one
   labelled ``Histogram.observe``;
-* ``sink``: ``PrometheusSink.record`` of one priced LLM call (requests, five token types, cost, node
+* ``sink``: ``PrometheusSink.record`` of one priced LLM call (requests, the seven exclusive token kinds, cost, node
   cost, cache result, latency): the work our sink does per call, on the pipeline's worker thread;
 * ``caller``: what the caller's thread pays per LLM call with a Prometheus-sink pipeline attached:
   the handler's ``on_chat_model_start`` + ``on_llm_end`` (the sink itself runs on the worker).
