@@ -84,6 +84,15 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+def sync_url(url: str) -> str:
+    """The URL for a synchronous engine on a plain thread: every PostgreSQL spelling as psycopg 3 (the
+    writer's asyncpg needs an event loop)."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+asyncpg://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
 def reader_engine(url: str | None = None) -> Engine:
     """A synchronous, read-only engine for the store at ``url`` (default: ``VITAL_DATABASE_URL``).
 
@@ -95,10 +104,7 @@ def reader_engine(url: str | None = None) -> Engine:
         from vital_callbacks.core.settings import Settings
 
         url = Settings().database_url
-    for prefix in ("postgres://", "postgresql://", "postgresql+asyncpg://", "postgresql+psycopg2://"):
-        if url.startswith(prefix):
-            url = "postgresql+psycopg://" + url[len(prefix):]
-            break
+    url = sync_url(url)
     if url.startswith("postgresql+psycopg://"):
         options = "-c default_transaction_read_only=on -c statement_timeout=30000"
         return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
@@ -115,4 +121,5 @@ __all__ = [
     "mask_url",
     "normalize_url",
     "reader_engine",
+    "sync_url",
 ]

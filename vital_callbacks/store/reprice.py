@@ -44,7 +44,7 @@ from vital_callbacks.core.events import Cost, TokenUsage
 from vital_callbacks.pricing.book import PriceBook
 from vital_callbacks.providers.billing import Part, with_web_searches
 from vital_callbacks.providers.usage import reread
-from vital_callbacks.store.engine import make_engine
+from vital_callbacks.store.engine import make_engine, sync_url
 from vital_callbacks.store.schema import llm_calls, llm_cost_audit
 
 BATCH_SIZE = 500
@@ -222,10 +222,7 @@ def open_engine(url: str) -> Engine:
 
     The store's writer speaks asyncpg; a command on a plain thread uses psycopg 3 (as the analytics'
     :func:`~vital_callbacks.store.engine.reader_engine` does, whose sessions are read-only)."""
-    for prefix in ("postgres://", "postgresql://", "postgresql+asyncpg://", "postgresql+psycopg2://"):
-        if url.startswith(prefix):
-            url = "postgresql+psycopg://" + url[len(prefix):]
-            break
+    url = sync_url(url)
     if url.startswith("postgresql+psycopg://"):
         return create_engine(url, pool_pre_ping=True, connect_args={"application_name": "vital-callbacks-reprice"})
     return make_engine(url)
