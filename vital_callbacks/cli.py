@@ -387,6 +387,10 @@ def cmd_reprice(args: argparse.Namespace) -> int:
           f"{total.became_unpriced} become unpriced (null cost)")
     if total.old_saved != total.new_saved:
         print(f"cache hits: saved {usd(total.old_saved)} -> {usd(total.new_saved)}")
+    unknown = sorted({g.model or "-" for g in plan.groups.values() if g.new_unpriced})
+    if unknown:
+        print(f"no price now for: {', '.join(unknown)} (cost null); add a pricing/ override for them "
+              "(see `vital-callbacks prices MODEL`)")
     if args.dry_run or not total.changed:
         print("dry run: nothing was changed" if args.dry_run else "nothing to change")
         return 0
