@@ -45,9 +45,16 @@ GRAPH_MD = {"tenant_id": "acme", "user_id": "u1", "session_id": "s1"}
 NODE_MD = {"langgraph_node": "plan", "langgraph_step": 1, "langgraph_checkpoint_ns": "plan:1"}
 LLM_MD = {**NODE_MD, "ls_provider": "openai", "ls_model_name": "gpt-4o-mini"}
 MESSAGES = [[HumanMessage("what does it cost?")]]
+# As langchain-openai returns a non-streamed chat completion: the provider's raw usage in
+# response_metadata / llm_output beside LangChain's usage_metadata (the raw one is what gets priced).
+TOKEN_USAGE = {"prompt_tokens": 1200, "completion_tokens": 350, "total_tokens": 1550,
+               "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+               "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}}
 RESULT = LLMResult(generations=[[ChatGeneration(message=AIMessage(
     "it depends", usage_metadata={"input_tokens": 1200, "output_tokens": 350, "total_tokens": 1550},
-    response_metadata={"model_name": "gpt-4o-mini", "finish_reason": "stop"}))]])
+    response_metadata={"token_usage": TOKEN_USAGE, "model_name": "gpt-4o-mini-2024-07-18",
+                       "finish_reason": "stop", "service_tier": "default"}))]],
+    llm_output={"token_usage": TOKEN_USAGE, "model_name": "gpt-4o-mini-2024-07-18"})
 
 
 def drive(handler: VitalCallbackHandler, traces: int) -> None:

@@ -44,3 +44,29 @@ def test_fast_path_equals_calc_price_for_the_whole_catalog() -> None:
                 assert fast == (calc.input_price, calc.output_price), (provider.id, model.id, usage)
                 checked += 1
     assert checked > 5_000  # most of the catalog takes the fast path
+
+
+def test_tier_prices_equal_calc_price_with_the_price_context() -> None:
+    """For every model with service-tier prices: our kept tier prices, through the same fast path or
+    calc_price, give genai-prices' own ``calc_price(price_context=...)``; a tier without prices of its
+    own is the standard price."""
+    from vital_callbacks.pricing.book import CATALOG_SOURCE, cost_of, tier_prices, to_genai_usage
+
+    rng = random.Random(11)
+    checked = tiered_models = 0
+    for provider in data_snapshot.get_snapshot().providers:
+        for model in provider.models:
+            tiers = {t for v in model.price_variants or () if isinstance(t := v.when.get("service_tier"), str)}
+            for tier in (*sorted(tiers), "default", "standard"):
+                standard = model.get_prices(WHEN)
+                tiered = tier_prices(provider, model, tier, WHEN, standard)
+                assert tier_prices(provider, model, tier, WHEN, standard) is tiered  # kept, not rebuilt
+                tiered_models += tiered is not None
+                for usage in usages(rng)[:4]:
+                    ours = cost_of(tiered if tiered is not None else standard, usage, CATALOG_SOURCE)
+                    theirs = model.calc_price(to_genai_usage(usage), provider, genai_request_timestamp=WHEN,
+                                              price_context={"service_tier": tier})
+                    assert (ours.input, ours.output, ours.total) == (
+                        theirs.input_price, theirs.output_price, theirs.total_price), (provider.id, model.id, tier)
+                    checked += 1
+    assert tiered_models > 10 and checked > 1_000  # OpenAI's flex / priority models at least

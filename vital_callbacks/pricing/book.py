@@ -257,32 +257,49 @@ class PriceBook:
     @staticmethod
     def _catalog_price(provider: Any, model: Any, usage: TokenUsage, when: datetime,
                        service_tier: str | None = None) -> tuple[Cost, Any]:
-        """The cost and the ``ModelPrice`` in force at ``at`` (for the tier) it came from.
-
-        A tier with its own prices (OpenAI ``flex`` / ``priority``) is priced by genai-prices itself
-        (``ModelInfo.calc_price(price_context=...)``, which resolves the variant); the standard price,
-        nearly every call, through :func:`cost_of`."""
-        context = _tier_context(provider, model, service_tier, when)
-        if context is None:
-            model_price = model.get_prices(when)
-            return cost_of(model_price, usage, CATALOG_SOURCE), model_price
-        calc = model.calc_price(to_genai_usage(usage), provider, genai_request_timestamp=when, price_context=context)
-        differs = calc.model_price != model.get_prices(when)  # a tier may be listed at the standard prices
-        detail = "; ".join(filter(None, [f"service_tier={service_tier}" if differs else None, _fees(usage)])) or None
-        cost = Cost(calc.input_price, calc.output_price, calc.total_price, CATALOG_SOURCE, detail)
-        return cost, calc.model_price
+        """The cost and the ``ModelPrice`` in force at ``when`` (for the tier) it came from, through
+        :func:`cost_of` either way."""
+        standard = model.get_prices(when)
+        tiered = tier_prices(provider, model, service_tier, when, standard)
+        if tiered is None:
+            return cost_of(standard, usage, CATALOG_SOURCE), standard
+        cost = cost_of(tiered, usage, CATALOG_SOURCE)
+        detail = "; ".join(filter(None, [f"service_tier={service_tier}", cost.detail]))
+        return Cost(cost.input, cost.output, cost.total, cost.source, detail), tiered
 
 
-def _tier_context(provider: Any, model: Any, service_tier: str | None, when: datetime) -> dict[str, str] | None:
-    """The price context for ``service_tier`` when the catalog has prices for it, else ``None``."""
-    if not service_tier or not model.price_variants or not any(model is m for m in provider.models):
+_tiers: dict[tuple[int, str, int, tuple[int, ...]], Any] = {}
+_tiers_lock = threading.Lock()
+
+
+def tier_prices(provider: Any, model: Any, service_tier: str | None, when: datetime, standard: Any) -> Any:
+    """The catalog's prices for ``service_tier`` (OpenAI ``flex`` / ``priority``), or ``None`` where the
+    tier has no prices of its own (most calls: ``default``, ``standard``, a tier listed at the standard
+    prices). Resolved by genai-prices (``ModelInfo.get_prices(..., price_context)``) once per model,
+    tier and price period, and kept, so the tier's prices are one object the fast path can plan on
+    (a fresh copy per call would be re-planned every time)."""
+    if not service_tier or not model.price_variants:
         return None
-    for variant in model.price_variants:
-        if variant.constraint is not None and not variant.constraint.active(when):
-            continue
-        if variant.when.get("service_tier") == service_tier:
-            return {"service_tier": service_tier}
-    return None
+    context = {"service_tier": service_tier}
+    active = tuple(i for i, v in enumerate(model.price_variants)
+                   if all(context.get(k) == value for k, value in v.when.items())
+                   and (v.constraint is None or v.constraint.active(when)))
+    if not active:
+        return None
+    key = (id(model), service_tier, id(standard), active)
+    found = _tiers.get(key, _MISSING)
+    if found is _MISSING:
+        # genai-prices applies variants only to a provider's own models, not to a fallback's
+        own = any(model is m for m in provider.models)
+        resolved = model.get_prices(when, context) if own else standard
+        found = None if resolved == standard else resolved
+        with _tiers_lock:
+            _tiers[key] = found
+            _tiers[(id(standard), "", 0, ())] = (model, standard)  # keeps the ids in the key alive
+    return found
+
+
+_MISSING = object()
 
 
 def _fees(usage: TokenUsage) -> str | None:
