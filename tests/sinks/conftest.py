@@ -6,6 +6,8 @@ plain dicts with timezone-aware datetimes, whatever the driver returns.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -18,6 +20,7 @@ from sqlalchemy import create_engine, select, text
 from tests import pg_cluster
 from tests.conftest import require_service
 from vital_callbacks import Settings
+from vital_callbacks.sinks.logs import LOGGER_NAME
 from vital_callbacks.store import migrate as db
 from vital_callbacks.store.schema import metadata
 
@@ -81,3 +84,27 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     with pg_cluster.fresh_database() as url:
         db.upgrade(url)
         yield Store("postgresql", url, tmp_path / "spill")
+
+
+class Lines(logging.Handler):
+    """Keeps each record's formatted line, like a shipper reading the process's output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def parsed(self) -> list[dict[str, Any]]:
+        return [json.loads(self.format(r)) for r in self.records]
+
+
+@pytest.fixture
+def lines() -> Iterator[Lines]:
+    handler = Lines()
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)

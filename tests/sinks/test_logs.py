@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import re
-from collections.abc import Iterator
 from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
@@ -17,6 +16,7 @@ import pytest
 import yaml
 
 from tests.graphs import FANOUT, INPUT, METADATA, build_graph
+from tests.sinks.conftest import Lines
 from vital_callbacks import Event, InMemorySink, LLMCall, Settings, VitalCallbackHandler
 from vital_callbacks.sinks.logs import LOGGER_NAME, LogSink, to_record
 from vital_callbacks.testing.fakes import ScriptedChatModel
@@ -26,28 +26,6 @@ TOKEN_KEYS = {"input": "input_tokens", "output": "output_tokens", "total": "tota
               "cache_write_1h": "cache_write_1h_tokens", "reasoning": "reasoning_tokens"}
 
 
-class Lines(logging.Handler):
-    """Keeps each record's formatted line, like a shipper reading the process's output."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.setFormatter(logging.Formatter("%(message)s"))
-        self.records: list[logging.LogRecord] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
-
-    def parsed(self) -> list[dict[str, Any]]:
-        return [json.loads(self.format(r)) for r in self.records]
-
-
-@pytest.fixture
-def lines() -> Iterator[Lines]:
-    handler = Lines()
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
 
 
 def run_graph(*, capture: bool, **models: Any) -> InMemorySink:

@@ -8,8 +8,6 @@ priced nor unpriced). The expected numbers come from the events an in-memory sin
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
@@ -18,12 +16,12 @@ import pytest
 from tests.graphs import INPUT, METADATA, build_graph
 from tests.langfuse_receiver import LangfuseReceiver
 from tests.otlp_receiver import OTLPReceiver
+from tests.sinks.conftest import Lines
 from tests.sinks.test_langfuse import make_sink
-from tests.sinks.test_logs import Lines
 from tests.spend_workload import UNKNOWN_MODEL
 from vital_callbacks import InMemorySink, Settings, VitalCallbackHandler
 from vital_callbacks.core.events import GraphRun, LLMCall
-from vital_callbacks.sinks.logs import LOGGER_NAME, LogSink
+from vital_callbacks.sinks.logs import LogSink
 from vital_callbacks.sinks.otel import OTelSink
 from vital_callbacks.testing.fakes import ScriptedChatModel
 
@@ -121,13 +119,6 @@ def test_otel_span_attributes_over_otlp(scenario: str, monkeypatch: pytest.Monke
         assert root["vital.cost.usd"] == pytest.approx(float(graph.cost_usd), rel=1e-12)
 
 
-@pytest.fixture
-def lines() -> Iterator[Lines]:
-    handler = Lines()
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.addHandler(handler)
-    yield handler
-    logger.removeHandler(handler)
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS)
