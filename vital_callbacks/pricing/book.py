@@ -21,7 +21,7 @@ from typing import Any
 from vital_callbacks.core.events import Cost, TokenUsage
 from vital_callbacks.pricing.catalog_math import fast_cost
 from vital_callbacks.pricing.overrides import OverrideEntry, load_overrides
-from vital_callbacks.providers.billing import Part
+from vital_callbacks.providers.billing import Part, catalog_provider
 from vital_callbacks.providers.names import PROVIDER_ALIASES
 
 logger = logging.getLogger("vital_callbacks")
@@ -34,22 +34,15 @@ CATALOG_SOURCE = f"genai-prices {_metadata_version('genai-prices')}"
 _SELF_HOSTED = {name for name, target in PROVIDER_ALIASES.items() if target is None}
 
 
-def normalize_provider(provider: str | None) -> str | None:
-    if not provider:
-        return None
-    key = provider.strip().lower()
-    return PROVIDER_ALIASES.get(key, key)
-
-
 @functools.lru_cache(maxsize=4096)
 def candidates(provider: str | None, model: str) -> tuple[tuple[str | None, str], ...]:
     """(catalog provider, model) pairs to try, most specific first; strips router prefixes."""
     model = model.strip()
-    mapped = normalize_provider(provider)
+    mapped = catalog_provider(provider)
     out: list[tuple[str | None, str]] = [(mapped, model)]
     if "/" in model:
         prefix, rest = model.split("/", 1)
-        prefix_provider = normalize_provider(prefix)
+        prefix_provider = catalog_provider(prefix)
         if prefix_provider:
             out.append((prefix_provider, rest))
         out.append((mapped, rest))
@@ -217,7 +210,7 @@ class PriceBook:
             return None
         source = f"override:{entry.source_file}"
         if price.discount is not None:
-            found = self._catalog_lookup(normalize_provider(entry.provider) or cand_provider, model)
+            found = self._catalog_lookup(catalog_provider(entry.provider) or cand_provider, model)
             if found is None:
                 logger.warning("vital-callbacks: %s discounts %r, which the catalog does not price",
                                entry.source_file, model)
