@@ -149,3 +149,19 @@ def test_loki_configs_name_real_fields() -> None:
     json_block = alloy.split("stage.json")[1].split("stage.labels")[0]
     assert extracted == set(re.findall(r"(\w+)\s*=\s*\"\"", json_block))
     assert extracted <= set(record)
+
+
+def test_a_line_says_where_the_price_came_from() -> None:
+    """Source, detail (tier, fees), service tier and the raw usage the cost was computed from."""
+    from vital_callbacks.core.events import Cost, TokenUsage
+
+    call = LLMCall(run_id="r", parent_run_id=None, trace_id="r", model="gpt-5-2025-08-07", service_tier="flex",
+                   usage=TokenUsage(input=10, output=2, total=12, web_searches=1),
+                   cost=Cost(Decimal("0.01"), Decimal("0.001"), Decimal("0.021"), "genai-prices 0.2.3",
+                             "service_tier=flex; web_searches=1"),
+                   raw_usage='{"shape":"langchain","usage":{"input_tokens":10}}')
+    record = to_record(call)
+    assert record["price_source"] == "genai-prices 0.2.3"
+    assert record["price_detail"] == "service_tier=flex; web_searches=1"
+    assert record["service_tier"] == "flex" and record["web_searches"] == 1
+    assert json.loads(record["raw_usage"])["usage"] == {"input_tokens": 10}

@@ -15,7 +15,7 @@ The schema is flat and stable (field names never depend on the event's contents,
 * token usage flattened: ``input_tokens``, ``output_tokens``, ``total_tokens``, ``cache_read_tokens``,
   ``cache_write_tokens``, ``cache_write_1h_tokens``, ``reasoning_tokens``;
 * money as decimal strings (exact, never floats): ``cost_usd`` (call or graph total),
-  ``input_cost_usd``, ``output_cost_usd``, ``price_source`` and ``saved_cost_usd`` for LLM calls;
+  ``input_cost_usd``, ``output_cost_usd``, ``price_source``, ``price_detail`` and ``saved_cost_usd`` for LLM calls;
   a cost is ``null`` when no price was known, never ``"0"``;
 * ``unpriced`` on LLM calls: true for a call with tokens but no known price (a failed call without
   usage has nothing to price: false); ``unpriced_calls`` and ``cost_is_lower_bound`` on graph runs,
@@ -60,6 +60,7 @@ def _cost(cost: Cost | None) -> dict[str, str | None]:
         "input_cost_usd": str(cost.input) if cost else None,
         "output_cost_usd": str(cost.output) if cost else None,
         "price_source": cost.source if cost else None,
+        "price_detail": cost.detail if cost else None,
     }
 
 

@@ -386,6 +386,10 @@ def _llm(event: LLMCall, attributes: dict[str, Any]) -> tuple[str, SpanKind, dic
         attributes["vital.cost.input_usd"] = float(event.cost.input)
         attributes["vital.cost.output_usd"] = float(event.cost.output)
         attributes["vital.cost.source"] = event.cost.source
+        if event.cost.detail:
+            attributes["vital.cost.detail"] = event.cost.detail
+    if event.service_tier is not None:
+        attributes["vital.service_tier"] = event.service_tier
     attributes["vital.cost.unpriced"] = event.cost is None and event.token_source != "none"
     attributes["vital.cache_hit"] = event.cache_hit
     if event.saved_cost is not None:
