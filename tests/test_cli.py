@@ -112,7 +112,8 @@ def test_help_imports_no_heavy_module(tmp_path: Path, args: list[str]) -> None:
 
 
 def test_cli_module_imports_only_the_standard_library(tmp_path: Path) -> None:
-    """The `vital_callbacks.cli` package itself imports only the standard library, whatever the package's __init__ does."""
+    """The `vital_callbacks.cli` package itself imports only the standard library, whatever the package's
+    __init__ does."""
     probe = f"""
 import contextlib, io, json, sys, types
 before = set(sys.modules)
