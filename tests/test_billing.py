@@ -183,3 +183,19 @@ def test_stored_raw_usage_reads_back_to_the_same_usage() -> None:
     again = reread(langchain, "nova-lite")
     assert again is not None and again[0].cache_read == 20
     assert reread("not json", "x") is None
+
+
+def test_a_tier_price_depends_on_the_provider_not_on_which_call_came_first() -> None:
+    """Azure prices OpenAI's models as a fallback provider, where genai-prices applies no tier prices;
+    OpenAI's own priority price must not leak to Azure or the other way round, in either order."""
+    usage = TokenUsage(input=1_000_000, output=1_000_000, total=2_000_000)
+    for order in (("azure", "openai"), ("openai", "azure")):
+        import vital_callbacks.pricing.book as book_module
+
+        book_module._tiers.clear()
+        book = PriceBook()
+        got = {provider: book.price(provider, "gpt-5", usage, NOW, service_tier="priority") for provider in order}
+        for provider, cost in got.items():
+            want = calc_price(Usage(input_tokens=1_000_000, output_tokens=1_000_000), "gpt-5", provider_id=provider,
+                              genai_request_timestamp=NOW, price_context={"service_tier": "priority"}).total_price
+            assert cost is not None and cost.total == want, (order, provider)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
@@ -82,6 +83,37 @@ def test_upgrade_from_the_revision_before_head(empty_url: str) -> None:
     db.upgrade(empty_url)
     assert db.current(empty_url) == "0005"
     assert schema_diff(empty_url) == []
+
+
+def _rollup_triggers(url: str) -> set[str]:
+    def read(conn: Connection) -> set[str]:
+        if conn.dialect.name == "sqlite":
+            rows = conn.exec_driver_sql("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+        else:
+            rows = conn.exec_driver_sql("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")
+        return {name for (name,) in rows if name.startswith("vital_llm_cost_daily")}
+
+    return db._on(url, read)
+
+
+def _downgrade_to_0004(conn: Connection) -> None:
+    config = db._config()
+    config.attributes["connection"] = conn
+    command.downgrade(config, "0004")
+
+
+def test_0005_keeps_the_rollup_triggers_both_ways(empty_url: str) -> None:
+    """Adding (and, on downgrade, dropping) the billing columns must not rebuild ``llm_calls`` without
+    0004's rollup triggers (SQLite's batch mode would)."""
+    db.upgrade(empty_url, "0004")
+    before = _rollup_triggers(empty_url)
+    assert before
+    db.upgrade(empty_url)
+    assert _rollup_triggers(empty_url) == before
+    db._on(empty_url, _downgrade_to_0004)
+    assert db.current(empty_url) == "0004"
+    assert _rollup_triggers(empty_url) == before
+    assert schema_diff(empty_url) != []  # the 0005 columns are gone again
 
 
 def test_upgrade_is_idempotent(empty_url: str) -> None:

@@ -226,6 +226,26 @@ def test_token_kinds_are_exclusive(usage: TokenUsage, kinds: tuple[int, ...]) ->
     assert sum(n for n, t in zip(kinds, types, strict=True) if t == "output") == usage.output
 
 
+def test_a_model_without_a_price_has_no_cost_series(registry: CollectorRegistry) -> None:
+    """Not a series saying $0: an unpriced model exports an unpriced count and no cost at all; a priced
+    model's cost series appears with its first priced call."""
+    from vital_callbacks.core.events import Cost
+
+    sink = PrometheusSink(registry=registry)
+    usage = TokenUsage(input=100, output=10, total=110)
+    sink.record(LLMCall(run_id="u", parent_run_id=None, trace_id="u", provider="p", model="mystery", usage=usage))
+    sink.record(LLMCall(run_id="c", parent_run_id=None, trace_id="c", provider="p", model="mystery", usage=usage,
+                        cache_hit=True))
+    exposed = generate_latest(registry).decode()
+    assert 'model="mystery"' in exposed
+    assert not [line for line in exposed.splitlines()
+                if 'model="mystery"' in line and line.startswith(("vital_llm_cost_usd", "vital_llm_cost_saved"))]
+    assert family_sum(registry, "vital_unpriced_calls_total", model="mystery") == 2
+    sink.record(LLMCall(run_id="k", parent_run_id=None, trace_id="k", provider="p", model="known", usage=usage,
+                        cost=Cost(Decimal("0.001"), Decimal("0.002"), Decimal("0.003"))))
+    assert family_sum(registry, "vital_llm_cost_usd_total", model="known") == pytest.approx(0.003)
+
+
 def test_inconsistent_usage_still_adds_up_in_the_sink(registry: CollectorRegistry) -> None:
     """A call reporting more cache reads than input tokens is recorded without a negative increment,
     and its series still sum to its input and output."""

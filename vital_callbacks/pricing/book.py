@@ -261,7 +261,8 @@ class PriceBook:
         return Cost(cost.input, cost.output, cost.total, cost.source, detail), tiered
 
 
-_tiers: dict[tuple[int, str, int, tuple[int, ...]], Any] = {}
+_tiers: dict[tuple[int, int, str, int, tuple[int, ...]], Any] = {}
+_alive: list[tuple[Any, Any, Any]] = []
 _tiers_lock = threading.Lock()
 
 
@@ -279,7 +280,9 @@ def tier_prices(provider: Any, model: Any, service_tier: str | None, when: datet
                    and (v.constraint is None or v.constraint.active(when)))
     if not active:
         return None
-    key = (id(model), service_tier, id(standard), active)
+    # The provider is part of the key: a fallback provider (Azure over OpenAI's models) shares the
+    # model objects but not their tier prices.
+    key = (id(provider), id(model), service_tier, id(standard), active)
     found = _tiers.get(key, _MISSING)
     if found is _MISSING:
         # genai-prices applies variants only to a provider's own models, not to a fallback's
@@ -288,7 +291,7 @@ def tier_prices(provider: Any, model: Any, service_tier: str | None, when: datet
         found = None if resolved == standard else resolved
         with _tiers_lock:
             _tiers[key] = found
-            _tiers[(id(standard), "", 0, ())] = (model, standard)  # keeps the ids in the key alive
+            _alive.append((provider, model, standard))  # the ids in the key are never reused
     return found
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
@@ -36,7 +37,6 @@ STREAM_USAGE_KEY = "vital_stream_usage"
 """``response_metadata`` key under which :mod:`~vital_callbacks.providers.shims` keeps a stream's raw usage
 objects, in order (a list, so LangChain's chunk merging appends instead of adding numbers up)."""
 
-_DEFAULT_HOSTS = {"api.openai.com"}
 
 
 class UnreadableUsage(ValueError):
@@ -82,7 +82,7 @@ def provider_for(ls_provider: str | None, base_url: str | None) -> str | None:
     if not base_url:
         return ls_provider
     host = (urlsplit(base_url).hostname or "").lower()
-    if host in _DEFAULT_HOSTS:
+    if host == "openai.com" or host.endswith(".openai.com"):  # api., and the regional eu.api., us.api.
         return ls_provider
     from genai_prices import data_snapshot
 
@@ -107,20 +107,23 @@ def catalog_provider(provider: str | None) -> str | None:
 
 # -- reading ------------------------------------------------------------------------------------------
 def count(value: Any) -> int:
-    """A token count: ints, floats and numeric strings (some gateways send ``"123"``); ``None`` is 0."""
+    """A token count: ints, floats and numeric strings (some gateways send ``"123"``); ``None`` is 0.
+    Anything else (``"n/a"``, NaN, infinity, a bool) raises :class:`UnreadableUsage`."""
     if value is None:
         return 0
     if isinstance(value, bool):
         raise UnreadableUsage(f"token count {value!r}")
     if isinstance(value, int):
         return max(0, value)
-    if isinstance(value, float):
-        return max(0, int(value))
     if isinstance(value, str):
         try:
-            return max(0, int(float(value.strip())))
+            value = float(value.strip())
         except ValueError:
             raise UnreadableUsage(f"token count {value!r}") from None
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise UnreadableUsage(f"token count {value!r}")
+        return max(0, int(value))
     raise UnreadableUsage(f"token count {value!r}")
 
 

@@ -87,7 +87,11 @@ def _google() -> bool:
         result = original(response, *args, **kwargs)
         try:
             usage = getattr(response, "usage_metadata", None)
-            if usage is not None:
+            stream = kwargs.get("stream", args[0] if args else False)
+            # A stream's counts are cumulative: the chunk that finishes it has them all, and keeping
+            # only that one keeps the user's merged message small.
+            final = not stream or any(getattr(c, "finish_reason", None) for c in response.candidates or ())
+            if usage is not None and final:
                 for generation in result.generations:
                     _keep(generation.message, usage)
         except Exception:

@@ -142,10 +142,11 @@ class _LLMSeries:
         self.requests = m.llm_requests.labels(provider, model, status, *who)
         # Every kind up front, at 0: rate() drops the first increment of a series that appears mid-range.
         self.tokens = tuple(m.llm_tokens.labels(provider, model, *who, type_, kind) for type_, kind in TOKEN_KINDS)
-        self.cost = m.llm_cost.labels(provider, model, *who)
-        # Only when a call is unpriced: a zero series for every priced model would be noise.
+        # Cost series appear with the first priced call, never before: a model nobody has a price for
+        # must have no cost series, not one that says $0. Unpriced calls likewise, with the first one.
+        self.cost: Counter | None = None
         self.unpriced: Counter | None = None
-        self.saved = m.llm_cost_saved.labels(provider, model, *who)
+        self.saved: Counter | None = None
         self.hits = m.llm_cache_requests.labels(model, "hit")
         self.misses = m.llm_cache_requests.labels(model, "miss")
         self.duration = m.llm_duration.labels(provider, model)
@@ -249,6 +250,8 @@ class PrometheusSink(Sink):
         cost = event.cost
         if cost is not None:
             usd = _usd(cost.total)
+            if series.cost is None:
+                series.cost = self.metrics.llm_cost.labels(provider, model, *who)
             series.cost.inc(usd)
             self.metrics.node_cost.labels(event.graph or UNKNOWN, event.node or UNKNOWN).inc(usd)
         elif event.token_source != "none":
@@ -258,6 +261,8 @@ class PrometheusSink(Sink):
         if event.cache_hit:
             series.hits.inc()
             if event.saved_cost is not None:
+                if series.saved is None:
+                    series.saved = self.metrics.llm_cost_saved.labels(provider, model, *who)
                 series.saved.inc(_usd(event.saved_cost))
         else:
             series.misses.inc()

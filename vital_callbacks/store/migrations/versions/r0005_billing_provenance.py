@@ -70,6 +70,10 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("llm_cost_audit")
-    with op.batch_alter_table("llm_calls") as batch:
-        for name in ("raw_usage", "price_detail", "service_tier", *reversed(COUNTS)):
-            batch.drop_column(name)
+    # Not batch mode: on SQLite it rebuilds the table, and 0004's rollup triggers would go with it.
+    # SQLite has dropped columns in place since 3.35 (2021).
+    for name in ("raw_usage", "price_detail", "service_tier", *reversed(COUNTS)):
+        if op.get_bind().dialect.name == "sqlite":
+            op.execute(f"ALTER TABLE llm_calls DROP COLUMN {name}")
+        else:
+            op.drop_column("llm_calls", name)
