@@ -7,6 +7,7 @@ import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -60,6 +61,41 @@ def test_stop_budget_prevents_the_call(pricing_dir: Path, memory_sink: InMemoryS
     blocked = [c for c in memory_sink.of(LLMCall) if c.error_type == "BudgetExceeded"]
     assert len(blocked) == 1 and blocked[0].tenant_id == "acme"
     assert handler.budgets is not None and handler.budgets.exceeded_total == 1
+    handler.shutdown()
+
+
+def test_under_a_stop_budget_a_call_is_read_and_priced_once(pricing_dir: Path, memory_sink: InMemorySink,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller's thread reads and prices the call (the budget needs its spend at once); the worker uses
+    that, so the response is read once and an unpriced model is counted once, not twice."""
+    import vital_callbacks.capture.handler as handler_module
+    import vital_callbacks.enrich.reading as reading_module
+
+    reads: list[str] = []
+
+    def counted(module: Any) -> Any:
+        original = module.read
+
+        def read(result: Any, provider: str | None = None) -> Any:
+            reads.append(module.__name__)
+            return original(result, provider)
+
+        return read
+
+    for module in (handler_module, reading_module):
+        monkeypatch.setattr(module, "read", counted(module))
+    budget = Budget(scope="tenant", match="acme", amount_usd=Decimal("1.00"), action="stop")
+    handler = VitalCallbackHandler(Settings(pricing_dir=pricing_dir), sinks=[memory_sink], budgets=[budget])
+    config = {"callbacks": [handler], "metadata": {"tenant_id": "acme"}}
+    cent_model().invoke("hi", config=config)  # type: ignore[arg-type]
+    ScriptedChatModel(model_name="no-such-model", provider="self",
+                      usage=CENT_USAGE).invoke("hi", config=config)  # type: ignore[arg-type]
+    assert handler.flush()
+    calls = {c.model: c for c in memory_sink.of(LLMCall)}
+    assert calls["cent-model"].cost is not None and calls["cent-model"].cost.total == Decimal("0.01")
+    assert calls["no-such-model"].cost is None and calls["no-such-model"].token_source == "provider"
+    assert handler.stats()["unpriced_calls"] == {"no-such-model": 1}
+    assert reads == ["vital_callbacks.capture.handler"] * 2  # never again on the worker
     handler.shutdown()
 
 

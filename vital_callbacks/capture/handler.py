@@ -24,7 +24,9 @@ from vital_callbacks.capture.runs import MAX_ERROR_CHARS, Run, error_fields, gua
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
 from vital_callbacks.core.events import (
+    PRICED,
     RAW_LLM_OUTPUT,
+    READING,
     Draft,
     Event,
     GraphRun,
@@ -352,19 +354,18 @@ class VitalCallbackHandler(GraphCallbackHandler):
 
     def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
         """Price on the caller's thread, only under a stop budget, so the next call already sees it.
-        The same reading and price as the worker's (which then leaves the priced call as it is)."""
+        The worker then uses this reading and price instead of doing both again."""
         reading = read(result, run.provider)
+        fields: dict[str, Any] = {READING: reading}
         usage = reading.usage
         if usage is None or reading.cache_hit:
-            return {}
-        model = reading.model or run.model
-        cost = self._prices.price(run.provider, model, usage, run.start_wall, service_tier=reading.service_tier,
-                                  parts=reading.parts)
-        if cost is None:
-            return {}
-        self.budgets.record(run.attr.tenant_id, run.attr.user_id, run.graph, cost.total, run.run_id)
-        return {"usage": usage, "token_source": "provider", "cost": cost, "service_tier": reading.service_tier,
-                "raw_usage": reading.raw_usage}
+            return fields  # nothing to price here; the worker does the rest (a hit's saved cost)
+        cost = self._prices.price(run.provider, reading.model or run.model, usage, run.start_wall,
+                                  service_tier=reading.service_tier, parts=reading.parts)
+        fields.update({PRICED: True, "usage": usage, "token_source": "provider", "cost": cost})
+        if cost is not None:
+            self.budgets.record(run.attr.tenant_id, run.attr.user_id, run.graph, cost.total, run.run_id)
+        return fields
 
     # -- tools and retrievers ----------------------------------------------------------------------
     @guard

@@ -281,4 +281,10 @@ RAW_LLM_OUTPUT = "raw_llm_output"
 """The draft key of ``LLMResult.llm_output`` (read on the worker, not a field of :class:`LLMCall`)."""
 BILLED_PARTS = "billed_parts"
 """The draft key of the usage billed per model (read, then priced, on the worker; not a field)."""
-WORKER_KEYS = frozenset({RAW_LLM_OUTPUT, BILLED_PARTS})
+READING = "reading"
+"""The draft key of a reading already done on the caller's thread (a stop budget's price): the worker
+uses it instead of reading the response again."""
+PRICED = "priced_on_caller"
+"""The draft key that says the caller's thread priced the call (its cost may be ``None``: unpriced,
+counted there once)."""
+WORKER_KEYS = frozenset({RAW_LLM_OUTPUT, BILLED_PARTS, READING, PRICED})

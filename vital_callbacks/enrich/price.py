@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from vital_callbacks.budgets import BudgetGuard
-from vital_callbacks.core.events import BILLED_PARTS, Cost, Event, LLMCall
+from vital_callbacks.core.events import BILLED_PARTS, PRICED, Cost, Event, LLMCall
 from vital_callbacks.pricing.book import PriceBook
 
 _ZERO = Decimal(0)
@@ -24,8 +24,8 @@ class Price:
         if not issubclass(cls, LLMCall):
             return
         parts = f.pop(BILLED_PARTS, ())
-        if f.get("cost") is not None or f.get("token_source") == "none":
-            return
+        if f.pop(PRICED, False) or f.get("cost") is not None or f.get("token_source") == "none":
+            return  # priced on the caller's thread (a stop budget), or nothing to price
         price = self.prices.price(f.get("provider"), f.get("model"), f["usage"], f.get("start_time", 0.0),
                                   service_tier=f.get("service_tier"), parts=parts)
         if f.get("cache_hit"):

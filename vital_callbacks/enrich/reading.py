@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from vital_callbacks.core.events import BILLED_PARTS, RAW_LLM_OUTPUT, Event, LLMCall, TokenUsage, ToolCall
+from vital_callbacks.core.events import BILLED_PARTS, RAW_LLM_OUTPUT, READING, Event, LLMCall, TokenUsage, ToolCall
 from vital_callbacks.providers.usage import Reading, as_snapshot, completion_text, message_text, prompt_text, read
 
 logger = logging.getLogger("vital_callbacks")
@@ -33,7 +33,9 @@ class ReadResponse:
     def llm(self, f: dict[str, Any]) -> None:
         response = as_snapshot(f.pop("raw_output", None), f.pop(RAW_LLM_OUTPUT, None))
         raw_input = f.pop("raw_input", None)
-        reading = read(response, f.get("provider")) if response is not None else _NOTHING_READ
+        reading = f.pop(READING, None)
+        if reading is None:
+            reading = read(response, f.get("provider")) if response is not None else _NOTHING_READ
         if reading.unreadable is not None:
             self.unreadable_usage += 1
             if self.unreadable_usage == 1:
