@@ -83,9 +83,13 @@ def cmd_prices(args: argparse.Namespace) -> int:
     return 0
 
 
-def _signed_usd(amount: Decimal) -> str:
+def _signed_usd(amount: Decimal | None) -> str:
+    """A difference of two priced sums; ``n/a`` where calls became priced or unpriced (the sums then
+    cover different calls)."""
     from vital_callbacks.core.money import usd
 
+    if amount is None:
+        return "n/a"
     return ("+" if amount > 0 else "") + usd(amount)
 
 

@@ -142,7 +142,11 @@ class Group:
         return self.calls - self.new_priced
 
     @property
-    def difference(self) -> Decimal:
+    def difference(self) -> Decimal | None:
+        """New minus old priced sum; ``None`` when calls became unpriced or priced, where the sums
+        cover different calls and their difference would read as a saving (or a cost) that is not one."""
+        if self.became_unpriced or self.became_priced:
+            return None
         return self.new_total - self.old_total
 
     def add(self, old: Priced, new: Priced, changed: bool) -> None:
@@ -332,7 +336,7 @@ def usage_of(row: Mapping[Any, Any]) -> tuple[TokenUsage, tuple[Part, ...]]:
 def _write(conn: Connection, changes: list[_Change], reprice_id: str) -> None:
     now = datetime.now(timezone.utc)
     new_values = [{"run_id": ch.run_id, "input_cost": ch.new.input, "output_cost": ch.new.output,
-                   "total_cost": ch.new.total, "price_source": ch.new.source, "price_detail": ch.new.detail,
+                   "total_cost": ch.new.total, "price_source": ch.new.source, "price_detail": _fit(ch.new.detail),
                    "saved_cost": ch.new.saved} for ch in changes]
     if conn.dialect.name == "postgresql":
         _update_at_once(conn, new_values)
