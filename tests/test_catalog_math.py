@@ -50,7 +50,7 @@ def test_tier_prices_equal_calc_price_with_the_price_context() -> None:
     """For every model with service-tier prices: our kept tier prices, through the same fast path or
     calc_price, give genai-prices' own ``calc_price(price_context=...)``; a tier without prices of its
     own is the standard price."""
-    from vital_callbacks.pricing.book import CATALOG_SOURCE, cost_of, tier_prices, to_genai_usage
+    from vital_callbacks.pricing.book import CATALOG_SOURCE, cost_of, tier_prices
 
     rng = random.Random(11)
     checked = tiered_models = 0
@@ -64,8 +64,11 @@ def test_tier_prices_equal_calc_price_with_the_price_context() -> None:
                 tiered_models += tiered is not None
                 for usage in usages(rng)[:4]:
                     ours = cost_of(tiered if tiered is not None else standard, usage, CATALOG_SOURCE)
-                    theirs = model.calc_price(to_genai_usage(usage), provider, genai_request_timestamp=WHEN,
-                                              price_context={"service_tier": tier})
+                    theirs = model.calc_price(
+                        Usage(input_tokens=usage.input, output_tokens=usage.output,
+                              cache_read_tokens=usage.cache_read or None, cache_write_tokens=usage.cache_write or None,
+                              output_reasoning_tokens=usage.reasoning or None),
+                        provider, genai_request_timestamp=WHEN, price_context={"service_tier": tier})
                     assert (ours.input, ours.output, ours.total) == (
                         theirs.input_price, theirs.output_price, theirs.total_price), (provider.id, model.id, tier)
                     checked += 1

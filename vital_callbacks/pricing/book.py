@@ -21,7 +21,7 @@ from typing import Any
 from vital_callbacks.core.events import Cost, TokenUsage
 from vital_callbacks.pricing.catalog_math import fast_cost
 from vital_callbacks.pricing.overrides import OverrideEntry, load_overrides
-from vital_callbacks.providers.billing import Part, catalog_provider
+from vital_callbacks.providers.billing import Part, catalog_provider, to_genai_usage
 from vital_callbacks.providers.names import PROVIDER_ALIASES
 
 logger = logging.getLogger("vital_callbacks")
@@ -300,20 +300,6 @@ _MISSING = object()
 
 def _fees(usage: TokenUsage) -> str | None:
     return f"web_searches={usage.web_searches}" if usage.web_searches else None
-
-
-def to_genai_usage(usage: TokenUsage) -> Any:
-    """Our counts as a genai-prices ``Usage`` (the same hierarchy of units: only non-zero ones given)."""
-    from genai_prices import Usage
-
-    values = {
-        "input_tokens": usage.input, "output_tokens": usage.output, "cache_read_tokens": usage.cache_read,
-        "cache_write_tokens": usage.cache_write, "cache_write_1h_tokens": usage.cache_write_1h,
-        "output_reasoning_tokens": usage.reasoning, "input_audio_tokens": usage.input_audio,
-        "cache_audio_read_tokens": usage.cache_audio_read, "output_audio_tokens": usage.output_audio,
-        "web_searches": usage.web_searches,
-    }
-    return Usage(**{k: v for k, v in values.items() if v or k in ("input_tokens", "output_tokens")})
 
 
 def cost_of(model_price: Any, usage: TokenUsage, source: str) -> Cost:

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -127,21 +128,30 @@ def count(value: Any) -> int:
     raise UnreadableUsage(f"token count {value!r}")
 
 
+GENAI_UNITS = {
+    "input": "input_tokens", "output": "output_tokens", "cache_read": "cache_read_tokens",
+    "cache_write": "cache_write_tokens", "cache_write_1h": "cache_write_1h_tokens",
+    "reasoning": "output_reasoning_tokens", "input_audio": "input_audio_tokens",
+    "cache_audio_read": "cache_audio_read_tokens", "output_audio": "output_audio_tokens",
+    "web_searches": "web_searches",
+}
+"""Our ``TokenUsage`` fields -> genai-prices' units (the same hierarchy: ``input_tokens`` includes cache
+reads and writes and audio, ``output_tokens`` reasoning and audio): the one mapping, both ways."""
+
+
 def _from_genai(usage: Any) -> TokenUsage:
-    """A genai-prices ``Usage`` (its units: ``input_tokens`` includes cache and audio) to ours."""
-    values = {k: v for k, v in vars(usage).items() if not k.startswith("_")}
-    inp, out = count(values.get("input_tokens")), count(values.get("output_tokens"))
-    return TokenUsage(
-        input=inp, output=out, total=inp + out,
-        cache_read=count(values.get("cache_read_tokens")),
-        cache_write=count(values.get("cache_write_tokens")),
-        reasoning=count(values.get("output_reasoning_tokens")),
-        cache_write_1h=count(values.get("cache_write_1h_tokens")),
-        input_audio=count(values.get("input_audio_tokens")),
-        cache_audio_read=count(values.get("cache_audio_read_tokens")),
-        output_audio=count(values.get("output_audio_tokens")),
-        web_searches=count(values.get("web_searches")),
-    )
+    """A genai-prices ``Usage`` to ours."""
+    values = vars(usage)
+    counts = {ours: count(values.get(theirs)) for ours, theirs in GENAI_UNITS.items()}
+    return TokenUsage(total=counts["input"] + counts["output"], **counts)
+
+
+def to_genai_usage(usage: TokenUsage) -> Any:
+    """Ours as a genai-prices ``Usage`` (only the non-zero units, input and output always)."""
+    from genai_prices import Usage
+
+    return Usage(**{theirs: value for ours, theirs in GENAI_UNITS.items()
+                    if (value := getattr(usage, ours)) or ours in ("input", "output")})
 
 
 def _extract(body: Mapping[str, Any], provider_id: str, flavor: str) -> TokenUsage | None:
@@ -307,10 +317,8 @@ def _iterations(top: Mapping[str, Any], iterations: Sequence[Any], pid: str,
         per_model[model] = per_model.get(model, TokenUsage()) + usage
         labels.setdefault(model, []).append(str(it.get("type")))
     top_usage = _extract({"usage": {k: v for k, v in top.items() if k != "iterations"}}, pid, flavor) or TokenUsage()
-    own = per_model.get(None, TokenUsage())
-    per_model[None] = TokenUsage(
-        own.input, own.output, own.total, own.cache_read, own.cache_write, top_usage.reasoning, own.cache_write_1h,
-        own.input_audio, own.cache_audio_read, own.output_audio, top_usage.web_searches)
+    per_model[None] = replace(per_model.get(None, TokenUsage()), reasoning=top_usage.reasoning,
+                              web_searches=top_usage.web_searches)
     labels.setdefault(None, [])
     parts = tuple(Part(model, usage, "+".join(labels[model])) for model, usage in per_model.items())
     total = TokenUsage()
@@ -339,12 +347,10 @@ def read_billing(message: BaseMessage, llm_output: Mapping[str, Any] | None, pro
 
 
 def with_web_searches(usage: TokenUsage, parts: tuple[Part, ...], searches: int) -> tuple[TokenUsage, tuple[Part, ...]]:
-    def add(u: TokenUsage) -> TokenUsage:
-        return TokenUsage(u.input, u.output, u.total, u.cache_read, u.cache_write, u.reasoning, u.cache_write_1h,
-                          u.input_audio, u.cache_audio_read, u.output_audio, u.web_searches + searches)
-
     first = parts[0]
-    return add(usage), (Part(first.model, add(first.usage), first.label), *parts[1:])
+    return (replace(usage, web_searches=usage.web_searches + searches),
+            (first._replace(usage=replace(first.usage, web_searches=first.usage.web_searches + searches)),
+             *parts[1:]))
 
 
 def metadata_extras(message: BaseMessage) -> tuple[str | None, int]:
