@@ -199,3 +199,22 @@ def test_a_tier_price_depends_on_the_provider_not_on_which_call_came_first() -> 
             want = calc_price(Usage(input_tokens=1_000_000, output_tokens=1_000_000), "gpt-5", provider_id=provider,
                               genai_request_timestamp=NOW, price_context={"service_tier": "priority"}).total_price
             assert cost is not None and cost.total == want, (order, provider)
+
+
+def test_one_usage_object_for_several_choices_is_billed_once() -> None:
+    """``n=2``: both messages point at the response's one ``llm_output.token_usage``; it is billed once
+    (the per-message ``usage_metadata`` repeats the same totals and is not added up on top)."""
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+
+    from vital_callbacks.providers.usage import read, snapshot
+
+    token_usage = {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+    messages = [AIMessage("a", response_metadata={"model_name": "gpt-4o", "finish_reason": "stop"},
+                          usage_metadata={"input_tokens": 100, "output_tokens": 20, "total_tokens": 120})
+                for _ in range(2)]
+    result = snapshot(LLMResult(generations=[[ChatGeneration(message=m) for m in messages]],
+                                llm_output={"token_usage": token_usage, "model_name": "gpt-4o"}))
+    assert result is not None
+    usage = read(result, "openai").usage
+    assert usage is not None and (usage.input, usage.output) == (100, 20)

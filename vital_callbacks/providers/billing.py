@@ -60,6 +60,9 @@ class Billing(NamedTuple):
     service_tier: str | None
     raw: str | None
     """The raw usage as JSON (bounded), with where it came from; ``None`` when none was carried."""
+    source: int = 0
+    """Identity of the raw usage object read: the messages of one response (``n > 1``) may all point at
+    the response's one usage object (``llm_output``), which is billed once, not once per message."""
 
 
 # -- where the request went ---------------------------------------------------------------------------
@@ -343,7 +346,7 @@ def read_billing(message: BaseMessage, llm_output: Mapping[str, Any] | None, pro
         searches = _web_search_blocks(message)
         if searches:
             usage, parts = with_web_searches(usage, parts, searches)
-    return Billing(usage, parts, _service_tier(meta, raw), _dump(raw, catalog_provider(provider)))
+    return Billing(usage, parts, _service_tier(meta, raw), _dump(raw, catalog_provider(provider)), id(raw.usage))
 
 
 def with_web_searches(usage: TokenUsage, parts: tuple[Part, ...], searches: int) -> tuple[TokenUsage, tuple[Part, ...]]:

@@ -230,8 +230,11 @@ def _read(result: ResultSnapshot, provider: str | None) -> Reading:
     if messages and all(b is not None for b in billings):
         found: list[Billing] = billings  # type: ignore[assignment]
         usage = found[0].usage
+        seen = {found[0].source}
         for billing in found[1:]:
-            usage = usage + billing.usage
+            if billing.source not in seen:  # one usage object for the whole response is billed once
+                seen.add(billing.source)
+                usage = usage + billing.usage
         parts = found[0].parts if len(found) == 1 and len(found[0].parts) > 1 else ()
         return Reading(usage, model, is_cache_hit(result), finish_reason(result), found[0].service_tier, parts,
                        found[0].raw)
