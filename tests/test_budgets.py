@@ -197,4 +197,4 @@ def test_cli_shows_spend_limit_and_projection(tmp_path: Path, pricing_dir: Path,
     monkeypatch.setenv("VITAL_BUDGETS_FILE", str(budgets))
     assert main(["budgets"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "acme" in line).split()
-    assert row[0] == "tenant:*/day" and "$0.030000" in row and "$1.000000" in row and "3%" in row
+    assert row[0] == "tenant:*/day" and "$0.0300" in row and "$1.00" in row and "3%" in row

@@ -46,8 +46,9 @@ class VersionAction(argparse.Action):
         parser.exit()
 
 
-def money(value: Decimal | None) -> str:
-    return "null" if value is None else f"${value:,.6f}"
+def exact_usd(value: Decimal) -> str:
+    """To the micro-dollar, as ``prices`` quotes one call (``core.money.usd`` rounds for reading)."""
+    return f"${value:,.6f}"
 
 
 def secs(value: float | None) -> str:

@@ -10,9 +10,9 @@ from decimal import Decimal
 
 from vital_callbacks.cli._common import (
     CliError,
+    exact_usd,
     first_line,
     load_settings,
-    money,
     open_store,
     secs,
     table,
@@ -76,8 +76,8 @@ def cmd_prices(args: argparse.Namespace) -> int:
     print(f"usage:    {usage.input:,} input ({usage.cache_read:,} cache-read, {usage.cache_write:,} cache-write), "
           f"{usage.output:,} output ({usage.reasoning:,} reasoning)"
           + (f", {usage.web_searches:,} web searches" if usage.web_searches else ""))
-    print(f"cost:     input {money(quote.cost.input)}, output {money(quote.cost.output)}, "
-          f"total {money(quote.cost.total)}  [{quote.cost.source}, at {when.isoformat()}]")
+    print(f"cost:     input {exact_usd(quote.cost.input)}, output {exact_usd(quote.cost.output)}, "
+          f"total {exact_usd(quote.cost.total)}  [{quote.cost.source}, at {when.isoformat()}]")
     if quote.cost.detail:
         print(f"applied:  {quote.cost.detail}")
     return 0

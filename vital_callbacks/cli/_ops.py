@@ -11,7 +11,6 @@ from vital_callbacks.cli._common import (
     check_sinks,
     load_settings,
     missing_store,
-    money,
     open_store,
     table,
 )
@@ -36,6 +35,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_budgets(args: argparse.Namespace) -> int:
     from vital_callbacks.budgets import BudgetFileError, BudgetGuard, load_budgets
+    from vital_callbacks.core.money import usd
 
     settings = load_settings()
     path = settings.budgets_file
@@ -56,8 +56,8 @@ def cmd_budgets(args: argparse.Namespace) -> int:
     finally:
         guard.close()
     headers = ["budget", "scope", "action", "period from", "spend", "limit", "used", "projected"]
-    body = [[s.budget.label, s.key, s.budget.action, s.period_start.strftime("%Y-%m-%d %H:%M"), money(s.spend),
-             money(s.limit), f"{(s.spend / s.limit):.0%}", money(s.projected)] for s in statuses]
+    body = [[s.budget.label, s.key, s.budget.action, s.period_start.strftime("%Y-%m-%d %H:%M"), usd(s.spend),
+             usd(s.limit), f"{(s.spend / s.limit):.0%}", usd(s.projected)] for s in statuses]
     print(table(headers, body))
     return 0
 
