@@ -218,3 +218,26 @@ def test_one_usage_object_for_several_choices_is_billed_once() -> None:
     assert result is not None
     usage = read(result, "openai").usage
     assert usage is not None and (usage.input, usage.output) == (100, 20)
+
+
+def test_a_gateway_is_priced_by_an_override_naming_it_and_only_so(tmp_path: Path) -> None:
+    """Traffic through an OpenAI-compatible gateway is priced by an override for ``openai-compatible``,
+    matched on the catalog's family (the gateway answers with the snapshot's name); an OpenAI discount
+    does not price a self-hosted model of the same name."""
+    usage = TokenUsage(input=1000, output=100, total=1100)
+    catalog = PriceBook().price("openai", "gpt-4o-2024-08-06", usage, NOW)
+    gateway = _override(tmp_path, "models:\n  - provider: openai-compatible\n    model: gpt-4o\n    prices:\n"
+                                  "      - discount: 0\n")
+    cost = gateway.price("openai-compatible", "gpt-4o-2024-08-06", usage, NOW)
+    assert catalog is not None and cost is not None and cost.total == catalog.total
+    assert cost.source == "override:prices.yml"
+    openai_discount = PriceBook([_write(tmp_path / "openai", "models:\n  - provider: openai\n    model: gpt-4o\n"
+                                                            "    prices:\n      - discount: 0.5\n")])
+    assert openai_discount.price("openai-compatible", "gpt-4o-2024-08-06", usage, NOW) is None
+    assert openai_discount.price("openai", "gpt-4o-2024-08-06", usage, NOW) is not None
+
+
+def _write(folder: Path, text: str) -> Path:
+    folder.mkdir()
+    (folder / "prices.yml").write_text(text)
+    return folder

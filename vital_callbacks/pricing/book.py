@@ -174,26 +174,30 @@ class PriceBook:
         steps = self._resolved.get(key)
         if steps is None:
             # A self-hosted server's model is priced by an override only: the catalog's price for a model
-            # of that name is another provider's, a made-up number for this call.
+            # of that name is another provider's, a made-up number for this call. The catalog still
+            # names the model's family, so an override for `gpt-4o` (a gateway in front of OpenAI, say)
+            # prices the snapshot the server answers with.
             self_hosted = (provider or "").strip().lower() in _SELF_HOSTED
             steps = tuple(
-                (entry, cand_provider, cand_model, found)
+                (entry, cand_provider, cand_model, None if self_hosted else found)
                 for cand_provider, cand_model in candidates(provider, model)
-                for found in [None if self_hosted else self._catalog_lookup(cand_provider, cand_model)]
+                for found in [self._catalog_lookup(cand_provider, cand_model)]
                 for entry in [self._find_override(cand_provider, cand_model, provider)
-                              or self._family_override(found, provider)]
-                if entry is not None or found is not None
+                              or self._family_override(found, provider, self_hosted)]
+                if entry is not None or (found is not None and not self_hosted)
             )
             self._resolved[key] = steps  # a race computes the same tuple twice, harmlessly
         return steps
 
-    def _family_override(self, found: tuple[Any, Any] | None, raw_provider: str | None) -> OverrideEntry | None:
+    def _family_override(self, found: tuple[Any, Any] | None, raw_provider: str | None,
+                         self_hosted: bool = False) -> OverrideEntry | None:
         """An override named by the catalog's identity of the model: one for ``gpt-4o`` applies to the
         served snapshot ``gpt-4o-2024-08-06`` (an override naming the snapshot itself wins, being
-        looked up first)."""
+        looked up first). For a self-hosted server only an override naming that server's provider
+        applies: an OpenAI discount is not a price for a local model of the same name."""
         if found is None:
             return None
-        return self._find_override(found[0].id, found[1].id, raw_provider)
+        return self._find_override(raw_provider if self_hosted else found[0].id, found[1].id, raw_provider)
 
     # -- overrides ---------------------------------------------------------------------------------
     def _find_override(self, cand_provider: str | None, model: str,
