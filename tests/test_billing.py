@@ -54,12 +54,14 @@ def test_a_self_hosted_openai_compatible_model_is_never_priced_from_the_catalog(
     assert book.unpriced == {"gpt-4o": 1}
 
 
-@pytest.mark.parametrize(("value", "expected"), [(12, 12), (12.0, 12), ("120", 120), (" 7 ", 7), (None, 0), (-3, 0)])
+@pytest.mark.parametrize(("value", "expected"), [(12, 12), (12.0, 12), ("120", 120), (" 7 ", 7), (None, 0),
+                                               (2**63 - 1, 2**63 - 1)])
 def test_counts_are_numbers_or_numeric_strings(value: object, expected: int) -> None:
     assert count(value) == expected
 
 
-@pytest.mark.parametrize("value", ["n/a", "", True, [1], {"n": 1}])
+@pytest.mark.parametrize("value", ["n/a", "", True, [1], {"n": 1}, -3, "-3", 2**63, float("nan"), float("inf"),
+                                   "inf", "1e999"])
 def test_a_count_that_is_not_a_number_is_flagged_never_zero(value: object) -> None:
     with pytest.raises(UnreadableUsage):
         count(value)

@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
 
 from tests.graphs import INPUT, build_graph
 from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler
@@ -96,6 +99,37 @@ def test_under_a_stop_budget_a_call_is_read_and_priced_once(pricing_dir: Path, m
     assert calls["no-such-model"].cost is None and calls["no-such-model"].token_source == "provider"
     assert handler.stats()["unpriced_calls"] == {"no-such-model": 1}
     assert reads == ["vital_callbacks.capture.handler"] * 2  # never again on the worker
+    handler.shutdown()
+
+
+class GatewayModel(BaseChatModel):
+    """A chat model behind a gateway that reports usage in the OpenAI wire format, counts as it likes."""
+
+    prompt_tokens: Any = 1
+
+    @property
+    def _llm_type(self) -> str:
+        return "gateway"
+
+    def _generate(self, messages: Any, stop: Any = None, run_manager: Any = None, **kwargs: Any) -> ChatResult:
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": 3, "total_tokens": 4}
+        message = AIMessage("a fine answer", response_metadata={"token_usage": usage, "model_name": "cent-model"})
+        return ChatResult(generations=[ChatGeneration(message=message)], llm_output={"token_usage": usage})
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -5, 2**64, "n/a", "1e999"])
+def test_a_bad_usage_value_never_loses_the_call(pricing_dir: Path, memory_sink: InMemorySink, bad: object) -> None:
+    """Under a stop budget the call is read on the caller's thread; a count that is not a real number
+    is flagged (estimated tokens, counted as unreadable), and the call is recorded all the same."""
+    budget = Budget(scope="tenant", match="acme", amount_usd=Decimal("1.00"), action="stop")
+    handler = VitalCallbackHandler(Settings(pricing_dir=pricing_dir), sinks=[memory_sink], budgets=[budget])
+    GatewayModel(prompt_tokens=bad).invoke("hi", config={"callbacks": [handler], "metadata": {"tenant_id": "acme"}})
+    assert handler.flush()
+    (call,) = memory_sink.of(LLMCall)
+    assert call.status == "success" and call.token_source == "estimate" and call.usage.input > 0
+    assert call.raw_usage is not None  # what the gateway sent, kept for the audit
+    stats = handler.stats()
+    assert stats["unreadable_usage"] == 1 and stats["handler_errors"] == 0
     handler.shutdown()
 
 

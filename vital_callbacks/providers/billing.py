@@ -110,24 +110,29 @@ def catalog_provider(provider: str | None) -> str | None:
 
 
 # -- reading ------------------------------------------------------------------------------------------
+_MAX_COUNT = 2**63 - 1
+"""The largest count a BIGINT column stores; anything above is not a real count."""
+
+
 def count(value: Any) -> int:
     """A token count: ints, floats and numeric strings (some gateways send ``"123"``); ``None`` is 0.
-    Anything else (``"n/a"``, NaN, infinity, a bool) raises :class:`UnreadableUsage`."""
+    Anything else (``"n/a"``, NaN, infinity, a negative or impossibly large number, a bool) raises
+    :class:`UnreadableUsage`: flagged, never read as 0."""
     if value is None:
         return 0
     if isinstance(value, bool):
         raise UnreadableUsage(f"token count {value!r}")
-    if isinstance(value, int):
-        return max(0, value)
     if isinstance(value, str):
         try:
-            value = float(value.strip())
+            value = float(value.strip()) if not value.strip().lstrip("-").isdigit() else int(value.strip())
         except ValueError:
             raise UnreadableUsage(f"token count {value!r}") from None
     if isinstance(value, float):
         if not math.isfinite(value):
             raise UnreadableUsage(f"token count {value!r}")
-        return max(0, int(value))
+        value = int(value)
+    if isinstance(value, int) and 0 <= value <= _MAX_COUNT:
+        return value
     raise UnreadableUsage(f"token count {value!r}")
 
 

@@ -208,9 +208,19 @@ def read(result: ResultSnapshot, provider: str | None = None) -> Reading:
     ``usage_metadata`` where the integration carries none."""
     try:
         return _read(result, provider)
-    except UnreadableUsage as exc:
-        return Reading(None, response_model(result), is_cache_hit(result), finish_reason(result),
-                       raw_usage=_unread_raw(result, provider), unreadable=str(exc))
+    except (UnreadableUsage, TypeError, AttributeError, ValueError, OverflowError) as exc:
+        # A usage object of the wrong shape (not a dict, a count that is not a number) loses nothing:
+        # the call is kept, its tokens estimated and flagged.
+        reason = str(exc) if isinstance(exc, UnreadableUsage) else f"usage of an unexpected shape ({exc})"
+        return Reading(None, _safe(response_model, result), _safe(is_cache_hit, result) or False,
+                       _safe(finish_reason, result), raw_usage=_safe(_unread_raw, result, provider), unreadable=reason)
+
+
+def _safe(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception:
+        return None
 
 
 def _unread_raw(result: ResultSnapshot, provider: str | None) -> str | None:
