@@ -198,6 +198,16 @@ def test_token_table_parsing() -> None:
     assert "secret" not in str(err.value)
 
 
+@pytest.mark.parametrize("tokens", ["acme:shared,globex:shared", "acme:shared,*:shared", "*:shared , acme:shared"])
+def test_one_token_for_two_scopes_is_a_configuration_error(tokens: str) -> None:
+    """Otherwise whichever entry matched last would decide, and a tenant's token could read every tenant.
+    The error names the entries and the scopes, never the token."""
+    with pytest.raises(ValueError, match="give one token to two scopes") as err:
+        TokenTable.parse(tokens)
+    assert "shared" not in str(err.value)
+    assert len(TokenTable.parse("acme:same,acme:same")) == 2  # the same grant twice is harmless
+
+
 def test_fuzzing_from_the_openapi_schema_finds_no_server_error(app: FastAPI) -> None:
     """Valid and invalid requests generated from the OpenAPI schema, with admin and tenant tokens, never
     get a 5xx, and every documented answer matches its response model."""

@@ -50,14 +50,23 @@ class TokenTable:
         """``tenantA:tokenA,tenantB:tokenB,*:admintoken`` (the tenant is everything before the first
         colon, so tokens may contain colons). Errors name the entry's position, never its token."""
         pairs: list[tuple[str, str]] = []
+        first_seen: dict[str, tuple[int, str]] = {}
         for position, entry in enumerate((text or "").split(","), start=1):
             entry = entry.strip()
             if not entry:
                 continue
             tenant, sep, token = entry.partition(":")
-            if not sep or not tenant.strip() or not token.strip():
+            tenant, token = tenant.strip(), token.strip()
+            if not sep or not tenant or not token:
                 raise ValueError(f"VITAL_API_TOKENS entry {position} is not 'tenant:token'")
-            pairs.append((tenant.strip(), token.strip()))
+            # One token, one scope: listed for two tenants (or a tenant and '*'), whichever entry
+            # matched last would decide, and a tenant's token could read every tenant.
+            earlier = first_seen.get(token)
+            if earlier is not None and earlier[1] != tenant:
+                raise ValueError(f"VITAL_API_TOKENS entries {earlier[0]} and {position} give one token to two "
+                                 f"scopes ({earlier[1]!r} and {tenant!r}); a token must name one tenant or '*'")
+            first_seen.setdefault(token, (position, tenant))
+            pairs.append((tenant, token))
         return cls(pairs)
 
     def lookup(self, presented: str) -> Principal | None:
