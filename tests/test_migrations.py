@@ -51,7 +51,7 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     """From an empty database, ``upgrade`` builds exactly the schema tables.py declares (no autogenerate diff)."""
     assert db.current(empty_url) is None
     db.upgrade(empty_url)
-    assert db.current(empty_url) == db.head() == "0005"
+    assert db.current(empty_url) == db.head() == "0006"
     assert schema_diff(empty_url) == []
     assert table_names(empty_url) == EVENT_TABLES | {"scores", "llm_cost_daily", "llm_cost_audit", VERSION_TABLE}
 
@@ -61,7 +61,7 @@ def test_upgrade_from_the_first_revision(empty_url: str) -> None:
     db.upgrade(empty_url, "0001")
     assert db.current(empty_url) == "0001"
     assert table_names(empty_url) == EVENT_TABLES | {VERSION_TABLE}
-    missing = schema_diff(empty_url)
+    missing = [d for d in schema_diff(empty_url) if isinstance(d, tuple)]  # lists: 0006's type changes
     assert {d[0] for d in missing} <= {"add_table", "add_index", "add_column"}
     assert {d[1].name for d in missing if d[0] == "add_table"} == {"scores", "llm_cost_daily", "llm_cost_audit"}
     db.upgrade(empty_url)
@@ -69,11 +69,11 @@ def test_upgrade_from_the_first_revision(empty_url: str) -> None:
     assert schema_diff(empty_url) == []
 
 
-def test_upgrade_from_the_revision_before_head(empty_url: str) -> None:
-    """A database at 0004 gains the billing and provenance columns of ``llm_calls`` and the audit table,
-    and nothing else; rows already stored keep their values (0 for the new counts)."""
+def test_upgrade_from_0004(empty_url: str) -> None:
+    """A database at 0004 gains the billing and provenance columns of ``llm_calls`` and the audit table;
+    rows already stored keep their values (0 for the new counts)."""
     db.upgrade(empty_url, "0004")
-    changes = schema_diff(empty_url)
+    changes = [d for d in schema_diff(empty_url) if isinstance(d, tuple)]  # lists: 0006's type changes
     added_columns = {d[3].name for d in changes if d[0] == "add_column"}
     assert added_columns == {"cache_write_1h_tokens", "input_audio_tokens", "cache_audio_read_tokens",
                              "output_audio_tokens", "web_searches", "service_tier", "price_detail", "raw_usage"}
@@ -81,8 +81,45 @@ def test_upgrade_from_the_revision_before_head(empty_url: str) -> None:
         ("add_table", "llm_cost_audit"),
         ("add_index", "ix_llm_cost_audit_reprice_id"), ("add_index", "ix_llm_cost_audit_run_id")}
     db.upgrade(empty_url)
-    assert db.current(empty_url) == "0005"
+    assert db.current(empty_url) == db.head()
     assert schema_diff(empty_url) == []
+
+
+def test_upgrade_from_the_revision_before_head(empty_url: str) -> None:
+    """At 0005, PostgreSQL's token columns are INTEGER; 0006 makes them BIGINT and changes nothing else
+    (SQLite's INTEGER is 64-bit already: no change there)."""
+    db.upgrade(empty_url, "0005")
+    changes = schema_diff(empty_url)
+    if empty_url.startswith("sqlite"):
+        assert changes == []
+    else:
+        modified = {(op[0], op[2], op[3]) for change in changes for op in change}
+        assert {kind for kind, _, _ in modified} == {"modify_type"}
+        assert {(table, column) for _, table, column in modified} == {
+            *(("llm_calls", c) for c in tables.TOKEN_COLUMNS + tables.BILLING_COLUMNS),
+            *(("graph_runs", c) for c in tables.TOKEN_COLUMNS)}
+    db.upgrade(empty_url)
+    assert db.current(empty_url) == "0006"
+    assert schema_diff(empty_url) == []
+
+
+def test_a_count_past_two_to_the_31_is_stored(empty_url: str) -> None:
+    """A token count PostgreSQL's INTEGER would reject (and with it the row) fits the column."""
+    from vital_callbacks.core.events import LLMCall, TokenUsage
+    from vital_callbacks.store.rows import to_row
+
+    db.upgrade(empty_url)
+    big = 3_000_000_000
+    row = to_row(LLMCall(run_id="big", parent_run_id=None, trace_id="big", model="m",
+                         usage=TokenUsage(input=big, output=1, total=big + 1)))
+    engine = create_engine(empty_url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(tables.llm_calls.insert(), [row])
+        stored = conn.execute(tables.llm_calls.select().with_only_columns(tables.llm_calls.c.input_tokens)).scalar()
+        daily = conn.execute(tables.llm_cost_daily.select().with_only_columns(
+            tables.llm_cost_daily.c.input_tokens)).scalar()
+    engine.dispose()
+    assert stored == daily == big
 
 
 def _rollup_triggers(url: str) -> set[str]:

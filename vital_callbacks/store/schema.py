@@ -44,6 +44,15 @@ def _int(name: str, default: int = 0) -> Column[Any]:
     return Column(name, Integer, nullable=False, default=default)
 
 
+COUNT = BigInteger().with_variant(Integer(), "sqlite")
+"""A token count: BIGINT on PostgreSQL (a long context's sums pass 2^31), SQLite's INTEGER (64-bit
+already, and a column type SQLite cannot change in place)."""
+
+
+def _count(name: str) -> Column[Any]:
+    return Column(name, COUNT, nullable=False, default=0)
+
+
 def _event_columns() -> list[Column[Any]]:
     """What every event row has: identity, place in the tree, attribution, timing, outcome."""
     return [
@@ -75,7 +84,7 @@ BILLING_COLUMNS = ("cache_write_1h_tokens", "input_audio_tokens", "cache_audio_r
 
 
 def _token_columns() -> list[Column[Any]]:
-    return [_int(name) for name in TOKEN_COLUMNS]
+    return [_count(name) for name in TOKEN_COLUMNS]
 
 
 graph_runs = Table(
@@ -123,7 +132,7 @@ llm_calls = Table(
     Column("prompt", Text, nullable=True),
     Column("completion", Text, nullable=True),
     # Migration 0005: what else the provider billed, and the cost's provenance.
-    *(_int(name) for name in BILLING_COLUMNS),
+    *(_count(name) for name in BILLING_COLUMNS),
     Column("service_tier", String(64), nullable=True),
     Column("price_detail", String(1024), nullable=True),
     Column("raw_usage", Text, nullable=True),
