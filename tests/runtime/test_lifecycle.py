@@ -252,3 +252,33 @@ def test_a_private_runtime_dropped_without_shutdown_still_delivers_at_exit(tmp_p
         gc.collect()
     """)
     assert count(db, "SELECT COUNT(*) FROM llm_calls") == 5
+
+
+def test_runs_that_never_end_are_bounded_and_counted() -> None:
+    """A run whose end callback never comes (a cancelled ``ainvoke``, a callback chain cut short) is
+    forgotten past ``max_open_runs`` or after ``open_run_timeout_s``, and counted; the handler keeps
+    recording everything else."""
+    import uuid
+
+    from langchain_core.messages import HumanMessage
+
+    from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler
+    from vital_callbacks.testing.fakes import ScriptedChatModel
+
+    sink = InMemorySink()
+    handler = VitalCallbackHandler(Settings(max_open_runs=10), sinks=[sink])
+    for _ in range(50):  # starts without ends
+        handler.on_chat_model_start({}, [[HumanMessage("hi")]], run_id=uuid.uuid4(),
+                                    metadata={"ls_provider": "openai", "ls_model_name": "gpt-4o"})
+    stats = handler.stats()
+    assert stats["open_runs"] <= 10 and stats["evicted_runs"] == 50 - stats["open_runs"]
+    ScriptedChatModel(model_name="gpt-4o").invoke("hello", config={"callbacks": [handler]})
+    assert handler.flush()
+    assert len(sink.of(LLMCall)) == 1 and handler.stats()["handler_errors"] == 0
+
+    aged = VitalCallbackHandler(Settings(open_run_timeout_s=1e-9), sinks=[InMemorySink()])
+    for _ in range(2048):
+        aged.on_chat_model_start({}, [[HumanMessage("hi")]], run_id=uuid.uuid4(), metadata={})
+    assert aged.stats()["open_runs"] < 1024 and aged.stats()["evicted_runs"] > 1024
+    handler.shutdown()
+    aged.shutdown()

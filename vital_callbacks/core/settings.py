@@ -66,6 +66,15 @@ class Settings(BaseSettings):
     spill_dir: Path | None = Field(
         default=None, description="Folder where the SQL sink spills events it cannot deliver (replayed later)."
     )
+    max_open_runs: int = Field(
+        default=100_000, ge=1,
+        description="Runs a handler keeps open at most; past it the oldest are forgotten (and counted).",
+    )
+    open_run_timeout_s: float = Field(
+        default=3600.0, gt=0,
+        description="A run open this long without its end callback (a cancelled ainvoke sends none) is "
+        "forgotten (and counted); its children are still recorded.",
+    )
     # Budgets
     budgets_file: Path | None = Field(default=None, description="YAML file of spend limits (validated at start-up).")
     budget_refresh_s: float = Field(default=10.0, ge=0, description="How often budget spend is re-summed from the "
