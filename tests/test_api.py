@@ -187,6 +187,24 @@ def test_unreadable_store_is_503_without_details(tmp_path: Path) -> None:
         assert c.get("/healthz").json()["status"] == "ok"  # the file opens; only the tables are missing
 
 
+def test_healthz_answers_while_the_store_hangs() -> None:
+    """A PostgreSQL that accepts connections and never answers: /healthz still answers (at its 1 s
+    budget), "unavailable", and names why."""
+    import threading
+
+    from vital_callbacks.testing.servers import HungServer
+
+    with HungServer() as hung:
+        app = create_app(database_url=f"postgresql://app@127.0.0.1:{hung.port}/db", tokens=TOKENS)
+        answers: list[dict[str, Any]] = []
+        with TestClient(app, raise_server_exceptions=False) as c:
+            probe = threading.Thread(target=lambda: answers.append(c.get("/healthz").json()))
+            probe.start()
+            probe.join(30)  # a hang detector: without the budget the probe waits for the connect timeout
+            assert not probe.is_alive()
+    assert answers == [{"status": "unavailable", "database": "no answer within 1 s"}]
+
+
 def test_token_table_parsing() -> None:
     """Entries are tenant:token (tokens may hold colons); a malformed entry names its position only."""
     table = TokenTable.parse(" acme:a:b , *:adm ")

@@ -7,6 +7,7 @@ the server's log, never into a response. (No ``from __future__ import annotation
 resolve the closure-local ``Caller`` annotation at definition time.)
 """
 
+import concurrent.futures
 import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -33,6 +34,11 @@ TenantParam = Annotated[str | None, Query(min_length=1, max_length=256,
                                           description="Narrow to one tenant (tenant tokens: only their own).")]
 Name = Annotated[str, Path(min_length=1, max_length=256)]
 _bearer = HTTPBearer(auto_error=False, description="A token from VITAL_API_TOKENS.")
+
+
+HEALTH_TIMEOUT_S = 1.0
+"""How long ``/healthz`` waits for the store before it answers "unavailable"."""
+_HEALTH = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="vital-healthz")
 
 
 class _Store:
@@ -98,8 +104,12 @@ def metrics_router(engine: Engine | None = None, *, database_url: str | None = N
             with engine.connect() as conn:
                 conn.execute(select(1))
 
+        # A store that accepts connections and never answers must not hold the probe: it is asked on a
+        # thread of its own and given HEALTH_TIMEOUT_S (a hung ping stays there, it never piles up here).
         try:
-            store.run(ping)
+            _HEALTH.submit(store.run, ping).result(timeout=HEALTH_TIMEOUT_S)
+        except concurrent.futures.TimeoutError:
+            return m.Health(status="unavailable", database=f"no answer within {HEALTH_TIMEOUT_S:g} s")
         except HTTPException:
             return m.Health(status="unavailable", database="unreachable")
         return m.Health(status="ok", database="ok")

@@ -107,8 +107,9 @@ def reader_engine(url: str | None = None) -> Engine:
     url = sync_url(url)
     if url.startswith("postgresql+psycopg://"):
         options = "-c default_transaction_read_only=on -c statement_timeout=30000"
-        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
-                             connect_args={"options": options, "application_name": "vital-callbacks-analytics"})
+        return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5, pool_timeout=10,
+                             connect_args={"options": options, "application_name": "vital-callbacks-analytics",
+                                           "connect_timeout": 10})
     return make_engine(url)
 
 
