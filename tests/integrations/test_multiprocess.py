@@ -47,4 +47,4 @@ def test_two_processes_one_exposition(tmp_path: Path, monkeypatch: pytest.Monkey
     assert sum(s.value for s in tokens) == sum(o["tokens"] for o in outputs) > 0
     text = generate_latest(registry).decode()
     assert text.count("vital_build_info{") == 1  # max across processes: one series, not one per pid
-    assert 'vital_events_dropped_total{sink="prometheus"} 0.0' in text
+    assert 'vital_events_dropped_total{reason="queue full",sink="prometheus"} 0.0' in text

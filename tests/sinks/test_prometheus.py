@@ -318,8 +318,12 @@ def test_dropped_events_and_queue_depth_come_from_the_pipeline(registry: Collect
     handler.flush()
     lost = handler.stats()["dropped"]["broken"]
     assert lost > 0
-    assert value(registry, "vital_events_dropped_total", sink="broken") == lost
-    assert value(registry, "vital_events_dropped_total", sink="prometheus") == 0
+    assert family_sum(registry, "vital_events_dropped_total", sink="broken") == lost
+    assert value(registry, "vital_events_dropped_total", sink="broken",
+                 reason="export failed after retries") == lost  # the reason, as stats() gives it
+    assert handler.stats()["dropped_reasons"]["broken"] == {"export failed after retries": lost}
+    # Every known reason of every sink is there from the start, at 0 (increase() sees a first drop).
+    assert registry.get_sample_value("vital_events_dropped_total", {"sink": "prometheus", "reason": "queue full"}) == 0
     assert registry.get_sample_value("vital_sink_queue_depth", {"sink": "prometheus"}) == 0
     handler.shutdown()
 

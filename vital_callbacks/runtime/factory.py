@@ -18,7 +18,7 @@ from vital_callbacks.core.redaction import WITHHELD, Redactor, load_hook
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.enrich import Enricher
 from vital_callbacks.pricing.book import PriceBook
-from vital_callbacks.sinks.base import ExportResult, Sink, SinkContext
+from vital_callbacks.sinks.base import DropReason, ExportResult, Sink, SinkContext
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -65,7 +65,7 @@ class UnavailableSink(Sink):
         context.problem(self.problem)
 
     def export(self, batch: Sequence[Event]) -> ExportResult:
-        self.context.dropped(len(batch), "sink unavailable")
+        self.context.dropped(len(batch), DropReason.UNAVAILABLE)
         return ExportResult.SUCCESS
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from vital_callbacks.core.events import Draft, Event
 from vital_callbacks.runtime.worker import Ledger, Marker, SinkWorker
-from vital_callbacks.sinks.base import Sink, SinkContext
+from vital_callbacks.sinks.base import INBOX_STAGE, DropReason, Sink, SinkContext
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -35,7 +35,7 @@ Processor = Callable[[Event | Draft], "Event | None"]
 ``None`` to drop it); a :class:`Draft` is built as it is when the processor fails."""
 
 _DISPATCH_POLL_S = 0.05
-INBOX = "pipeline"
+INBOX = INBOX_STAGE
 """The name under which losses of the shared inbox are counted (before any sink saw the event)."""
 
 
@@ -189,7 +189,7 @@ class Pipeline:
         with ledger.lock:
             reasons = {sink: dict(r) for sink, r in ledger.dropped.items() if r}
             if self._inbox_dropped:
-                reasons.setdefault(INBOX, {})["inbox full or closed"] = self._inbox_dropped
+                reasons.setdefault(INBOX, {})[DropReason.INBOX] = self._inbox_dropped
             depth = {w.name: w.pending() for w in self._workers}
             depth[INBOX] = len(self._inbox)
             return PipelineStats(
@@ -206,7 +206,8 @@ class Pipeline:
 
     def _stats_mapping(self) -> Mapping[str, Any]:
         stats = self.stats()
-        return {"dropped": stats.dropped, "queue_depth": stats.queue_depth, "exported": stats.exported}
+        return {"dropped": stats.dropped, "dropped_reasons": stats.dropped_reasons, "queue_depth": stats.queue_depth,
+                "exported": stats.exported}
 
     # -- dispatcher thread -------------------------------------------------------------------------
     def _run(self) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vital_callbacks.core.events import Event
-from vital_callbacks.sinks.base import ExportResult, Sink
+from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -24,10 +24,10 @@ _AHEAD_BATCHES = 2
 """How many batches the dispatcher may process ahead of the least busy sink; more for a sink that
 exports several at once (``Sink.coalesce``), so a full export is ready."""
 
-SHUTDOWN_FAILING = "shut down while the sink was failing"
-SHUTDOWN_DEADLINE = "shutdown deadline passed"
-QUEUE_FULL = "queue full"
-RETRIES_EXHAUSTED = "export failed after retries"
+SHUTDOWN_FAILING = DropReason.SHUTDOWN_FAILING
+SHUTDOWN_DEADLINE = DropReason.SHUTDOWN_DEADLINE
+QUEUE_FULL = DropReason.QUEUE_FULL
+RETRIES_EXHAUSTED = DropReason.RETRIES_EXHAUSTED
 
 
 class Marker:

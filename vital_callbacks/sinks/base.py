@@ -40,6 +40,27 @@ def _no_stats() -> Mapping[str, Any]:
     return {}
 
 
+INBOX_STAGE = "pipeline"
+"""The name the pipeline's own inbox (before any sink) has in the delivery counters."""
+
+
+class DropReason:
+    """Why events were not delivered: the reasons the pipeline and our sinks give ``SinkContext.dropped``
+    (a third-party sink may give its own). The Prometheus sink shows each of these at 0 for every sink
+    from the start, so an alert on ``increase()`` sees a series' first drop."""
+
+    QUEUE_FULL = "queue full"
+    RETRIES_EXHAUSTED = "export failed after retries"
+    SHUTDOWN_FAILING = "shut down while the sink was failing"
+    SHUTDOWN_DEADLINE = "shutdown deadline passed"
+    REJECTED = "rejected by the store"
+    UNAVAILABLE = "sink unavailable"
+    INBOX = "inbox full or closed"
+
+    KNOWN = (QUEUE_FULL, RETRIES_EXHAUSTED, SHUTDOWN_FAILING, SHUTDOWN_DEADLINE, REJECTED, UNAVAILABLE)
+    """Reasons any sink can have (``INBOX`` is the pipeline's own, before any sink)."""
+
+
 @dataclass(frozen=True)
 class SinkContext:
     """What a sink gets from the pipeline that runs it (given once, through :meth:`Sink.bind`), so a

@@ -94,6 +94,10 @@ class Metrics:
     queue_depth: Gauge | None
 
 
+DROPPED_HELP = ("Events not delivered, by sink and reason (queue full, rejected by the store, shut down with a "
+                "backlog, ...); the pipeline's inbox is sink 'pipeline'.")
+
+
 def create_metrics(registry: CollectorRegistry, prefix: str = "vital_", *, user_label: bool = False,
                    multiprocess: bool = False) -> Metrics:
     """Create the families on ``registry``; ``user_label`` adds ``user`` to the per-tenant ones."""
@@ -143,7 +147,7 @@ def create_metrics(registry: CollectorRegistry, prefix: str = "vital_", *, user_
                                    ("name", "graph")),
         build_info=Gauge(p + "build_info", "vital-callbacks build; always 1.", ("version", "python"),
                          registry=registry, multiprocess_mode="max"),
-        events_dropped=counter("events_dropped", "Events a sink could not deliver.", ("sink",))
+        events_dropped=counter("events_dropped", DROPPED_HELP, ("sink", "reason"))
         if multiprocess else None,
         queue_depth=Gauge(p + "sink_queue_depth", "Events waiting per sink queue.", ("sink",),
                           registry=registry, multiprocess_mode="livesum") if multiprocess else None,

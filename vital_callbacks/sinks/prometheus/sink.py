@@ -26,8 +26,9 @@ from prometheus_client.registry import Collector
 
 from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, ToolCall
 from vital_callbacks.core.settings import Settings
-from vital_callbacks.sinks.base import ExportResult, Sink, SinkContext
+from vital_callbacks.sinks.base import INBOX_STAGE, DropReason, ExportResult, Sink, SinkContext
 from vital_callbacks.sinks.prometheus.metrics import (
+    DROPPED_HELP,
     TOKEN_KINDS,
     Metrics,
     create_metrics,
@@ -82,21 +83,22 @@ class PipelineCollector(Collector):
         self.sources: weakref.WeakSet[SinkContext] = weakref.WeakSet()
 
     def collect(self) -> Iterator[Metric]:
-        dropped = CounterMetricFamily(self.prefix + "events_dropped", "Events a sink could not deliver.",
-                                      labels=["sink"])
+        dropped = CounterMetricFamily(self.prefix + "events_dropped", DROPPED_HELP, labels=["sink", "reason"])
         depth = GaugeMetricFamily(self.prefix + "sink_queue_depth", "Events waiting per sink queue.",
                                   labels=["sink"])
-        totals: dict[str, int] = {}
+        totals: dict[tuple[str, str], int] = {}
         depths: dict[str, int] = {}
         for context in list(self.sources):
             stats = context.stats()
             for name, value in stats.get("queue_depth", {}).items():
                 depths[name] = depths.get(name, 0) + value
-                totals.setdefault(name, 0)
-            for name, value in stats.get("dropped", {}).items():
-                totals[name] = totals.get(name, 0) + value
-        for name in sorted(totals):
-            dropped.add_metric([name], totals[name])
+                for reason in DropReason.KNOWN if name != INBOX_STAGE else (DropReason.INBOX,):
+                    totals.setdefault((name, reason), 0)  # at 0 from the start: increase() sees a first drop
+            for name, reasons in stats.get("dropped_reasons", {}).items():
+                for reason, value in reasons.items():
+                    totals[(name, reason)] = totals.get((name, reason), 0) + value
+        for (name, reason) in sorted(totals):
+            dropped.add_metric([name, reason], totals[(name, reason)])
         for name in sorted(depths):
             depth.add_metric([name], depths[name])
         yield dropped
@@ -175,7 +177,7 @@ class PrometheusSink(Sink):
         self.metrics = self._state.metrics
         self._llm_series: dict[tuple[str, str, str, tuple[str, ...]], _LLMSeries] = {}
         """Resolved label children per call shape: label lookups are most of a record's cost."""
-        self._synced_dropped: dict[str, int] = {}
+        self._synced_dropped: dict[tuple[str, str], int] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sink:
@@ -286,9 +288,13 @@ class PrometheusSink(Sink):
         stats = self.context.stats()
         for name, depth in stats.get("queue_depth", {}).items():
             m.queue_depth.labels(name).set(depth)
-            dropped = stats.get("dropped", {}).get(name, 0)
-            m.events_dropped.labels(name).inc(max(0, dropped - self._synced_dropped.get(name, 0)))
-            self._synced_dropped[name] = dropped
+            for reason in DropReason.KNOWN if name != INBOX_STAGE else (DropReason.INBOX,):
+                m.events_dropped.labels(name, reason)  # at 0 from the start, as in one process
+        for name, reasons in stats.get("dropped_reasons", {}).items():
+            for reason, dropped in reasons.items():
+                key = (name, reason)
+                m.events_dropped.labels(name, reason).inc(max(0, dropped - self._synced_dropped.get(key, 0)))
+                self._synced_dropped[key] = dropped
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         if self._state.multiprocess:

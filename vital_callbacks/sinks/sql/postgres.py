@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.settings import Settings
-from vital_callbacks.sinks.base import ExportResult, Sink
+from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 from vital_callbacks.sinks.sql.spill import Rows, SpillDir, default_spill_dir
 from vital_callbacks.store import scores
 from vital_callbacks.store.engine import mask_url, normalize_url
@@ -209,7 +209,7 @@ class PostgresSink(Sink):
     def _rejected(self, count: int) -> None:
         with self._counter_lock:
             self.rejected_rows += count
-        self.context.dropped(count, "rejected by the store")
+        self.context.dropped(count, DropReason.REJECTED)
 
     # -- rows -------------------------------------------------------------------------------------
     def _records(self, batch: Sequence[Event]) -> Batch:

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.settings import Settings
-from vital_callbacks.sinks.base import ExportResult, Sink
+from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 from vital_callbacks.store import migrate
 from vital_callbacks.store.engine import check_url, is_memory, make_engine, mask_url, normalize_url
 from vital_callbacks.store.rows import RowMapping
@@ -213,7 +213,7 @@ class SQLSink(Sink):
 
     def _rejected(self, count: int) -> None:
         self.rejected_rows += count
-        self.context.dropped(count, "rejected by the store")
+        self.context.dropped(count, DropReason.REJECTED)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         if self._engine is not None:
