@@ -121,3 +121,45 @@ def test_default_folder_is_per_database_and_ignores_the_password(monkeypatch: py
     b = spill.default_spill_dir("postgresql+asyncpg://app:***@db:5432/staging")
     assert a.parent == tmp_path / "vital-callbacks" / "spill"
     assert a != b
+
+
+def test_a_large_export_is_spilled_in_pieces_and_a_full_disk_loses_one(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """600 rows go into pieces of PIECE_ROWS; when the disk refuses the second piece, the first and
+    third are kept, and the count says exactly what was saved."""
+    store = SpillDir(tmp_path)
+    rows: Rows = {"llm_call": [row(n) for n in range(600)]}
+    real = Path.write_text
+    calls = {"n": 0}
+
+    def full_disk_once(self: Path, data: str, *args: Any, **kwargs: Any) -> int:
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk_once)
+    saved = store.write(rows)
+    monkeypatch.undo()
+    assert saved == 600 - spill.PIECE_ROWS
+    assert len(store.pending()) == 2 and store.pending_rows() == saved
+    seen: list[Rows] = []
+    assert store.replay(lambda r: collect(seen, r)) == (saved, True)
+    run_ids = [r["run_id"] for piece in seen for r in piece["llm_call"]]
+    assert run_ids == [f"r{n}" for n in range(600) if not spill.PIECE_ROWS <= n < 2 * spill.PIECE_ROWS]
+
+
+def test_an_entry_that_cannot_be_opened_is_skipped_and_never_blocks_replay(tmp_path: Path,
+                                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A directory named like a spill file (or one that EACCES / EIO refuse) is logged once and skipped;
+    the files around it replay, and the folder counts as replayed."""
+    store = SpillDir(tmp_path)
+    store.write({"llm_call": [row(1)]})
+    (tmp_path / "00000000000000000000-1-000000-5.jsonl").mkdir()  # sorts first
+    store.write({"llm_call": [row(2)]})
+    seen: list[Rows] = []
+    with caplog.at_level("ERROR", logger="vital_callbacks"):
+        assert store.replay(lambda r: collect(seen, r)) == (2, True)
+        assert store.replay(lambda r: collect(seen, r)) == (0, True)
+    assert [piece["llm_call"][0]["run_id"] for piece in seen] == ["r1", "r2"]
+    assert len([r for r in caplog.records if "cannot be opened" in r.getMessage()]) == 1

@@ -33,6 +33,8 @@ Rows = dict[str, list[dict[str, Any]]]
 
 _HEADER = {"format": "vital-callbacks-spill", "version": 1}
 _SUFFIX = ".jsonl"
+PIECE_ROWS = 256
+"""Rows per spill file: a full disk loses at most the piece it refused."""
 
 try:
     import fcntl
@@ -90,27 +92,33 @@ class SpillDir:
         self._seq = itertools.count()
         self._checked_at = 0.0
         self._maybe_pending = True  # unknown until the first look: a previous process may have left files
+        self._unopenable: set[Path] = set()
 
     # -- writing -----------------------------------------------------------------------------------
     def write(self, rows: Rows) -> int:
-        """Save rows as one new file; returns how many were saved (0 when the disk refuses)."""
-        lines = [json.dumps(_HEADER)]
+        """Save rows in files of at most :data:`PIECE_ROWS` rows; returns how many were saved. Pieces,
+        so a disk that fills up mid-way loses the piece it refused, not the whole export."""
+        lines: list[str] = []
         for kind, kind_rows in rows.items():
             for row in kind_rows:
                 try:
                     lines.append(json.dumps({"k": kind, "r": row}, default=_encode, ensure_ascii=False))
                 except (TypeError, ValueError):
                     logger.exception("vital-callbacks: %s row %s cannot be spilled", kind, row.get("run_id"))
-        count = len(lines) - 1
-        if count == 0:
-            return 0
+        saved = 0
+        for start in range(0, len(lines), PIECE_ROWS):
+            saved += self._write_piece(lines[start:start + PIECE_ROWS])
+        return saved
+
+    def _write_piece(self, lines: list[str]) -> int:
+        count = len(lines)
         with self._lock:
             name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq):06d}-{count}"
         final = self.directory / f"{name}{_SUFFIX}"
         temp = self.directory / f".{name}.tmp"
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
-            temp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+            temp.write_text("\n".join([json.dumps(_HEADER), *lines]) + "\n", encoding="utf-8")
             os.replace(temp, final)
         except OSError:
             logger.exception("vital-callbacks: could not write spill file in %s", self.directory)
@@ -124,7 +132,8 @@ class SpillDir:
     def pending(self) -> list[Path]:
         """The spill files waiting to be replayed, oldest first."""
         try:
-            return sorted(p for p in self.directory.iterdir() if p.suffix == _SUFFIX and not p.name.startswith("."))
+            return sorted(p for p in self.directory.iterdir()
+                          if p.suffix == _SUFFIX and not p.name.startswith(".") and p not in self._unopenable)
         except FileNotFoundError:
             return []
 
@@ -167,6 +176,12 @@ class SpillDir:
         try:
             handle = path.open(encoding="utf-8")
         except FileNotFoundError:
+            yield None
+            return
+        except OSError as exc:  # a directory named *.jsonl, EACCES, EIO: skipped, never blocks the rest
+            if path not in self._unopenable:
+                self._unopenable.add(path)
+                logger.error("vital-callbacks: spill entry %s cannot be opened (%s); skipped", path, exc)
             yield None
             return
         with handle:
