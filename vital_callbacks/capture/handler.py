@@ -20,7 +20,7 @@ from uuid import UUID
 from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, GraphResumeEvent
 
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
-from vital_callbacks.capture.runs import MAX_ERROR_CHARS, Run, error_fields, guard, score_fields
+from vital_callbacks.capture.runs import MAX_ERROR_CHARS, OpenRuns, Run, error_fields, guard, score_fields
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
 from vital_callbacks.core.events import (
@@ -43,9 +43,6 @@ from vital_callbacks.runtime import Pipeline, Runtime, default_runtime, environm
 from vital_callbacks.sinks.base import Sink
 
 logger = logging.getLogger("vital_callbacks")
-
-_SWEEP_EVERY = 1024
-"""Opens between two looks for runs past their timeout (the count bound is checked at every open)."""
 
 _RECENT_RUNS = 10_000
 
@@ -93,15 +90,11 @@ class VitalCallbackHandler(GraphCallbackHandler):
         s = runtime.settings
         self._defaults = Attribution(tenant_id or s.tenant_id, user_id or s.user_id, session_id or s.session_id)
         self._capture = s.capture_content
-        self._runs: dict[UUID, Run] = {}
-        self._max_open_runs = s.max_open_runs
-        self._open_run_timeout_s = s.open_run_timeout_s
-        self._opened = 0
-        self._evicted = 0
         # The last ended runs, for scores, as tuples of strings: the GC stops tracking those, where
         # 10,000 long-lived run objects would keep triggering full collections in the user's process.
         self._recent: OrderedDict[str, tuple[str | None, ...]] = OrderedDict()
         self._lock = threading.Lock()
+        self._runs = OpenRuns(self._lock, s.max_open_runs, s.open_run_timeout_s)
         self._errors = 0
         self._logged_errors: set[tuple[str, type[BaseException]]] = set()
         self.last_trace_id: str | None = None
@@ -128,7 +121,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
     def stats(self) -> dict[str, Any]:
         """Delivery counters, problems, unpriced models and handler errors, for health checks."""
         return {**self.runtime.stats(), "handler_errors": self._errors, "open_runs": len(self._runs),
-                "evicted_runs": self._evicted}
+                "evicted_runs": self._runs.evicted}
 
     @property
     def pipeline(self) -> Pipeline:
@@ -161,33 +154,8 @@ class VitalCallbackHandler(GraphCallbackHandler):
             run.node = parent.node
             run.node_ns = parent.node_ns
             run.tags = parent.tags
-        with self._lock:
-            self._runs[run_id] = run
-        self._opened += 1
-        if self._opened % _SWEEP_EVERY == 0 or len(self._runs) > self._max_open_runs:
-            self._forget_stale()
+        self._runs.add(run_id, run)
         return run
-
-    def _forget_stale(self) -> None:
-        """Bound the run map: LangChain sends no end callback for a cancelled ``ainvoke`` (nor for a run
-        whose process of events was cut), so such runs would stay forever. The oldest go first (the map
-        is in start order): past ``max_open_runs``, or open longer than ``open_run_timeout_s``. Their
-        children are still recorded (as roots of their own, when their parent is gone)."""
-        cutoff = time.perf_counter() - self._open_run_timeout_s
-        forgotten = 0
-        with self._lock:
-            while self._runs:
-                run_id, run = next(iter(self._runs.items()))
-                if len(self._runs) <= self._max_open_runs and run.start_perf >= cutoff:
-                    break
-                del self._runs[run_id]
-                forgotten += 1
-        if forgotten:
-            first = self._evicted == 0
-            self._evicted += forgotten
-            if first:
-                logger.warning("vital-callbacks: %d runs never ended (no end callback, e.g. a cancelled ainvoke) "
-                               "and were forgotten; stats()['evicted_runs'] counts them", forgotten)
 
     def _parent(self, parent_run_id: UUID | None) -> Run | None:
         return self._runs.get(parent_run_id) if parent_run_id is not None else None

@@ -6,9 +6,12 @@ Kept apart from :mod:`vital_callbacks.capture.handler` so the handler module is 
 from __future__ import annotations
 
 import functools
+import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
+from uuid import UUID
 
 from langgraph.errors import GraphBubbleUp, GraphInterrupt
 
@@ -17,6 +20,8 @@ from vital_callbacks.core import attribution
 from vital_callbacks.core.events import Status
 from vital_callbacks.providers.billing import api_base, provider_for
 from vital_callbacks.providers.shims import install as install_shim
+
+logger = logging.getLogger("vital_callbacks")
 
 MAX_ERROR_CHARS = 2000
 F = TypeVar("F", bound=Callable[..., Any])
@@ -97,6 +102,50 @@ class Run:
     def child_parent_id(self) -> str | None:
         """The id a child event names as its parent: ours if we get a row, else our own parent's."""
         return self.run_id if self.kind in ("graph", "node") else self.record_id
+
+
+_SWEEP_EVERY = 1024
+"""Opens between two looks for runs past their timeout (the count bound is checked at every open)."""
+
+
+class OpenRuns(dict[UUID, Run]):
+    """The handler's open runs, in start order, bounded: LangChain sends no end callback for a cancelled
+    ``ainvoke`` (nor for a run whose stream of callbacks was cut), so such runs would stay forever. The
+    oldest go first: past ``max_open``, or open longer than ``timeout_s``. Their children are still
+    recorded (as roots of their own, once their parent is gone)."""
+
+    def __init__(self, lock: threading.Lock, max_open: int, timeout_s: float) -> None:
+        super().__init__()
+        self._lock = lock
+        """The handler's lock, which its ``pop`` of a closing run holds too."""
+        self.max_open = max_open
+        self.timeout_s = timeout_s
+        self.evicted = 0
+        self._opened = 0
+
+    def add(self, run_id: UUID, run: Run) -> None:
+        with self._lock:
+            self[run_id] = run
+        self._opened += 1
+        if self._opened % _SWEEP_EVERY == 0 or len(self) > self.max_open:
+            self._forget_stale()
+
+    def _forget_stale(self) -> None:
+        cutoff = time.perf_counter() - self.timeout_s
+        forgotten = 0
+        with self._lock:
+            while self:
+                run_id, run = next(iter(self.items()))
+                if len(self) <= self.max_open and run.start_perf >= cutoff:
+                    break
+                del self[run_id]
+                forgotten += 1
+        if forgotten:
+            first = self.evicted == 0
+            self.evicted += forgotten
+            if first:
+                logger.warning("vital-callbacks: %d runs never ended (no end callback, e.g. a cancelled ainvoke) "
+                               "and were forgotten; stats()['evicted_runs'] counts them", forgotten)
 
 
 def error_fields(error: BaseException) -> tuple[Status, str | None, str | None]:
