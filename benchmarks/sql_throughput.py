@@ -11,7 +11,8 @@ shared fairly, each with fresh run ids into an emptied table:
   the sink's own speed (row building, COPY / insert, commit) behind the queue.
 * ``handler -> queue -> sink``: the real thing: ``on_chat_model_start`` + ``on_llm_end`` on the caller's
   thread, pricing on the dispatcher, the SQL sink on its worker; rows/s until ``flush()`` returns.
-  Caller-side p50 / p99 are per event (both hooks).
+  Caller-side p50 / p99 are per event (both hooks). Run twice per round, with the durable journal
+  (``VITAL_JOURNAL``, the default) and without, so its cost is a ratio from one run.
 
 PostgreSQL comes from ``VITAL_BENCH_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``);
 a scratch database is created next to it and dropped at the end.
@@ -163,9 +164,10 @@ def run_bare(backend: Backend, n: int) -> float:
     return n / elapsed
 
 
-def settings_for(backend: Backend, spill: Path, n: int) -> Settings:
+def settings_for(backend: Backend, spill: Path, n: int, journal: bool = False) -> Settings:
     return Settings(database_url=backend.url, sinks=["sql"], spill_dir=spill, database_auto_migrate=False,
-                    queue_size=max(100_000, n + 1), batch_size=BATCH)
+                    queue_size=max(100_000, n + 1), batch_size=BATCH, journal=journal,
+                    journal_dir=spill / "journal")
 
 
 def run_sink_only(backend: Backend, n: int, spill: Path) -> float:
@@ -185,9 +187,9 @@ def run_sink_only(backend: Backend, n: int, spill: Path) -> float:
     return n / elapsed
 
 
-def run_handler(backend: Backend, n: int, spill: Path) -> tuple[float, list[int]]:
+def run_handler(backend: Backend, n: int, spill: Path, journal: bool) -> tuple[float, list[int]]:
     backend.reset()
-    handler = VitalCallbackHandler(settings_for(backend, spill, n))
+    handler = VitalCallbackHandler(settings_for(backend, spill, n, journal))
     warm_up = uuid.uuid4()  # see WARM_UP
     handler.on_chat_model_start(SERIALIZED, MESSAGES, run_id=warm_up, metadata=METADATA)
     handler.on_llm_end(RESULT, run_id=warm_up)
@@ -221,26 +223,32 @@ def percentile(values: list[int], q: float) -> float:
 def bench(backend: Backend, n: int, rounds: int, target: int) -> None:
     bare: list[float] = []
     sink: list[float] = []
-    full: list[float] = []
-    latencies: list[int] = []
+    full: dict[bool, list[float]] = {False: [], True: []}
+    latencies: dict[bool, list[int]] = {False: [], True: []}
     with tempfile.TemporaryDirectory() as spill:
-        for _ in range(rounds):
+        for round_ in range(rounds):
             bare.append(run_bare(backend, n))
             sink.append(run_sink_only(backend, n, Path(spill)))
-            rate, lat = run_handler(backend, n, Path(spill))
-            full.append(rate)
-            latencies.extend(lat)
+            for journal in (False, True) if round_ % 2 == 0 else (True, False):
+                rate, lat = run_handler(backend, n, Path(spill), journal)
+                full[journal].append(rate)
+                latencies[journal].extend(lat)
     base = statistics.median(bare)
     print(f"\n{backend.name}: {n:,} LLM-call rows per run, {rounds} rounds interleaved, medians")
     for label, values in (("bare executemany (baseline)", bare), ("queue -> sink (no pricing)", sink),
-                          ("handler -> queue -> sink", full)):
+                          ("handler -> queue -> sink", full[False]),
+                          ("  the same, journal on", full[True])):
         rate = statistics.median(values)
         print(f"  {label:30s} {rate:>9,.0f} rows/s  {rate / base:5.2f}x baseline  "
               f"(rounds {min(values):,.0f}-{max(values):,.0f})")
-    print(f"  target handler -> sink >= {target:,} rows/s: "
-          f"{'met' if statistics.median(full) >= target else 'NOT met'}")
-    print(f"  caller-side per event (on_chat_model_start + on_llm_end): p50 {percentile(latencies, 0.5):.1f} us, "
-          f"p99 {percentile(latencies, 0.99):.1f} us (target p99 < 50 us)")
+    on, off = statistics.median(full[True]), statistics.median(full[False])
+    print(f"  journal on / off: {on / off:.2f}x rows/s; caller p99 {percentile(latencies[True], 0.99):.1f} us on, "
+          f"{percentile(latencies[False], 0.99):.1f} us off "
+          f"({percentile(latencies[True], 0.99) / percentile(latencies[False], 0.99):.2f}x)")
+    print(f"  target handler -> sink >= {target:,} rows/s (journal on): {'met' if on >= target else 'NOT met'}")
+    print(f"  caller-side per event (on_chat_model_start + on_llm_end), journal on: "
+          f"p50 {percentile(latencies[True], 0.5):.1f} us, p99 {percentile(latencies[True], 0.99):.1f} us "
+          "(target p99 < 50 us)")
 
 
 def main() -> None:

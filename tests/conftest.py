@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,10 @@ import pytest
 
 from vital_callbacks import InMemorySink, Settings, VitalCallbackHandler
 from vital_callbacks.runtime import shutdown_default
+
+# Each test process (and the subprocesses it starts) journals into a folder of its own, so a test that
+# kills a process never leaves segments for another test's store to replay.
+os.environ.setdefault("VITAL_JOURNAL_DIR", tempfile.mkdtemp(prefix="vital-journal-"))
 
 
 def require_service(available: bool, reason: str) -> None:

@@ -18,6 +18,8 @@ from sqlalchemy import create_engine, text
 from tests.graphs import INPUT, build_graph
 from vital_callbacks import Budget, InMemorySink, Runtime, Settings, VitalCallbackHandler
 from vital_callbacks.runtime import default_runtime
+from vital_callbacks.runtime.journal import waiting_events
+from vital_callbacks.sinks.sql.spill import SpillDir
 from vital_callbacks.testing.fakes import ScriptedChatModel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -225,17 +227,29 @@ def test_exit_with_the_store_refusing_connections_spills_without_retrying(tmp_pa
     assert "VITAL_DATABASE_URL=postgresql://nobody@127.0.0.1:9/none" in stats["problems"]["sql"]
 
 
-def test_exit_with_a_hung_store_is_bounded_by_the_shutdown_timeout(hung_server: int, tmp_path: Path) -> None:
-    """A store that accepts connections and never answers cannot hold the exit: the process ends after about
-    ``VITAL_SHUTDOWN_TIMEOUT_S`` (2 s here, where the export alone could wait connect + 2 x statement
-    timeout, 70 s), and what could not be delivered is counted and logged."""
+@pytest.mark.parametrize("journal", [True, False], ids=["journal", "no-journal"])
+def test_exit_with_a_hung_store_is_bounded_by_the_shutdown_timeout(hung_server: int, tmp_path: Path,
+                                                                   journal: bool) -> None:
+    """A store that accepts connections and never answers cannot hold the exit: the export in hand gives up
+    before ``VITAL_SHUTDOWN_TIMEOUT_S`` (2 s here, where the export alone could wait connect + 2 x statement
+    timeout, 70 s), and its batch stays in the journal for the next process, or without a journal goes to
+    the spill files: nothing is lost."""
+    journal_dir, spill_dir = tmp_path / "journal", tmp_path / "spill"
     stderr = run_script(f"""
         handler = VitalCallbackHandler(Settings(database_url="postgresql://app@127.0.0.1:{hung_server}/db",
-                                                sinks=["sql"], spill_dir={str(tmp_path)!r}, shutdown_timeout_s=2))
+                                                sinks=["sql"], spill_dir={str(spill_dir)!r}, shutdown_timeout_s=2,
+                                                journal={journal}, journal_dir={str(journal_dir)!r}))
         for _ in range(20):
             llm.invoke("hi", config={{"callbacks": [handler]}})
     """, timeout=30)  # a hang detector with a wide margin, not a timing assertion
-    assert "events were not delivered" in stderr or "events not delivered" in stderr
+    assert "not delivered" not in stderr
+    if journal:
+        assert "20 events for sink 'sql' stay in the journal" in stderr
+        assert sum(waiting_events(d) for d in journal_dir.iterdir()) == 20
+        assert SpillDir(spill_dir).pending_rows() == 0
+    else:
+        assert SpillDir(spill_dir).pending_rows() == 20
+        assert not journal_dir.exists()
 
 
 def test_a_private_runtime_dropped_without_shutdown_still_delivers_at_exit(tmp_path: Path) -> None:

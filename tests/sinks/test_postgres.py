@@ -24,6 +24,7 @@ from tests.sinks.conftest import Store
 from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler
 from vital_callbacks.core.events import Event
 from vital_callbacks.runtime.factory import sink_class
+from vital_callbacks.runtime.journal import waiting_events
 from vital_callbacks.sinks.base import ExportResult, Sink
 from vital_callbacks.sinks.sql.postgres import PostgresSink
 from vital_callbacks.sinks.sql.spill import SpillDir
@@ -365,22 +366,26 @@ else:
 """
 
 
-def test_a_new_process_replays_what_a_dead_process_spilled(cluster: pg_cluster.PrivateCluster,
-                                                          tmp_path: Path) -> None:
-    """A process that exits while the server is down spills its 5,000 calls; the next process replays
-    exactly 5,000."""
-    spill = tmp_path / "spill"
+@pytest.mark.parametrize("journal", [True, False], ids=["journal", "no-journal"])
+def test_a_new_process_replays_what_a_dead_process_left(cluster: pg_cluster.PrivateCluster, tmp_path: Path,
+                                                        journal: bool) -> None:
+    """A process that exits while the server is down keeps its 5,000 calls on disk (in its journal, or
+    without one in spill files); the next process replays exactly 5,000."""
+    spill, journal_dir = tmp_path / "spill", tmp_path / "journal"
     with pg_cluster.fresh_database(cluster.url) as url:
         db.upgrade(url)
         env = {**os.environ, "VITAL_DATABASE_URL": url, "VITAL_SINKS": "sql", "VITAL_SPILL_DIR": str(spill),
                "VITAL_MAX_RETRIES": "1", "VITAL_RETRY_BACKOFF_S": "0.05", "VITAL_SHUTDOWN_TIMEOUT_S": "60",
+               "VITAL_JOURNAL": str(journal).lower(), "VITAL_JOURNAL_DIR": str(journal_dir),
                "PYTHONPATH": str(ROOT)}
         cluster.stop()
         try:
             first = subprocess.run([sys.executable, "-c", _PROCESS, "produce"], env=env, cwd=ROOT,
                                    capture_output=True, text=True, timeout=300)
             assert first.returncode == 0, first.stderr
-            assert SpillDir(spill).pending_rows() == 5000
+            kept = sum(waiting_events(d) for d in journal_dir.iterdir()) if journal_dir.exists() else 0
+            assert (kept, SpillDir(spill).pending_rows()) == ((5000, 0) if journal else (0, 5000))
+            assert "not delivered" not in first.stderr
         finally:
             cluster.start()
         second = subprocess.run([sys.executable, "-c", _PROCESS, "replay"], env=env, cwd=ROOT,
@@ -389,3 +394,6 @@ def test_a_new_process_replays_what_a_dead_process_spilled(cluster: pg_cluster.P
         assert "flushed True" in second.stdout
         assert _count(url) == (5000, 5000)
         assert SpillDir(spill).pending() == []
+        if journal:
+            assert "replayed 5000 journaled events" in second.stderr
+            assert sum(waiting_events(d) for d in journal_dir.iterdir()) == 0

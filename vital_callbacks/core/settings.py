@@ -66,6 +66,14 @@ class Settings(BaseSettings):
     spill_dir: Path | None = Field(
         default=None, description="Folder where the SQL sink spills events it cannot deliver (replayed later)."
     )
+    journal: bool = Field(
+        default=True,
+        description="Write events for the SQL store to a local journal before export, so a crash "
+        "(kill -9, OOM) loses only what the dispatcher had not processed; the next start replays it.",
+    )
+    journal_dir: Path | None = Field(
+        default=None, description="Folder of the journal (default: <user cache>/vital-callbacks/journal)."
+    )
     max_open_runs: int = Field(
         default=100_000, ge=1,
         description="Runs a handler keeps open at most; past it the oldest are forgotten (and counted).",

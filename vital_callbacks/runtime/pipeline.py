@@ -22,9 +22,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from vital_callbacks.core.events import Draft, Event
+from vital_callbacks.runtime.journal import Journal, default_journal_dir
 from vital_callbacks.runtime.worker import Ledger, Marker, SinkWorker
 from vital_callbacks.sinks.base import INBOX_STAGE, DropReason, Sink, SinkContext
 
@@ -56,6 +58,19 @@ class PipelineStats:
     queue_depth: dict[str, int] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
     """What stops a sink right now (a store it cannot open, say), by sink."""
+    recovered: dict[str, int] = field(default_factory=dict)
+    """Events read back from local disk (a journal left by a process that ended, spill files), by sink;
+    each is then counted like a submitted one: submitted + recovered = exported + spilled + dropped +
+    waiting."""
+    kept: dict[str, int] = field(default_factory=dict)
+    """Of ``spilled``: events left in the journal at shutdown, for the next process to deliver."""
+
+
+def _journal_for(sink: Sink, root: Path | None) -> Journal | None:
+    key = sink.journal_key
+    if root is None or not key:
+        return None
+    return Journal(default_journal_dir(root, key))
 
 
 class Pipeline:
@@ -63,7 +78,7 @@ class Pipeline:
 
     def __init__(self, sinks: Sequence[Sink], processor: Processor | None = None, *, queue_size: int = 100_000,
                  batch_size: int = 512, flush_interval_s: float = 0.25, max_retries: int = 5,
-                 retry_backoff_s: float = 0.2) -> None:
+                 retry_backoff_s: float = 0.2, journal_root: Path | None = None) -> None:
         self.sinks = list(sinks)
         self.processor = processor
         self._queue_size = queue_size
@@ -72,7 +87,7 @@ class Pipeline:
         self._start()
         self._workers = [SinkWorker(s, queue_size=queue_size, batch_size=batch_size, interval_s=flush_interval_s,
                                     max_retries=max_retries, backoff_s=retry_backoff_s, ledger=self._ledger,
-                                    room=self._room)
+                                    room=self._room, journal=_journal_for(s, journal_root))
                          for s in self.sinks]
         for sink, worker in zip(self.sinks, self._workers, strict=True):
             sink.bind(self._context_for(worker))
@@ -107,7 +122,8 @@ class Pipeline:
                 else:
                     self._ledger.problems[name] = message
 
-        return SinkContext(dropped=worker.dropped_by_sink, problem=problem, stats=self._stats_mapping)
+        return SinkContext(dropped=worker.dropped_by_sink, problem=problem, stats=self._stats_mapping,
+                           recovered=worker.recovered_by_sink, deadline=worker.export_deadline)
 
     def quiesce(self, deadline: float) -> list[threading.Lock]:
         """Before ``fork()``: wait (until ``deadline``) for the dispatcher and every sink thread to be
@@ -202,6 +218,8 @@ class Pipeline:
                 processor_errors=self._processor_errors,
                 queue_depth=depth,
                 problems=dict(ledger.problems),
+                recovered=dict(ledger.recovered),
+                kept=dict(ledger.kept),
             )
 
     def _stats_mapping(self) -> Mapping[str, Any]:
@@ -247,14 +265,15 @@ class Pipeline:
         (drafts: one object each) to the sink queues (finished events: an event, its usage and its
         cost), where the garbage collector keeps counting and promoting them. A slow sink alone never
         holds the others back: one sink below its limit is enough to go on. Never while stopping;
-        never while a sink is failing; and never once the inbox is a quarter full: each sink's own
+        never while a sink is failing or has a journal (its backlog is on disk, the inbox's would not
+        be: a crash would lose it); and never once the inbox is a quarter full: each sink's own
         bounded queue is where events it cannot take overflow into its spill files, and the shared
         inbox, which has no spill, must not fill up in its place."""
         if not self._workers:
             return
         while not self._stop.is_set() and len(self._inbox) < self._valve:
             self._room.clear()
-            if any(w.depth() < w.ahead_limit or w.failing for w in self._workers):
+            if any(w.depth() < w.ahead_limit or w.failing or w.journal is not None for w in self._workers):
                 return
             self._room.wait(_DISPATCH_POLL_S)
 

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from vital_callbacks.budgets import Budget, BudgetGuard
+from vital_callbacks.core.paths import default_journal_root
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.enrich import Enricher
 from vital_callbacks.pricing.book import PriceBook
@@ -64,6 +65,7 @@ class Runtime:
             queue_size=settings.queue_size, batch_size=settings.batch_size,
             flush_interval_s=settings.flush_interval_s, max_retries=settings.max_retries,
             retry_backoff_s=settings.retry_backoff_s,
+            journal_root=(settings.journal_dir or default_journal_root()) if settings.journal else None,
         )
         self.submit = self.pipeline.submit
         """Hand an event or a draft to the pipeline: O(1), never blocks, never raises."""
@@ -104,6 +106,8 @@ class Runtime:
             "queue_depth": stats.queue_depth,
             "processor_errors": stats.processor_errors,
             "problems": stats.problems,
+            "recovered": stats.recovered,
+            "kept_in_journal": stats.kept,
             "unpriced_calls": dict(self.enricher.prices.unpriced),
             "estimated_calls": self.enricher.estimated_calls,
             "failed_estimates": self.enricher.failed_estimates,

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vital_callbacks.core.events import Event
+from vital_callbacks.runtime.journal import Journal
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 
 logger = logging.getLogger("vital_callbacks")
@@ -28,6 +29,11 @@ SHUTDOWN_FAILING = DropReason.SHUTDOWN_FAILING
 SHUTDOWN_DEADLINE = DropReason.SHUTDOWN_DEADLINE
 QUEUE_FULL = DropReason.QUEUE_FULL
 RETRIES_EXHAUSTED = DropReason.RETRIES_EXHAUSTED
+_KEEP_RESERVE_S = 1.0
+"""At most this much of the shutdown timeout is kept for putting a failed export's batch on disk."""
+_JOURNAL_RECHECK_S = 30.0
+"""How often a worker with a journal looks for segments left by processes that ended (a sibling
+worker killed by the OOM killer, say), after a successful export."""
 
 
 class Marker:
@@ -62,6 +68,12 @@ class Ledger:
     """Events lost, by sink and reason."""
     failed_exports: dict[str, int] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
+    recovered: dict[str, int] = field(default_factory=dict)
+    """Events read back from local disk (a journal left by a process that ended, a spill file): each
+    then counted as exported, spilled again or dropped, like a submitted one."""
+    kept: dict[str, int] = field(default_factory=dict)
+    """Of ``spilled``: events left in the journal at shutdown (a failing or hung sink), for the next
+    process to replay."""
 
     def add(self, table: dict[str, int], sink: str, count: int) -> None:
         with self.lock:
@@ -81,8 +93,12 @@ class SinkWorker:
     """Runs one sink on its own thread, so a slow or failing sink never holds back the others."""
 
     def __init__(self, sink: Sink, *, queue_size: int, batch_size: int, interval_s: float,
-                 max_retries: int, backoff_s: float, ledger: Ledger, room: threading.Event) -> None:
+                 max_retries: int, backoff_s: float, ledger: Ledger, room: threading.Event,
+                 journal: Journal | None = None) -> None:
         self.sink = sink
+        self.journal = journal
+        """Where events wait on disk until they are resolved; the dispatcher does not pace itself on a
+        sink that has one (its backlog is durable, the inbox's is not)."""
         self.name = sink.name
         self._room = room
         self._queue_size = queue_size
@@ -121,15 +137,19 @@ class SinkWorker:
         self._closing = threading.Event()
         """Set when the pipeline starts shutting down: a failing sink gets no new retries from then on."""
         self._deadline: float | None = None
+        self._export_deadline: float | None = None
         self.busy = threading.Lock()
         """Held while the thread is inside the sink (prepare, export, spill, flush): ``fork()`` waits for
         it, so a child never inherits a lock or a half-done import from the middle of a sink call."""
+        self._replay_at = 0.0
         self._thread = threading.Thread(target=self._run, name=f"vital-sink-{self.name}", daemon=True)
 
     def after_fork(self, ledger: Ledger, room: threading.Event) -> None:
         """In a forked child: the parent's queue is the parent's to deliver; start afresh, counting in
         the child pipeline's ``ledger``."""
         self._ledger, self._room = ledger, room
+        if self.journal is not None:
+            self.journal.after_fork()
         try:
             self.sink.after_fork()
         except Exception:
@@ -148,17 +168,26 @@ class SinkWorker:
 
     def put(self, items: Sequence[Event | Marker]) -> None:
         lost: list[Event] = []
+        accepted: list[Event | Marker] = []
+        room = self._queue_size - len(self._queue)
+        marked = False
         for item in items:
             if item.__class__ is Marker:
                 self._markers_in += 1  # before the append: pending() may undercount for an instant, never over
-                self._queue.append(item)
-            elif len(self._queue) >= self._queue_size:
+                accepted.append(item)
+                marked = True
+            elif room <= 0:
                 lost.append(item)  # type: ignore[arg-type]
             else:
-                self._queue.append(item)
+                accepted.append(item)
+                room -= 1
+        if self.journal is not None:
+            # Written before the worker can see them, so acknowledgements never run ahead of the file.
+            self.journal.append([i for i in accepted if i.__class__ is not Marker])  # type: ignore[misc]
+        self._queue.extend(accepted)
         if lost:
             self._undeliverable(lost, QUEUE_FULL, on_worker=False)
-        if len(self._queue) >= self._batch_size or any(i.__class__ is Marker for i in items):
+        if len(self._queue) >= self._batch_size or marked:
             self._wake.set()
 
     def dropped_by_sink(self, count: int, reason: str) -> None:
@@ -172,26 +201,51 @@ class SinkWorker:
             self._ledger.add(self._ledger.exported, self.name, -count)  # counted as exported before
         logger.error("vital-callbacks: %d events not delivered by sink %r (%s)", count, self.name, reason)
 
+    def recovered_by_sink(self, delivered: int, damaged: int, reason: str) -> None:
+        """``SinkContext.recovered``: events the sink read back from its own disk (spill files)."""
+        if delivered > 0 or damaged > 0:
+            self._ledger.add(self._ledger.recovered, self.name, max(0, delivered) + max(0, damaged))
+        if delivered > 0:
+            self._ledger.add(self._ledger.exported, self.name, delivered)
+        if damaged > 0:
+            self._ledger.drop(self.name, damaged, reason)
+            logger.error("vital-callbacks: %d events read back from disk by sink %r were lost (%s)", damaged,
+                         self.name, reason)
+
     def begin_shutdown(self, deadline: float) -> None:
         """From now on, flushes, retries and the sink's shutdown share this deadline, and a failing
         sink's backlog goes to its spill instead of waiting for retries."""
         self._deadline = deadline
+        # An export still waiting then gives up a little before the deadline, leaving the time to keep its
+        # batch in the journal or the spill.
+        self._export_deadline = deadline - min(_KEEP_RESERVE_S, max(0.0, deadline - time.monotonic()) / 4)
         self._closing.set()
         self._wake.set()
+
+    def export_deadline(self) -> float | None:
+        """``SinkContext.deadline``: when an export in hand must give up (while shutting down)."""
+        return self._export_deadline
 
     def stop(self, deadline: float) -> None:
         """Deliver what is queued within ``deadline``; what a hung sink still holds then is counted."""
         self._deadline = deadline
+        if self._export_deadline is None:
+            self._export_deadline = deadline
         self._closing.set()
         self._stop.set()
         self._wake.set()
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             stuck = self.pending()
-            if stuck:
-                self._ledger.drop(self.name, stuck, SHUTDOWN_DEADLINE)
+            kept = 0
+            if self.journal is not None:
+                kept = min(stuck, self.journal.keep())
+                self.journal.close()  # releases its locks: the next process replays what is left
+                self._kept(kept)
+            if stuck - kept:
+                self._ledger.drop(self.name, stuck - kept, SHUTDOWN_DEADLINE)
                 logger.error("vital-callbacks: sink %r did not finish within the shutdown timeout; %d events "
-                             "not delivered", self.name, stuck)
+                             "not delivered", self.name, stuck - kept)
 
     # -- the worker thread ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -201,6 +255,7 @@ class SinkWorker:
         except Exception as exc:
             logger.warning("vital-callbacks: sink %r could not prepare (%s: %s); it connects with the first batch",
                            self.name, type(exc).__name__, exc)
+        self._replay_journal()
         while True:
             self._wake.wait(self._interval_s)
             self._wake.clear()
@@ -211,6 +266,8 @@ class SinkWorker:
                     self.sink.shutdown(timeout_s=self._remaining(10.0))
                 except Exception:
                     logger.exception("vital-callbacks: sink %r failed to shut down", self.name)
+                if self.journal is not None:
+                    self.journal.close()
                 return
 
     def _drain(self) -> None:
@@ -237,9 +294,11 @@ class SinkWorker:
         if batch:
             self._export(batch)
 
-    def _give_up_on_backlog(self, batch: list[Event]) -> None:
-        """Stopping while the sink fails: no new retries. The backlog goes to the sink's spill at once
-        (or is counted), so an exit with every sink refusing connections does not wait on backoffs."""
+    def _give_up_on_backlog(self, batch: list[Event]) -> int:
+        """Stopping while the sink fails: no new retries. The backlog (``batch`` in hand and the queue)
+        stays in the journal for the next process, or goes to the sink's spill at once (or is counted),
+        so an exit with every sink refusing connections does not wait on backoffs. Returns how many
+        events are lost."""
         markers: list[Marker] = []
         while self._queue:
             item = self._queue.popleft()
@@ -248,9 +307,17 @@ class SinkWorker:
                 markers.append(item)
             else:
                 batch.append(item)  # type: ignore[arg-type]
-        lost = self._undeliverable(batch, SHUTDOWN_FAILING) if batch else 0
+        lost = 0
+        if batch:
+            kept = 0
+            if self.journal is not None:
+                kept = min(len(batch), self.journal.keep())
+                self._kept(kept)
+            if len(batch) > kept:  # not in the journal (none, or it could not write): the sink's spill
+                lost = self._undeliverable(batch[kept:], SHUTDOWN_FAILING)
         for marker in markers:
             marker.arrive(lost == 0)
+        return lost
 
     def _force_flush(self) -> bool:
         try:
@@ -271,6 +338,8 @@ class SinkWorker:
             return self._export_with_retries(batch)
         finally:
             self._held = 0
+            if self.journal is not None:
+                self.journal.acknowledge(len(batch))  # exported, spilled or counted: resolved either way
 
     def _attempt(self, batch: list[Event]) -> ExportResult:
         self._in_export = True
@@ -292,6 +361,8 @@ class SinkWorker:
                 self.failing = False
                 lost, self._lost_in_export = self._lost_in_export, 0
                 self._ledger.add(self._ledger.exported, self.name, len(batch) - lost)
+                if self.journal is not None and time.monotonic() >= self._replay_at:
+                    self._replay_journal()
                 return lost == 0
             if not self.failing:
                 self.failing = True
@@ -304,8 +375,47 @@ class SinkWorker:
                 break
             delay = min(delay * 2, _MAX_BACKOFF_S)
         # Spilled in full (the sink keeps it on disk and replays it) counts as delivered for flush().
-        reason = SHUTDOWN_FAILING if self._closing.is_set() else RETRIES_EXHAUSTED
-        return self._undeliverable(batch, reason) == 0
+        if self._closing.is_set():
+            return self._give_up_on_backlog(list(batch)) == 0
+        return self._undeliverable(batch, RETRIES_EXHAUSTED) == 0
+
+    def _kept(self, count: int) -> None:
+        if count > 0:
+            self._ledger.add(self._ledger.spilled, self.name, count)
+            self._ledger.add(self._ledger.kept, self.name, count)
+            logger.warning("vital-callbacks: %d events for sink %r stay in the journal in %s; the next process "
+                           "that writes there delivers them", count, self.name, self.journal.directory
+                           if self.journal is not None else "-")
+
+    def _replay_journal(self) -> None:
+        """Deliver the journal segments of processes that ended (one attempt per piece, no retries:
+        when the store is down they stay for the next look)."""
+        if self.journal is None:
+            return
+        self._replay_at = time.monotonic() + _JOURNAL_RECHECK_S
+        try:
+            found = self.journal.replay(self._deliver_recovered)
+        except Exception:
+            logger.exception("vital-callbacks: replaying the journal in %s failed", self.journal.directory)
+            return
+        if found.damaged:
+            self._ledger.add(self._ledger.recovered, self.name, found.damaged)
+            self._ledger.drop(self.name, found.damaged, DropReason.DAMAGED_JOURNAL)
+        if found.segments:
+            logger.warning("vital-callbacks: replayed %d journaled events (%d lost in damaged lines) into sink %r "
+                           "from %d segments left by processes that ended without delivering them",
+                           found.events, found.damaged, self.name, found.segments)
+
+    def _deliver_recovered(self, events: list[Event]) -> bool:
+        for start in range(0, len(events), self._export_size):
+            piece = events[start:start + self._export_size]
+            result = self._attempt(piece)
+            if result is not ExportResult.SUCCESS:
+                return False  # a piece delivered already is delivered again next time: idempotent
+            lost, self._lost_in_export = self._lost_in_export, 0
+            self._ledger.add(self._ledger.recovered, self.name, len(piece))
+            self._ledger.add(self._ledger.exported, self.name, len(piece) - lost)
+        return True
 
     def _undeliverable(self, batch: list[Event], why: str, *, on_worker: bool = True) -> int:
         """Offer the batch to the sink's ``spill``; count and report what it could not keep. From the

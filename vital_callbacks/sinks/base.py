@@ -40,6 +40,14 @@ def _no_stats() -> Mapping[str, Any]:
     return {}
 
 
+def _ignore_recovered(delivered: int, damaged: int, reason: str) -> None:
+    return None
+
+
+def _no_deadline() -> float | None:
+    return None
+
+
 INBOX_STAGE = "pipeline"
 """The name the pipeline's own inbox (before any sink) has in the delivery counters."""
 
@@ -56,8 +64,11 @@ class DropReason:
     REJECTED = "rejected by the store"
     UNAVAILABLE = "sink unavailable"
     INBOX = "inbox full or closed"
+    DAMAGED_SPILL = "damaged spill file"
+    DAMAGED_JOURNAL = "damaged journal"
 
-    KNOWN = (QUEUE_FULL, RETRIES_EXHAUSTED, SHUTDOWN_FAILING, SHUTDOWN_DEADLINE, REJECTED, UNAVAILABLE)
+    KNOWN = (QUEUE_FULL, RETRIES_EXHAUSTED, SHUTDOWN_FAILING, SHUTDOWN_DEADLINE, REJECTED, UNAVAILABLE,
+             DAMAGED_SPILL, DAMAGED_JOURNAL)
     """Reasons any sink can have (``INBOX`` is the pipeline's own, before any sink)."""
 
 
@@ -73,6 +84,14 @@ class SinkContext:
     in ``stats()["problems"]``."""
     stats: Callable[[], Mapping[str, Any]] = _no_stats
     """The delivery counters of the pipeline (what ``stats()`` returns), e.g. for a metrics collector."""
+    recovered: Callable[[int, int, str], None] = _ignore_recovered
+    """Count events read back from the sink's own disk (replayed spill files): ``delivered`` now, and
+    ``damaged`` (unreadable, so lost, with ``reason``). They were counted as spilled when kept, so the
+    account reads: submitted + recovered = exported + spilled + dropped + waiting."""
+    deadline: Callable[[], float | None] = _no_deadline
+    """While shutting down: the ``time.monotonic()`` by which an export in hand must give up (so the
+    pipeline can still keep its batch in the journal or the spill before the shutdown deadline);
+    ``None`` otherwise. A sink that can wait long (a hung database) bounds its waits with it."""
 
 
 UNBOUND = SinkContext()
@@ -93,6 +112,10 @@ class Sink(abc.ABC):
     one interpreter switch interval to get the GIL back while the other threads work. Idle, exports
     stay at one batch; the queue decides."""
     context: SinkContext = UNBOUND
+    journal_key: str | None = None
+    """Where this sink delivers (a masked database URL), for a sink that stores each run id once, so an
+    event delivered twice counts once: the pipeline then keeps a journal for it (``VITAL_JOURNAL``),
+    written before export and replayed by the next process after a crash. ``None``: no journal."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sink:

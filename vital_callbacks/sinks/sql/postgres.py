@@ -17,6 +17,7 @@ next successful export, on every flush, and by the next process to start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -46,6 +47,8 @@ _MIN_BACKOFF_S = 0.25
 _MAX_BACKOFF_S = 5.0
 _CAREFUL_ROWS = 512
 """Rows per transaction on the careful path (temporary table, then row by row if that fails)."""
+_DEADLINE_POLL_S = 0.1
+"""How often a wait on the server looks at the shutdown deadline."""
 _REPLAY_BUDGET_S = 1.0
 """Replay after a live export stops after this long, so spilled rows never starve live ones."""
 
@@ -107,6 +110,7 @@ class PostgresSink(Sink):
         if not self.url.startswith("postgresql+asyncpg://"):
             raise ValueError(f"PostgresSink needs a postgresql:// URL, got {mask_url(self.url)}")
         self.masked_url = mask_url(self.url)
+        self.journal_key = self.masked_url
         self.shown_url = mask_url(url)
         """The URL as the user wrote it (``VITAL_DATABASE_URL``), password masked: what problems name."""
         self._password = make_url(self.url).password
@@ -243,15 +247,37 @@ class PostgresSink(Sink):
                 for kind, kind_rows in rows.items() if kind in _STATEMENTS}
 
     def _replay(self, deadline: float) -> bool:
-        replayed, done = self.spill_dir.replay(lambda rows: self._write(self._from_rows(rows)), deadline)
+        def damaged(count: int) -> None:
+            self.context.recovered(0, count, DropReason.DAMAGED_SPILL)
+
+        replayed, done = self.spill_dir.replay(lambda rows: self._write(self._from_rows(rows)), deadline, damaged)
         self.replayed_rows += replayed
+        self.context.recovered(replayed, 0, DropReason.DAMAGED_SPILL)
         if replayed:
             logger.info("vital-callbacks: replayed %d spilled rows into %s", replayed, self.masked_url)
         return done
 
     # -- the private event loop ----------------------------------------------------------------------
     def _run(self, awaitable: Awaitable[_T], timeout: float) -> _T:
-        return self._loop.run_until_complete(asyncio.wait_for(awaitable, timeout))
+        return self._loop.run_until_complete(self._bounded(awaitable, timeout))
+
+    async def _bounded(self, awaitable: Awaitable[_T], timeout: float) -> _T:
+        """``awaitable`` within ``timeout``, and never past the pipeline's deadline while it shuts down
+        (a hung server would otherwise hold the export, and the exit, for connect + 2 statement
+        timeouts): the deadline is looked at again every fraction of a second."""
+        task = asyncio.ensure_future(awaitable)
+        end = time.monotonic() + timeout
+        while True:
+            deadline = self.context.deadline()
+            wait = (end if deadline is None else min(end, deadline)) - time.monotonic()
+            if wait <= 0:
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+                raise TimeoutError("the PostgreSQL store did not answer before the deadline")
+            done, _ = await asyncio.wait({task}, timeout=min(wait, _DEADLINE_POLL_S))
+            if done:
+                return task.result()
 
     def _write(self, rows: Batch) -> bool:
         """Insert rows; False when the database is unavailable (the caller retries or spills)."""

@@ -76,6 +76,17 @@ def _migration_lock(url: str) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
+def _journal_key(url: str) -> str | None:
+    """The store's identity for its journal folder: a SQLite file by its absolute path (a relative URL
+    names another file in another working directory), other URLs masked; none for an in-memory store."""
+    if is_memory(url):
+        return None
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return f"sqlite:///{os.path.abspath(parsed.database)}"
+    return mask_url(url)
+
+
 class SQLSink(Sink):
     """Rows in SQLite (default) or another SQLAlchemy database; ``postgresql://`` URLs get
     :class:`~vital_callbacks.sinks.sql.postgres.PostgresSink` from :meth:`from_settings`."""
@@ -85,6 +96,7 @@ class SQLSink(Sink):
     def __init__(self, url: str = "sqlite:///vital_callbacks.db", *, auto_migrate: bool = True) -> None:
         self.url = url
         self.masked_url = mask_url(url)
+        self.journal_key = _journal_key(url)
         self._auto_migrate = auto_migrate
         self._engine: Engine | None = None
         self._statements: dict[str, Any] = {}

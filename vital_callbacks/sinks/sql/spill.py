@@ -17,7 +17,6 @@ import itertools
 import json
 import logging
 import os
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -25,6 +24,8 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
+
+from vital_callbacks.core.paths import cache_root
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -40,15 +41,6 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; idempotent inserts keep double replays harmless
     fcntl = None  # type: ignore[assignment]
-
-
-def cache_root() -> Path:
-    """The per-user cache folder (XDG on Linux, ``~/Library/Caches`` on macOS, LOCALAPPDATA on Windows)."""
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
-    if sys.platform == "darwin":
-        return Path.home() / "Library" / "Caches"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
 
 
 def default_spill_dir(masked_url: str) -> Path:
@@ -148,10 +140,13 @@ class SpillDir:
             self._maybe_pending = True
         return self._maybe_pending
 
-    def replay(self, write: Callable[[Rows], bool], deadline: float | None = None) -> tuple[int, bool]:
+    def replay(self, write: Callable[[Rows], bool], deadline: float | None = None,
+               damaged: Callable[[int], None] | None = None) -> tuple[int, bool]:
         """Hand each file's rows to ``write``, oldest first, deleting a file once ``write`` returns
         True; stop at the first False (database gone again) or at ``deadline`` (monotonic).
-        Returns the rows replayed and whether the folder is now empty (of files we could lock)."""
+        Rows that cannot be read back (a damaged line, a file this version cannot read, which is moved
+        aside as ``*.unreadable``) are given to ``damaged`` by count. Returns the rows replayed and
+        whether the folder is now empty (of files we could lock)."""
         replayed = 0
         for path in self.pending():
             if deadline is not None and time.monotonic() > deadline:
@@ -159,14 +154,21 @@ class SpillDir:
             with self._claim(path) as handle:
                 if handle is None:
                     continue  # another process is replaying it, or it is already gone
-                rows = self._read(path, handle)
+                rows, bad = self._read(path, handle)
                 if rows is None:  # kept for a human (or a newer version) to look at, never deleted
-                    path.rename(path.with_suffix(".unreadable"))
+                    try:
+                        path.rename(path.with_suffix(".unreadable"))
+                    except OSError:
+                        self._unopenable.add(path)
+                    if damaged is not None and bad:
+                        damaged(bad)
                     continue
                 if rows and not write(rows):
                     return replayed, False
                 path.unlink(missing_ok=True)
                 replayed += sum(len(r) for r in rows.values())
+                if damaged is not None and bad:
+                    damaged(bad)
         self._maybe_pending = False
         self._checked_at = time.monotonic()
         return replayed, True
@@ -197,7 +199,9 @@ class SpillDir:
             yield handle
 
     @staticmethod
-    def _read(path: Path, handle: IO[str]) -> Rows | None:
+    def _read(path: Path, handle: IO[str]) -> tuple[Rows | None, int]:
+        """The rows of a file and how many rows could not be read; ``None`` rows for a file this
+        version cannot read (its rows, by the count in its name, are the unreadable ones)."""
         rows: Rows = {}
         header = handle.readline()
         try:
@@ -207,11 +211,13 @@ class SpillDir:
         if not ok:
             logger.error("vital-callbacks: %s is not a spill file this version can read; renamed to "
                          "*.unreadable and skipped", path)
-            return None
+            return None, _count_of(path)
+        bad = 0
         for number, line in enumerate(handle, start=2):
             try:
                 item = json.loads(line, object_hook=_decode)
                 rows.setdefault(item["k"], []).append(item["r"])
             except (ValueError, KeyError, TypeError):
-                logger.error("vital-callbacks: %s line %d is damaged; that row is skipped", path, number)
-        return rows
+                bad += 1
+                logger.error("vital-callbacks: %s line %d is damaged; that row is lost", path, number)
+        return rows, bad
