@@ -28,6 +28,7 @@ MODEST: dict[str, list[str]] = {
     "tokens": [],
     "construction": [],
     "exit": [],
+    "crash": ["--events", "5000", "--idle-ms", "300"],
 }
 
 

@@ -6,12 +6,13 @@ burst and count the rows the next start stores, on SQLite and on a private Postg
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -33,6 +34,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def calls(n: int) -> list[LLMCall]:
     return [pg_cluster.llm_call(i) for i in range(n)]
+
+
+def collect(seen: list[Event]) -> Callable[[list[Event]], bool]:
+    def deliver(events: list[Event]) -> bool:
+        seen.extend(events)
+        return True
+
+    return deliver
 
 
 def segments(directory: Path) -> list[Path]:
@@ -80,10 +89,10 @@ def test_a_segment_of_a_live_process_is_never_replayed(tmp_path: Path) -> None:
     live, other = Journal(tmp_path), Journal(tmp_path)
     live.append(calls(4))
     seen: list[Event] = []
-    found = other.replay(lambda events: seen.extend(events) or True)
+    found = other.replay(collect(seen))
     assert (found.events, seen) == (0, [])
     live.close()  # the process ends without acknowledging: its segment is now an orphan
-    found = other.replay(lambda events: seen.extend(events) or True)
+    found = other.replay(collect(seen))
     assert (found.events, found.segments, len(seen)) == (4, 1, 4)
     assert segments(tmp_path) == []
 
@@ -106,7 +115,7 @@ def test_a_line_cut_short_by_a_kill_is_counted_by_its_event_count(tmp_path: Path
     data = path.read_bytes()
     path.write_bytes(data[:-40])  # the last write was cut short
     seen: list[Event] = []
-    found = Journal(tmp_path).replay(lambda events: seen.extend(events) or True)
+    found = Journal(tmp_path).replay(collect(seen))
     assert (found.events, found.damaged, len(seen)) == (2, 5, 2)
 
 
@@ -337,7 +346,5 @@ def _signal_cluster(postmaster: int, signum: int) -> None:
     """The postmaster and its children (the backends that hold the client's connections)."""
     children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout.split()
     for pid in [postmaster, *map(int, children)]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signum)
-        except ProcessLookupError:
-            pass

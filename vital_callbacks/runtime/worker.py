@@ -15,10 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from vital_callbacks.core.events import Event
+from vital_callbacks.core.throttle import LogThrottle
 from vital_callbacks.runtime.journal import Journal
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 
 logger = logging.getLogger("vital_callbacks")
+_throttle = LogThrottle()
+"""One line per sink and reason per interval: a burst of drops must not flood the application's log."""
 
 _MAX_BACKOFF_S = 10.0
 _AHEAD_BATCHES = 2
@@ -199,7 +202,9 @@ class SinkWorker:
             self._lost_in_export += count  # taken off this export's ``exported`` count
         else:
             self._ledger.add(self._ledger.exported, self.name, -count)  # counted as exported before
-        logger.error("vital-callbacks: %d events not delivered by sink %r (%s)", count, self.name, reason)
+        said = _throttle.take((self.name, reason), count)
+        if said:
+            logger.error("vital-callbacks: %d events not delivered by sink %r (%s)", said, self.name, reason)
 
     def recovered_by_sink(self, delivered: int, damaged: int, reason: str) -> None:
         """``SinkContext.recovered``: events the sink read back from its own disk (spill files)."""
@@ -209,8 +214,10 @@ class SinkWorker:
             self._ledger.add(self._ledger.exported, self.name, delivered)
         if damaged > 0:
             self._ledger.drop(self.name, damaged, reason)
-            logger.error("vital-callbacks: %d events read back from disk by sink %r were lost (%s)", damaged,
-                         self.name, reason)
+            said = _throttle.take((self.name, reason), damaged)
+            if said:
+                logger.error("vital-callbacks: %d events read back from disk by sink %r were lost (%s)", said,
+                             self.name, reason)
 
     def begin_shutdown(self, deadline: float) -> None:
         """From now on, flushes, retries and the sink's shutdown share this deadline, and a failing
@@ -431,5 +438,7 @@ class SinkWorker:
         lost = len(batch) - saved
         if lost > 0:
             self._ledger.drop(self.name, lost, why)
-            logger.error("vital-callbacks: %d events not delivered to sink %r (%s)", lost, self.name, why)
+            said = _throttle.take((self.name, why), lost)
+            if said:
+                logger.error("vital-callbacks: %d events not delivered to sink %r (%s)", said, self.name, why)
         return lost

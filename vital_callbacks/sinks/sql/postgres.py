@@ -33,6 +33,7 @@ from sqlalchemy.engine import make_url
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
+from vital_callbacks.sinks.sql.rejects import log_rejected, log_unbuildable
 from vital_callbacks.sinks.sql.spill import Rows, SpillDir, default_spill_dir
 from vital_callbacks.store import scores
 from vital_callbacks.store.engine import mask_url, normalize_url
@@ -223,8 +224,8 @@ class PostgresSink(Sink):
                 kind = event.kind
                 builder = _STATEMENTS[kind].builder
                 grouped.setdefault(kind, []).append(builder.row(event) if kind == "score" else builder.record(event))
-            except Exception:
-                self._reject_unbuildable(event)
+            except Exception as exc:
+                self._reject_unbuildable(event, exc)
         return grouped
 
     def _rows(self, batch: Sequence[Event]) -> Rows:
@@ -233,13 +234,13 @@ class PostgresSink(Sink):
         for event in batch:
             try:
                 grouped.setdefault(event.kind, []).append(_STATEMENTS[event.kind].builder.row(event))
-            except Exception:
-                self._reject_unbuildable(event)
+            except Exception as exc:
+                self._reject_unbuildable(event, exc)
         return grouped
 
-    def _reject_unbuildable(self, event: Event) -> None:
+    def _reject_unbuildable(self, event: Event, exc: Exception) -> None:
         self._rejected(1)
-        logger.exception("vital-callbacks: could not turn %s %s into a row; skipped", event.kind, event.run_id)
+        log_unbuildable(event, exc)
 
     @staticmethod
     def _from_rows(rows: Rows) -> Batch:
@@ -385,8 +386,7 @@ class PostgresSink(Sink):
                 await conn.execute(statements.insert_one, *record)
             except _DATA_ERRORS as exc:
                 self._rejected(1)
-                logger.error("vital-callbacks: %s row %s rejected by PostgreSQL: %s", kind,
-                             record[statements.builder.id_position], type(exc).__name__)
+                log_rejected("PostgreSQL", kind, record[statements.builder.id_position], exc)
 
     async def _score_records(self, conn: PoolConnectionProxy[Record], rows: list[dict[str, Any]]) -> list[Any]:
         await self._resolve_scores(conn, rows)

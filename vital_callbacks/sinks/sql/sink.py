@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
+from vital_callbacks.sinks.sql.rejects import log_rejected, log_unbuildable
 from vital_callbacks.store import migrate
 from vital_callbacks.store.engine import check_url, is_memory, make_engine, mask_url, normalize_url
 from vital_callbacks.store.rows import RowMapping
@@ -177,9 +178,9 @@ class SQLSink(Sink):
         for event in batch:
             try:
                 grouped.setdefault(event.kind, []).append(self._row_of(event))
-            except Exception:
+            except Exception as exc:
                 self._rejected(1)
-                logger.exception("vital-callbacks: could not turn %s %s into a row; skipped", event.kind, event.run_id)
+                log_unbuildable(event, exc)
         try:
             with self.engine.begin() as conn:
                 for kind, rows in scores_last(grouped):
@@ -219,8 +220,7 @@ class SQLSink(Sink):
                 except _ROW_ERRORS as exc:
                     self._rejected(1)
                     run_id = row.get("run_id") if isinstance(row, dict) else row[self._mappings[kind].id_position]
-                    logger.error("vital-callbacks: %s row %s rejected by the database: %s",
-                                 kind, run_id, exc.__class__.__name__)
+                    log_rejected("the database", kind, run_id, exc)
         return ExportResult.SUCCESS
 
     def _rejected(self, count: int) -> None:
