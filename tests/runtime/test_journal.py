@@ -12,6 +12,8 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from decimal import Decimal
@@ -119,30 +121,98 @@ def test_a_line_cut_short_by_a_kill_is_counted_by_its_event_count(tmp_path: Path
     assert (found.events, found.damaged, len(seen)) == (2, 5, 2)
 
 
-def test_keep_stops_acknowledging_and_counts_only_written_events(tmp_path: Path) -> None:
+def test_keep_stops_acknowledging_and_says_which_events_are_not_in_the_journal(tmp_path: Path) -> None:
     journal = Journal(tmp_path)
     journal.append(calls(4))
     journal.acknowledge(1)
-    assert journal.keep() == 3
+    assert journal.keep(3) == []  # the 3 unresolved ones are all written
     journal.acknowledge(3)  # resolved after the keep: stays for the next process anyway
-    assert journal.keep() == 0  # nothing new since
     journal.append(calls(2))
-    assert journal.keep() == 2
+    assert journal.keep(2) == []
     journal.close()
     # 5 kept, and the one resolved before the keep, still in the same segment: replayed again, harmlessly
     # (the store takes each run id once).
     assert waiting_events(tmp_path) == 6
 
 
-def test_a_journal_that_cannot_be_written_lets_events_through_and_keeps_nothing(tmp_path: Path) -> None:
-    blocked = tmp_path / "file"
-    blocked.write_text("not a folder")
-    journal = Journal(blocked / "journal")
-    journal.append(calls(3))  # never raises
+class _FullDisk:
+    """``os.write`` that fails (ENOSPC) while ``full``, after writing ``partial`` bytes of the data."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, partial: int = 0) -> None:
+        self.full = False
+        self.partial = partial
+        real = os.write
+
+        def write(fd: int, data: bytes | memoryview) -> int:
+            if self.full and len(data) > 60:  # not the segment header
+                if self.partial:
+                    real(fd, bytes(data[:self.partial]))
+                raise OSError(28, "No space left on device")
+            return real(fd, data)
+
+        monkeypatch.setattr("vital_callbacks.runtime.journal.os.write", write)
+
+
+def test_events_a_full_disk_kept_out_of_the_journal_are_named_exactly(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """10 written, 10 refused by a full disk, 10 written: keep() names the middle 10, so the caller spills
+    exactly those (and the account has no event in two places or in none)."""
+    disk = _FullDisk(monkeypatch)
+    journal = Journal(tmp_path)
+    journal.append(calls(10))
+    disk.full = True
+    journal.append(calls(10))
     assert journal.failed
-    assert journal.keep() == 0  # none of them is on disk
-    journal.acknowledge(3)
+    disk.full = False
+    journal.append(calls(10))
+    assert journal.keep(30) == list(range(10, 20))
     journal.close()
+    assert waiting_events(tmp_path) == 20
+
+
+def test_a_write_cut_short_by_a_full_disk_leaves_no_half_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    disk = _FullDisk(monkeypatch, partial=50)
+    journal = Journal(tmp_path)
+    journal.append(calls(1))
+    disk.full = True
+    journal.append(calls(5))  # half a line written, then ENOSPC
+    disk.full = False
+    journal.append(calls(2))
+    journal.close()
+    seen: list[Event] = []
+    found = Journal(tmp_path).replay(collect(seen))
+    assert (found.events, found.damaged) == (3, 0)
+
+
+def test_a_child_forked_during_a_replay_does_not_hold_the_segment(tmp_path: Path) -> None:
+    """The claim's descriptor is closed in a forked child, so the child never holds an orphan's lock."""
+    dead = Journal(tmp_path)
+    dead.append(calls(2))
+    dead.close()
+    replayer = Journal(tmp_path)
+    children: list[int] = []
+
+    def deliver(events: list[Event]) -> bool:
+        pid = os.fork()
+        if pid == 0:  # the child: what a gunicorn worker forked at this moment would do
+            replayer.after_fork()
+            os.write(ready_w, b"r")
+            os.read(reader, 1)  # lives on until the parent has looked
+            os._exit(0)
+        children.append(pid)
+        os.read(ready_r, 1)
+        return False  # the parent gives the segment back (the store is down, say)
+
+    reader, writer = os.pipe()
+    ready_r, ready_w = os.pipe()
+    try:
+        replayer.replay(deliver)
+        seen: list[Event] = []
+        assert Journal(tmp_path).replay(collect(seen)).events == 2  # not locked by the live child
+    finally:
+        os.write(writer, b"x")
+        for pid in children:
+            os.waitpid(pid, 0)
 
 
 class Refusing(Sink):
@@ -182,6 +252,42 @@ def test_shutdown_with_the_store_down_keeps_the_backlog_for_the_next_pipeline(tm
     assert stats.recovered == {"sql": 300} and stats.exported == {"sql": 300}
     assert stats.submitted + stats.recovered["sql"] == stats.exported["sql"] + stats.spilled.get("sql", 0)
     assert not any(tmp_path.rglob("*.journal"))
+
+
+class Hanging(Sink):
+    """An export that never returns until the test lets it (a hung store, without a deadline of its own)."""
+
+    name = "sql"
+    journal_key = "hanging-store"
+
+    def __init__(self, succeed: bool) -> None:
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.succeed = succeed
+
+    def export(self, batch: list[Event]) -> ExportResult:  # type: ignore[override]
+        self.entered.set()
+        self.release.wait(30)
+        return ExportResult.SUCCESS if self.succeed else ExportResult.FAILURE
+
+
+@pytest.mark.parametrize("succeed", [True, False], ids=["export-ends-ok", "export-ends-failed"])
+def test_a_worker_given_up_at_the_deadline_is_counted_once(tmp_path: Path, succeed: bool) -> None:
+    """The hung export's events and the queue behind it are kept in the journal when the deadline passes;
+    whatever the export does afterwards changes nothing in the account."""
+    sink = Hanging(succeed)
+    pipeline = Pipeline([sink], journal_root=tmp_path, flush_interval_s=0.02, batch_size=50, max_retries=0)
+    for call in calls(120):
+        pipeline.submit(call)
+    assert sink.entered.wait(10)
+    pipeline.shutdown(0.5)
+    before = pipeline.stats()
+    sink.release.set()
+    time.sleep(0.3)
+    after = pipeline.stats()
+    assert before.kept == {"sql": 120} and before.spilled == {"sql": 120} and before.dropped == {}
+    assert after == before
+    assert after.queue_depth["sql"] == 0
 
 
 def test_damaged_journal_lines_are_counted_as_dropped_with_the_reason(tmp_path: Path) -> None:

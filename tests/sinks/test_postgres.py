@@ -414,7 +414,7 @@ from vital_callbacks import VitalCallbackHandler
 
 handler = VitalCallbackHandler()
 if sys.argv[1] == "produce":
-    pg_cluster.produce(handler.pipeline.submit, 625)  # then exit: atexit flushes, fails, spills
+    pg_cluster.produce(handler.pipeline.submit, int(sys.argv[2]) // 8)  # then exit: atexit keeps or spills
 else:
     print("flushed", handler.flush(60))
 """
@@ -423,26 +423,26 @@ else:
 @pytest.mark.parametrize("journal", [True, False], ids=["journal", "no-journal"])
 def test_a_new_process_replays_what_a_dead_process_left(cluster: pg_cluster.PrivateCluster, tmp_path: Path,
                                                         journal: bool) -> None:
-    """A process that exits while the server is down keeps its 5,000 calls on disk (in its journal, or
-    without one in spill files); the next process replays exactly 5,000."""
+    """A process that exits while the server is down keeps its 20,000 calls on disk (in its journal, or
+    without one in spill files) within the default 5 s shutdown timeout; the next process replays exactly
+    20,000."""
     spill, journal_dir = tmp_path / "spill", tmp_path / "journal"
     with pg_cluster.fresh_database(cluster.url) as url:
         db.upgrade(url)
         env = {**os.environ, "VITAL_DATABASE_URL": url, "VITAL_SINKS": "sql", "VITAL_SPILL_DIR": str(spill),
-               "VITAL_MAX_RETRIES": "1", "VITAL_RETRY_BACKOFF_S": "0.05", "VITAL_SHUTDOWN_TIMEOUT_S": "60",
                "VITAL_JOURNAL": str(journal).lower(), "VITAL_JOURNAL_DIR": str(journal_dir),
                "PYTHONPATH": str(ROOT)}
         cluster.stop()
         try:
-            first = subprocess.run([sys.executable, "-c", _PROCESS, "produce"], env=env, cwd=ROOT,
+            first = subprocess.run([sys.executable, "-c", _PROCESS, "produce", "20000"], env=env, cwd=ROOT,
                                    capture_output=True, text=True, timeout=300)
             assert first.returncode == 0, first.stderr
             kept = sum(waiting_events(d) for d in journal_dir.iterdir()) if journal_dir.exists() else 0
             spilled = SpillDir(spill).pending_rows()
             if journal:  # the journal holds them all (some may also be in a spill file, from a mid-run retry)
-                assert kept == 5000
+                assert kept == 20000
             else:
-                assert (kept, spilled) == (0, 5000)
+                assert (kept, spilled) == (0, 20000)
             assert "not delivered" not in first.stderr
         finally:
             cluster.start()
@@ -450,8 +450,8 @@ def test_a_new_process_replays_what_a_dead_process_left(cluster: pg_cluster.Priv
                                 capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stderr
         assert "flushed True" in second.stdout
-        assert _count(url) == (5000, 5000)
+        assert _count(url) == (20000, 20000)
         assert SpillDir(spill).pending() == []
         if journal:
-            assert "replayed 5000 journaled events" in second.stderr, second.stderr
+            assert "replayed 20000 journaled events" in second.stderr, second.stderr
             assert sum(waiting_events(d) for d in journal_dir.iterdir()) == 0

@@ -96,16 +96,17 @@ class Journal:
         self._appended = 0
         self._acked = 0
         self._kept = False
-        self._reported_kept = 0
+        self._kept_upto = 0
+        """While keeping: the sequence number up to which :meth:`keep` has answered."""
+        self._closed = False
+        self._claimed: set[int] = set()
+        """Descriptors of orphan segments being replayed (closed in a forked child, so it never holds
+        their locks)."""
         self._gaps: list[list[int]] = []
         """Ranges ``[start, end)`` of sequence numbers that are in no segment (not written)."""
         self._seq = 0
         self.failed = False
         """Set once writing failed (a full disk, a read-only folder): events are then only in memory."""
-
-    @property
-    def unacknowledged(self) -> int:
-        return self._appended - self._acked
 
     # -- the dispatcher's side ---------------------------------------------------------------------
     def append(self, events: Sequence[Event]) -> None:
@@ -122,9 +123,10 @@ class Journal:
         with self._lock:
             start = self._appended
             self._appended += len(events)
-            if not data:
+            if not data or self._closed:
                 self._acked_gap(start, len(events))
                 return
+            segment: _Segment | None = None
             try:
                 segment = self._current()
                 view = memoryview(data)
@@ -134,6 +136,8 @@ class Journal:
                 segment.size += len(data)
                 segment.end = self._appended
             except OSError as exc:
+                if segment is not None:
+                    self._cut_back(segment)
                 self._acked_gap(start, len(events))
                 if not self.failed:
                     self.failed = True
@@ -143,6 +147,14 @@ class Journal:
             if self.failed:
                 self.failed = False
                 logger.info("vital-callbacks: the journal in %s is written again", self.directory)
+
+    def _cut_back(self, segment: _Segment) -> None:
+        """After a write that failed part-way (a full disk): remove its half line, so the next line is
+        not glued to it; a segment that cannot be cut back is closed (the next write opens another)."""
+        try:
+            os.ftruncate(segment.fd, segment.size)
+        except OSError:
+            segment.size = self._segment_bytes  # full: never written again, removed once acknowledged
 
     def _acked_gap(self, start: int, count: int) -> None:
         """Events that are in no segment: remembered as a gap (so :meth:`keep` does not count them), and
@@ -203,21 +215,29 @@ class Journal:
                 self._segments.pop(0)
                 self._remove(segment)
 
-    def keep(self) -> int:
-        """Stop acknowledging: what is not resolved yet stays in the journal for the next process to
-        replay (shutting down with a sink that is failing or hung). Returns how many more events that
-        keeps since the last call (written ones only: not those of a gap)."""
+    def keep(self, count: int) -> list[int]:
+        """Stop acknowledging: the next ``count`` unresolved events (in the order they were appended,
+        continuing after those of the previous call) stay in the journal for the next process to
+        replay (shutting down with a sink that is failing or hung). Returns the offsets, among those
+        ``count``, of events that are *not* in the journal (a write had failed): the caller keeps
+        those another way, or counts them."""
         with self._lock:
-            self._kept = True
-            unwritten = sum(max(0, end - max(start, self._acked)) for start, end in self._gaps)
-            kept = self._appended - self._acked - unwritten
-            new, self._reported_kept = kept - self._reported_kept, kept
-            return max(0, new)
+            if not self._kept:
+                self._kept = True
+                self._kept_upto = self._acked
+            start, end = self._kept_upto, self._kept_upto + count
+            self._kept_upto = end
+            missing: list[int] = []
+            for gap_start, gap_end in self._gaps:
+                missing.extend(range(max(gap_start, start) - start, min(gap_end, end) - start))
+            missing.extend(range(max(0, self._appended - start), count))  # never appended (cannot happen)
+            return sorted(set(missing))
 
     def close(self) -> None:
         """At shutdown: delete segments that hold nothing unresolved, close every file (releasing the
         locks, so the next process may replay what is left)."""
         with self._lock:
+            self._closed = True
             for segment in self._segments:
                 if segment.end <= self._acked and not self._kept:
                     self._remove(segment)
@@ -229,9 +249,9 @@ class Journal:
     def after_fork(self) -> None:
         """In a forked child: the parent's segments stay the parent's (closing our copies of their
         descriptors keeps the parent's locks); the child writes its own."""
-        for segment in self._segments:
+        for fd in [*(segment.fd for segment in self._segments), *self._claimed]:
             with contextlib.suppress(OSError):
-                os.close(segment.fd)
+                os.close(fd)
         self._lock = threading.Lock()
         self._reset()
 
@@ -243,28 +263,36 @@ class Journal:
             os.close(segment.fd)
 
     # -- replay, by the next process ---------------------------------------------------------------
-    def replay(self, deliver: Callable[[list[Event]], bool]) -> Replayed:
+    def replay(self, deliver: Callable[[list[Event]], bool], *, segments: int | None = None) -> Replayed:
         """Hand the events of each segment left by a process that ended to ``deliver``, oldest first,
         deleting the segment once ``deliver`` returns True; stop at the first False (the store is
-        down: the segment stays for a later try). A segment of a live process is locked by it, and
-        skipped. Call it on the worker, never on the caller's thread."""
+        down, or shutting down: the segment stays for a later try), or after ``segments`` segments.
+        A segment of a live process is locked by it, and skipped. Call it on the worker, never on the
+        caller's thread."""
         found = Replayed()
         if fcntl is None:
             return found
         try:
-            paths = sorted(p for p in self.directory.iterdir() if p.suffix == _SUFFIX and not p.name.startswith("."))
+            entries = sorted(self.directory.iterdir())
         except OSError:
             return found
         own = {segment.path for segment in self._segments}
-        for path in paths:
-            if path in own:
+        for path in entries:
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                self._remove_stale_temp(path)
                 continue
+            if path.suffix != _SUFFIX or path in own:
+                continue
+            if segments is not None and found.segments >= segments:
+                found.complete = False
+                return found
             with self._claim(path) as data:
                 if data is None:
                     continue
                 events, damaged = _read(path, data)
                 if events and not deliver(events):
                     found.complete = False
+                    found.blocked = True
                     return found
                 with contextlib.suppress(OSError):
                     path.unlink()
@@ -273,14 +301,21 @@ class Journal:
                 found.segments += 1
         return found
 
-    @staticmethod
+    def _remove_stale_temp(self, path: Path) -> None:
+        """A segment a process was creating when it died (between create and rename): header only."""
+        with self._claim(path) as data:
+            if data is not None:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
     @contextlib.contextmanager
-    def _claim(path: Path) -> Iterator[bytes | None]:
+    def _claim(self, path: Path) -> Iterator[bytes | None]:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             yield None  # gone (replayed by another process), or not a file we can open
             return
+        self._claimed.add(fd)
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -294,6 +329,7 @@ class Journal:
                 data = handle.read()
             yield data
         finally:
+            self._claimed.discard(fd)
             os.close(fd)
 
 
@@ -305,7 +341,9 @@ class Replayed:
     damaged: int = 0
     segments: int = 0
     complete: bool = True
-    """False when delivery stopped (the store is down) with segments left."""
+    """False when segments are left (delivery refused, or the number asked for was reached)."""
+    blocked: bool = False
+    """Delivery was refused (the store is down, or shutting down)."""
 
 
 def _read(path: Path, data: bytes) -> tuple[list[Event], int]:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.throttle import LogThrottle
-from vital_callbacks.runtime.journal import Journal
+from vital_callbacks.runtime.journal import Journal, Replayed
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 
 logger = logging.getLogger("vital_callbacks")
@@ -34,6 +34,8 @@ QUEUE_FULL = DropReason.QUEUE_FULL
 RETRIES_EXHAUSTED = DropReason.RETRIES_EXHAUSTED
 _KEEP_RESERVE_S = 1.0
 """At most this much of the shutdown timeout is kept for putting a failed export's batch on disk."""
+_REPLAY_RETRY_S = 1.0
+"""After a replay the store refused, the next try waits for a successful export at least this long after."""
 _JOURNAL_RECHECK_S = 30.0
 """How often a worker with a journal looks for segments left by processes that ended (a sibling
 worker killed by the OOM killer, say), after a successful export."""
@@ -78,12 +80,20 @@ class Ledger:
     """Of ``spilled``: events left in the journal at shutdown (a failing or hung sink), for the next
     process to replay."""
 
+    sealed: set[str] = field(default_factory=set)
+    """Sinks whose account is closed: a worker given up on at the shutdown deadline, whose events were
+    counted then (a hung export that ends later must not count them again)."""
+
     def add(self, table: dict[str, int], sink: str, count: int) -> None:
         with self.lock:
+            if sink in self.sealed:
+                return
             table[sink] = table.get(sink, 0) + count
 
     def drop(self, sink: str, count: int, reason: str) -> None:
         with self.lock:
+            if sink in self.sealed:
+                return
             reasons = self.dropped.setdefault(sink, {})
             reasons[reason] = reasons.get(reason, 0) + count
 
@@ -145,6 +155,10 @@ class SinkWorker:
         """Held while the thread is inside the sink (prepare, export, spill, flush): ``fork()`` waits for
         it, so a child never inherits a lock or a half-done import from the middle of a sink call."""
         self._replay_at = 0.0
+        self._replay_due = self.journal is not None
+        """Segments left by ended processes may wait: replayed one per round of the loop, between
+        drains (so live events never wait behind a large replay), and all before a flush completes."""
+        self._abandoned = False
         self._thread = threading.Thread(target=self._run, name=f"vital-sink-{self.name}", daemon=True)
 
     def after_fork(self, ledger: Ledger, room: threading.Event) -> None:
@@ -167,6 +181,8 @@ class SinkWorker:
 
     def pending(self) -> int:
         """Events not yet delivered: waiting, plus those in the export under way."""
+        if self._abandoned:
+            return 0  # counted when the worker was given up on
         return len(self._queue) - (self._markers_in - self._markers_out) + self._held
 
     def put(self, items: Sequence[Event | Marker]) -> None:
@@ -244,15 +260,17 @@ class SinkWorker:
         self._thread.join(max(0.0, deadline - time.monotonic()))
         if self._thread.is_alive():
             stuck = self.pending()
-            kept = 0
-            if self.journal is not None:
-                kept = min(stuck, self.journal.keep())
-                self.journal.close()  # releases its locks: the next process replays what is left
-                self._kept(kept)
-            if stuck - kept:
-                self._ledger.drop(self.name, stuck - kept, SHUTDOWN_DEADLINE)
+            missing = len(self.journal.keep(stuck)) if self.journal is not None and stuck else stuck
+            self._kept(stuck - missing)
+            if missing:
+                self._ledger.drop(self.name, missing, SHUTDOWN_DEADLINE)
                 logger.error("vital-callbacks: sink %r did not finish within the shutdown timeout; %d events "
-                             "not delivered", self.name, stuck - kept)
+                             "not delivered", self.name, missing)
+            with self._ledger.lock:
+                self._ledger.sealed.add(self.name)
+                self._abandoned = True
+            if self.journal is not None:
+                self.journal.close()  # releases its locks: the next process replays what is left
 
     # -- the worker thread ---------------------------------------------------------------------------
     def _run(self) -> None:
@@ -262,11 +280,12 @@ class SinkWorker:
         except Exception as exc:
             logger.warning("vital-callbacks: sink %r could not prepare (%s: %s); it connects with the first batch",
                            self.name, type(exc).__name__, exc)
-        self._replay_journal()
         while True:
-            self._wake.wait(self._interval_s)
+            self._wake.wait(0.0 if self._replay_due else self._interval_s)
             self._wake.clear()
             self._drain()
+            if self._replay_due and not self._closing.is_set():
+                self._replay_journal(segments=1)
             if self._stop.is_set():
                 self._drain()
                 try:
@@ -289,6 +308,8 @@ class SinkWorker:
                 self._markers_out += 1
                 ok = self._export(batch) if batch else True
                 batch = []
+                if self._replay_due and not self._closing.is_set():
+                    ok = self._replay_journal() and ok  # a flush also covers what a crashed process left
                 # Stopping while failing: no flush either (a sink's flush may wait out its reconnect backoff).
                 item.arrive(ok and not (self._closing.is_set() and self.failing) and self._force_flush())
                 continue
@@ -316,12 +337,13 @@ class SinkWorker:
                 batch.append(item)  # type: ignore[arg-type]
         lost = 0
         if batch:
-            kept = 0
+            unkept = batch
             if self.journal is not None:
-                kept = min(len(batch), self.journal.keep())
-                self._kept(kept)
-            if len(batch) > kept:  # not in the journal (none, or it could not write): the sink's spill
-                lost = self._undeliverable(batch[kept:], SHUTDOWN_FAILING)
+                missing = self.journal.keep(len(batch))
+                self._kept(len(batch) - len(missing))
+                unkept = [batch[i] for i in missing]
+            if unkept:  # not in the journal (none, or it could not write there): the sink's spill
+                lost = self._undeliverable(unkept, SHUTDOWN_FAILING)
         for marker in markers:
             marker.arrive(lost == 0)
         return lost
@@ -368,8 +390,8 @@ class SinkWorker:
                 self.failing = False
                 lost, self._lost_in_export = self._lost_in_export, 0
                 self._ledger.add(self._ledger.exported, self.name, len(batch) - lost)
-                if self.journal is not None and time.monotonic() >= self._replay_at:
-                    self._replay_journal()
+                if self.journal is not None and not self._replay_due and time.monotonic() >= self._replay_at:
+                    self._replay_due = True  # look again for segments of processes that ended since
                 return lost == 0
             if not self.failing:
                 self.failing = True
@@ -394,17 +416,22 @@ class SinkWorker:
                            "that writes there delivers them", count, self.name, self.journal.directory
                            if self.journal is not None else "-")
 
-    def _replay_journal(self) -> None:
-        """Deliver the journal segments of processes that ended (one attempt per piece, no retries:
-        when the store is down they stay for the next look)."""
+    def _replay_journal(self, segments: int | None = None) -> bool:
+        """Deliver journal segments of processes that ended (one attempt per piece, no retries: when
+        the store is down they stay for the next look). True when none is left that could be taken."""
         if self.journal is None:
-            return
-        self._replay_at = time.monotonic() + _JOURNAL_RECHECK_S
+            return True
         try:
-            found = self.journal.replay(self._deliver_recovered)
+            found = self.journal.replay(self._deliver_recovered, segments=segments)
         except Exception:
             logger.exception("vital-callbacks: replaying the journal in %s failed", self.journal.directory)
-            return
+            found = Replayed(complete=False, blocked=True)
+        if found.blocked:  # the store is down (or we are shutting down): again after a successful export
+            self._replay_due = False
+            self._replay_at = time.monotonic() + _REPLAY_RETRY_S
+        elif found.complete:
+            self._replay_due = False
+            self._replay_at = time.monotonic() + _JOURNAL_RECHECK_S
         if found.damaged:
             self._ledger.add(self._ledger.recovered, self.name, found.damaged)
             self._ledger.drop(self.name, found.damaged, DropReason.DAMAGED_JOURNAL)
@@ -412,9 +439,12 @@ class SinkWorker:
             logger.warning("vital-callbacks: replayed %d journaled events (%d lost in damaged lines) into sink %r "
                            "from %d segments left by processes that ended without delivering them",
                            found.events, found.damaged, self.name, found.segments)
+        return found.complete
 
     def _deliver_recovered(self, events: list[Event]) -> bool:
         for start in range(0, len(events), self._export_size):
+            if self._closing.is_set():
+                return False  # shutting down: the segment stays for the next process
             piece = events[start:start + self._export_size]
             result = self._attempt(piece)
             if result is not ExportResult.SUCCESS:

@@ -17,7 +17,6 @@ next successful export, on every flush, and by the next process to start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -49,6 +48,7 @@ _MAX_BACKOFF_S = 5.0
 _CAREFUL_ROWS = 512
 """Rows per transaction on the careful path (temporary table, then row by row if that fails)."""
 _DEADLINE_POLL_S = 0.1
+_CANCEL_GRACE_S = 0.2
 """How often a wait on the server looks at the shutdown deadline."""
 _REPLAY_BUDGET_S = 1.0
 """Replay after a live export stops after this long, so spilled rows never starve live ones."""
@@ -63,6 +63,12 @@ _DATA_ERRORS: tuple[type[BaseException], ...] = (
 )
 """Errors caused by a row's contents: isolate the row. Anything else is the database's state
 (down, restarting, timed out, schema missing) and fails the batch for the pipeline to retry."""
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve a left-behind task's outcome, so asyncio does not log it as never retrieved."""
+    if not task.cancelled():
+        task.exception()
 
 
 class _Statements:
@@ -194,11 +200,12 @@ class PostgresSink(Sink):
         if self._closed:
             return
         self._closed = True
-        if self._pool is not None:
+        pool = self._pool
+        if pool is not None:
             try:
-                self._run(self._pool.close(), timeout=max(0.1, min(5.0, timeout_s)))
+                self._run(pool.close(), timeout=max(0.1, min(5.0, timeout_s)), until_deadline=False)
             except Exception:
-                self._pool.terminate()
+                pool.terminate()
         self._loop.close()
         waiting = self.spill_dir.pending_rows()
         if waiting:
@@ -259,22 +266,29 @@ class PostgresSink(Sink):
         return done
 
     # -- the private event loop ----------------------------------------------------------------------
-    def _run(self, awaitable: Awaitable[_T], timeout: float) -> _T:
-        return self._loop.run_until_complete(self._bounded(awaitable, timeout))
+    def _run(self, awaitable: Awaitable[_T], timeout: float, *, until_deadline: bool = True) -> _T:
+        return self._loop.run_until_complete(self._bounded(awaitable, timeout, until_deadline))
 
-    async def _bounded(self, awaitable: Awaitable[_T], timeout: float) -> _T:
+    async def _bounded(self, awaitable: Awaitable[_T], timeout: float, until_deadline: bool) -> _T:
         """``awaitable`` within ``timeout``, and never past the pipeline's deadline while it shuts down
         (a hung server would otherwise hold the export, and the exit, for connect + 2 statement
-        timeouts): the deadline is looked at again every fraction of a second."""
+        timeouts): the deadline is looked at again every fraction of a second. Closing or expiring the
+        pool is bounded by its own short timeout only (``until_deadline=False``)."""
         task = asyncio.ensure_future(awaitable)
         end = time.monotonic() + timeout
         while True:
-            deadline = self.context.deadline()
+            deadline = self.context.deadline() if until_deadline else None
             wait = (end if deadline is None else min(end, deadline)) - time.monotonic()
             if wait <= 0:
+                # Cancelled, the driver may still wait on the server to release its connection (a
+                # cancel request a hung server never answers): give it a moment, then leave it.
                 task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+                await asyncio.wait({task}, timeout=_CANCEL_GRACE_S)
+                if not task.done():
+                    task.add_done_callback(_consume)
+                    if self._pool is not None:
+                        self._pool.terminate()
+                        self._pool = None
                 raise TimeoutError("the PostgreSQL store did not answer before the deadline")
             done, _ = await asyncio.wait({task}, timeout=min(wait, _DEADLINE_POLL_S))
             if done:
@@ -318,7 +332,7 @@ class PostgresSink(Sink):
         self._retry_at = time.monotonic() + self._backoff_s
         if self._pool is not None:  # connections may be dead (server restart): replace them on next use
             try:
-                self._run(self._pool.expire_connections(), timeout=1.0)
+                self._run(self._pool.expire_connections(), timeout=1.0, until_deadline=False)
             except Exception:
                 logger.debug("vital-callbacks: expiring pooled connections failed", exc_info=True)
         if isinstance(exc, asyncpg.exceptions.UndefinedTableError):
