@@ -50,3 +50,17 @@ def graph() -> Any:
     from tests.graphs import build_graph
 
     return build_graph()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A private PostgreSQL cluster (tests/pg_cluster.py) the module's tests may stop, hang and restart."""
+    from tests import pg_cluster
+
+    require_service(pg_cluster.PrivateCluster.available(), f"initdb/pg_ctl not found in {pg_cluster.PG_BIN}")
+    private = pg_cluster.PrivateCluster()
+    private.start()
+    try:
+        yield private
+    finally:
+        private.destroy()

@@ -14,7 +14,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +23,6 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests import pg_cluster
-from tests.conftest import require_service
 from vital_callbacks import InMemorySink, Settings, VitalCallbackHandler
 from vital_callbacks.core.events import Cost, Event, GraphRun, LLMCall, TokenUsage
 from vital_callbacks.runtime.journal import Journal, decode, default_journal_dir, encode, waiting_events
@@ -385,17 +384,6 @@ def test_kill_9_after_a_burst_loses_nothing_on_sqlite(tmp_path: Path, journal: b
         assert "replayed" in stderr and "journaled events" in stderr
     else:
         assert _sqlite_rows(db) < 4007
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[pg_cluster.PrivateCluster]:
-    require_service(pg_cluster.PrivateCluster.available(), "no PostgreSQL binaries for a private cluster")
-    private = pg_cluster.PrivateCluster()
-    private.start()
-    try:
-        yield private
-    finally:
-        private.destroy()
 
 
 def test_kill_9_after_a_burst_loses_nothing_on_postgresql(cluster: pg_cluster.PrivateCluster, tmp_path: Path) -> None:

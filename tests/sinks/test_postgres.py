@@ -345,17 +345,6 @@ def test_damaged_spill_files_are_counted_moved_aside_and_never_block_replay(pg_u
 
 
 # -- fault tests on a private cluster ------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[pg_cluster.PrivateCluster]:
-    require_service(pg_cluster.PrivateCluster.available(), f"initdb/pg_ctl not found in {pg_cluster.PG_BIN}")
-    private = pg_cluster.PrivateCluster()
-    private.start()
-    try:
-        yield private
-    finally:
-        private.destroy()
-
-
 def _count(url: str) -> tuple[int, int]:
     row = pg_cluster.query(url, "SELECT COUNT(*) AS n, COUNT(DISTINCT run_id) AS d FROM llm_calls")[0]
     return int(row["n"]), int(row["d"])
