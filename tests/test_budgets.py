@@ -19,16 +19,17 @@ from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandle
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetFileError, load_budgets
 from vital_callbacks.testing.fakes import ScriptedChatModel
 
-# A self-hosted model priced at $0.01 a call: 1 input token at $10,000 per million.
+# A self-hosted model priced at $0.01 a call: 1 output token at $10,000 per million (input is free), with
+# max_tokens=1, so a stop budget's reservation (the worst case) is exactly what the call then costs.
 PRICING = """
 models:
   - provider: "*"
     model: cent-model
     prices:
-      - input_mtok: 10000
-        output_mtok: 0
+      - input_mtok: 0
+        output_mtok: 10000
 """
-CENT_USAGE = {"input_tokens": 1, "output_tokens": 0, "total_tokens": 1}
+CENT_USAGE = {"input_tokens": 1, "output_tokens": 1, "total_tokens": 2}
 
 
 @pytest.fixture
@@ -40,7 +41,8 @@ def pricing_dir(tmp_path: Path) -> Path:
 
 
 def cent_model() -> ScriptedChatModel:
-    return ScriptedChatModel(model_name="cent-model", provider="self", usage=CENT_USAGE)  # type: ignore[arg-type]
+    return ScriptedChatModel(model_name="cent-model", provider="self", usage=CENT_USAGE,  # type: ignore[arg-type]
+                             max_tokens=1)
 
 
 def test_stop_budget_prevents_the_call(pricing_dir: Path, memory_sink: InMemorySink) -> None:
@@ -173,45 +175,77 @@ def test_a_malformed_budgets_file_fails_at_start_up_naming_the_line(tmp_path: Pa
 
 
 CHILD = """
-import sys
+import sys, threading
 from decimal import Decimal
 from vital_callbacks import Settings, VitalCallbackHandler
 from vital_callbacks.budgets import BudgetExceeded
 from vital_callbacks.testing.fakes import ScriptedChatModel
 handler = VitalCallbackHandler(Settings(database_url=sys.argv[1], pricing_dir=sys.argv[2], budgets_file=sys.argv[3],
-                                        budget_refresh_s=1.0, flush_interval_s=0.05))
-model = ScriptedChatModel(model_name="cent-model", provider="self", latency_s=0.05,
-                          usage={"input_tokens": 1, "output_tokens": 0, "total_tokens": 1})
-made = 0
-for _ in range(200):
-    try:
-        model.invoke("hi", config={"callbacks": [handler], "metadata": {"tenant_id": "acme"}})
-        made += 1
-    except BudgetExceeded:
-        break
+                                        sinks=["sql"], flush_interval_s=0.05))
+made = []
+
+def calls(latency):
+    model = ScriptedChatModel(model_name="cent-model", provider="self", latency_s=latency, max_tokens=1,
+                              usage={"input_tokens": 1, "output_tokens": 1, "total_tokens": 2})
+    n = 0
+    for _ in range(200):
+        try:
+            model.invoke("hi", config={"callbacks": [handler], "metadata": {"tenant_id": "acme"}})
+            n += 1
+        except BudgetExceeded:
+            break
+    made.append(n)
+
+threads = [threading.Thread(target=calls, args=(float(sys.argv[4]) * (i % 3),)) for i in range(8)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
 handler.shutdown()
-print(made)
+print(sum(made))
 """
 
 
-def test_two_processes_share_one_budget_through_the_store(tmp_path: Path, pricing_dir: Path) -> None:
-    """Two replicas on one store with a $1 daily budget and $0.01 calls stop within the stated tolerance."""
+def _two_replicas(url: str, tmp_path: Path, pricing_dir: Path, latency_s: float) -> int:
     budgets = tmp_path / "budgets.yml"
     budgets.write_text("budgets:\n  - scope: tenant\n    match: acme\n    amount_usd: 1.00\n    action: stop\n")
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, url, str(pricing_dir), str(budgets), str(latency_s)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outputs]
+    return sum(int(out.strip()) for out, _ in outputs)
+
+
+@pytest.mark.parametrize("latency_s", [0.0, 0.05], ids=["instant", "slow-calls"])
+def test_two_processes_of_8_threads_never_pass_the_limit_on_sqlite(tmp_path: Path, pricing_dir: Path,
+                                                                    latency_s: float) -> None:
+    """2 replicas x 8 threads, a $1 daily stop budget, $0.01 calls whose worst case is known (max_tokens):
+    exactly 100 calls are made, never one more (each reserved before it was made)."""
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     VitalCallbackHandler(Settings(database_url=url)).shutdown()  # create the schema first
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, url, str(pricing_dir), str(budgets)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(2)]
-    made = [int(p.communicate(timeout=120)[0].strip()) for p in procs]
-    total = Decimal(sum(made)) * Decimal("0.01")
-    # Stated tolerance: what the other replica spends while its events reach the store and ours re-reads it:
-    # one near-limit refresh (50 ms) + dispatch (50 ms) + flush interval (50 ms) on an idle machine; we allow
-    # 4x that (600 ms) for a loaded CI machine, plus one call in flight each. At 20 calls/s: $0.14.
-    rate = Decimal("0.01") / Decimal("0.05")
-    tolerance = rate * Decimal("0.60") + 2 * Decimal("0.01")
-    print("calls made per process:", made, "total $", total, "tolerance $", tolerance)
-    assert all(m <= 100 for m in made)
-    assert Decimal("1.00") <= total <= Decimal("1.00") + tolerance, made
+    made = _two_replicas(url, tmp_path, pricing_dir, latency_s)
+    assert made == 100
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        spent = conn.execute(text("SELECT SUM(total_cost) FROM llm_calls WHERE tenant_id = 'acme'")).scalar_one()
+    engine.dispose()
+    assert abs(float(spent) - 1.00) < 1e-9  # SQLite sums NUMERIC as a float
+
+
+def test_two_processes_of_8_threads_never_pass_the_limit_on_postgresql(tmp_path: Path, pricing_dir: Path) -> None:
+    from tests import pg_cluster
+    from tests.conftest import require_service
+    from vital_callbacks.store import migrate
+
+    require_service(pg_cluster.reachable(), "no PostgreSQL")
+    with pg_cluster.fresh_database() as url:
+        migrate.upgrade(url)
+        made = _two_replicas(url, tmp_path, pricing_dir, 0.0)
+        rows = pg_cluster.query(url, "SELECT SUM(total_cost) AS s FROM llm_calls WHERE tenant_id = 'acme'")
+    assert made == 100
+    assert rows[0]["s"] == Decimal("1.00")
 
 
 def test_cli_shows_spend_limit_and_projection(tmp_path: Path, pricing_dir: Path,

@@ -51,9 +51,10 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     """From an empty database, ``upgrade`` builds exactly the schema tables.py declares (no autogenerate diff)."""
     assert db.current(empty_url) is None
     db.upgrade(empty_url)
-    assert db.current(empty_url) == db.head() == "0006"
+    assert db.current(empty_url) == db.head() == "0007"
     assert schema_diff(empty_url) == []
-    assert table_names(empty_url) == EVENT_TABLES | {"scores", "llm_cost_daily", "llm_cost_audit", VERSION_TABLE}
+    assert table_names(empty_url) == EVENT_TABLES | {"scores", "llm_cost_daily", "llm_cost_audit", "budget_spend",
+                                                     "budget_reservations", VERSION_TABLE}
 
 
 def test_upgrade_from_the_first_revision(empty_url: str) -> None:
@@ -63,7 +64,8 @@ def test_upgrade_from_the_first_revision(empty_url: str) -> None:
     assert table_names(empty_url) == EVENT_TABLES | {VERSION_TABLE}
     missing = [d for d in schema_diff(empty_url) if isinstance(d, tuple)]  # lists: 0006's type changes
     assert {d[0] for d in missing} <= {"add_table", "add_index", "add_column"}
-    assert {d[1].name for d in missing if d[0] == "add_table"} == {"scores", "llm_cost_daily", "llm_cost_audit"}
+    assert {d[1].name for d in missing if d[0] == "add_table"} == {"scores", "llm_cost_daily", "llm_cost_audit",
+                                                                  "budget_spend", "budget_reservations"}
     db.upgrade(empty_url)
     assert db.current(empty_url) == db.head()
     assert schema_diff(empty_url) == []
@@ -79,17 +81,22 @@ def test_upgrade_from_0004(empty_url: str) -> None:
                              "output_audio_tokens", "web_searches", "service_tier", "price_detail", "raw_usage"}
     assert {(d[0], d[1].name) for d in changes if d[0] != "add_column"} == {
         ("add_table", "llm_cost_audit"),
-        ("add_index", "ix_llm_cost_audit_reprice_id"), ("add_index", "ix_llm_cost_audit_run_id")}
+        ("add_index", "ix_llm_cost_audit_reprice_id"), ("add_index", "ix_llm_cost_audit_run_id"),
+        ("add_table", "budget_spend"), ("add_table", "budget_reservations"),
+        ("add_index", "ix_budget_reservations_bucket")}
     db.upgrade(empty_url)
     assert db.current(empty_url) == db.head()
     assert schema_diff(empty_url) == []
 
 
-def test_upgrade_from_the_revision_before_head(empty_url: str) -> None:
-    """At 0005, PostgreSQL's token columns are INTEGER; 0006 makes them BIGINT and changes nothing else
-    (SQLite's INTEGER is 64-bit already: no change there)."""
+def test_upgrade_from_0005(empty_url: str) -> None:
+    """At 0005, PostgreSQL's token columns are INTEGER; 0006 makes them BIGINT (SQLite's INTEGER is 64-bit
+    already: no change there), 0007 adds the budget counters."""
     db.upgrade(empty_url, "0005")
     changes = schema_diff(empty_url)
+    tables_added = {d[1].name for d in changes if isinstance(d, tuple) and d[0] == "add_table"}
+    assert tables_added == {"budget_spend", "budget_reservations"}
+    changes = [c for c in changes if not isinstance(c, tuple)]
     if empty_url.startswith("sqlite"):
         assert changes == []
     else:
@@ -99,7 +106,7 @@ def test_upgrade_from_the_revision_before_head(empty_url: str) -> None:
             *(("llm_calls", c) for c in tables.TOKEN_COLUMNS + tables.BILLING_COLUMNS),
             *(("graph_runs", c) for c in tables.TOKEN_COLUMNS)}
     db.upgrade(empty_url)
-    assert db.current(empty_url) == "0006"
+    assert db.current(empty_url) == "0007"
     assert schema_diff(empty_url) == []
 
 

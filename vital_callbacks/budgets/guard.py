@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
+from vital_callbacks.budgets.counter import Claim, Held, LocalCounter, Refusal, SpendCounter, SQLCounter, utcnow
 from vital_callbacks.budgets.metrics import BudgetMetrics
 from vital_callbacks.budgets.model import ANY, NEAR_LIMIT_REFRESH_S, Budget, BudgetExceeded, BudgetStatus
 
@@ -37,7 +38,7 @@ class BudgetGuard:
     """Keeps each budget's current-period spend and answers "may this call go ahead?"."""
 
     def __init__(self, budgets: Sequence[Budget] = (), *, database_url: str | None = None,
-                 refresh_s: float = 10.0) -> None:
+                 refresh_s: float = 10.0, timeout_s: float = 2.0) -> None:
         self.budgets: list[Budget] = []
         self.stop_budgets: list[Budget] = []
         self._index: dict[Budget, int] = {}
@@ -61,6 +62,17 @@ class BudgetGuard:
         self._store_failing = False
         self._busy = threading.Lock()
         self._pid = os.getpid()
+        self.counter: SpendCounter = SQLCounter(database_url, timeout_s=timeout_s) if database_url else LocalCounter()
+        """Where stop budgets reserve: the SQL store shared by the replicas, or this process's own."""
+        self._fallback = LocalCounter()
+        self._counter_failing = False
+        self.counter_errors = 0
+        """Reservations the shared counter could not answer (each went on, or was refused, by policy)."""
+        self._settles: list[tuple[Held, Decimal | None]] = []
+        self._settle_wake = threading.Event()
+        self._settle_idle = threading.Event()
+        self._settle_idle.set()
+        self._settler: threading.Thread | None = None
         self.everyone: tuple[int, ...] = self.add(budgets)
         """The budgets every handler enforces (``VITAL_BUDGETS_FILE``)."""
 
@@ -98,6 +110,11 @@ class BudgetGuard:
         self._lock = threading.Lock()
         self._busy = threading.Lock()
         self._wake = threading.Event()
+        self._settles = []  # the parent's to settle
+        self._settle_wake, self._settle_idle, self._settler = threading.Event(), threading.Event(), None
+        self._settle_idle.set()
+        if isinstance(self.counter, SQLCounter):
+            self.counter.after_fork()
         if self._engine is not None:
             self._engine.dispose(close=False)
         had_thread, self._thread = self._thread is not None, None
@@ -121,6 +138,89 @@ class BudgetGuard:
                     self.exceeded_total += 1
                 self._metrics.exceeded(budget, key)
                 raise BudgetExceeded(budget, key, self._spend(index, key))
+
+    def reserve(self, tenant: str | None, user: str | None, graph: str | None, amount: Decimal,
+                only: Sequence[int] | None = None) -> Held | None:
+        """Before a call: hold ``amount`` (its worst-case cost) against every ``stop`` budget covering
+        it, atomically across replicas, or raise :class:`BudgetExceeded`. ``None``: no stop budget
+        covers the call. The one wait on I/O of the hot path, bounded by ``VITAL_BUDGET_TIMEOUT_S``."""
+        claims = [Claim(budget, key, amount) for index, budget in enumerate(self.budgets)
+                  if budget.action == "stop" and (only is None or index in only)
+                  and (key := budget.key_for(tenant, user, graph)) is not None]
+        if not claims:
+            return None
+        now = utcnow()
+        try:
+            answer = self.counter.reserve(claims, now)
+            if self._counter_failing:
+                self._counter_failing = False
+                logger.info("vital-callbacks: budget reservations reach the shared counter again")
+        except Exception as exc:
+            answer = self._without_counter(claims, now, exc)
+        if isinstance(answer, Refusal):
+            budget, key = answer.claim.budget, answer.claim.key
+            with self._lock:
+                self.exceeded_total += 1
+            self._metrics.exceeded(budget, key)
+            raise BudgetExceeded(budget, key, answer.spend)
+        return answer
+
+    def _without_counter(self, claims: list[Claim], now: datetime, exc: Exception) -> Held | Refusal:
+        """The shared counter did not answer: each budget's ``on_store_error`` decides."""
+        with self._lock:
+            self.counter_errors += 1
+            first = not self._counter_failing
+            self._counter_failing = True
+        if first:  # one line per outage, never a traceback per call
+            logger.error("vital-callbacks: budget reservations cannot reach the shared counter (%s: %s); stop "
+                         "budgets with on_store_error: open use this process's own counter, closed ones refuse "
+                         "calls, until it answers", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+        self._metrics.counter_error()
+        closed = next((c for c in claims if c.budget.on_store_error == "closed"), None)
+        if closed is not None:
+            return Refusal(closed, Decimal(0))
+        return self._fallback.reserve(claims, now)
+
+    def settle(self, held: Held | None, actual: Decimal | None) -> None:
+        """After the call: its actual cost replaces the reservation (``None``: released, nothing spent).
+        Off the caller's thread; the reservation keeps counting until it is done."""
+        if held is None:
+            return
+        with self._lock:
+            self._settles.append((held, actual))
+            self._settle_idle.clear()
+            if self._settler is None:
+                self._settler = threading.Thread(target=self._settle_loop, name="vital-budget-settle", daemon=True)
+                self._settler.start()
+        self._settle_wake.set()
+
+    def _settle_loop(self) -> None:
+        while True:
+            self._settle_wake.wait(1.0)
+            self._settle_wake.clear()
+            while True:
+                with self._lock:
+                    if not self._settles:
+                        self._settle_idle.set()
+                        break
+                    held, actual = self._settles.pop(0)
+                counter: SpendCounter = self.counter if not self._is_fallback(held) else self._fallback
+                try:
+                    if actual is None:
+                        counter.release(held)
+                    else:
+                        counter.settle(held, actual)
+                except Exception as exc:  # the reservation expires; its spend is then not counted
+                    logger.warning("vital-callbacks: settling a budget reservation failed (%s: %s); it expires "
+                                   "on its own", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+
+    def _is_fallback(self, held: Held) -> bool:
+        return isinstance(self._fallback, LocalCounter) and self._fallback.holds(held)
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait (up to ``timeout_s``) for the settles in hand: at shutdown, so a process that exits has
+        counted what it spent."""
+        return self._settle_idle.wait(timeout_s)
 
     def record(self, tenant: str | None, user: str | None, graph: str | None, cost: Decimal,
                run_id: str | None = None) -> None:
@@ -281,7 +381,8 @@ class BudgetGuard:
                     return min(self._refresh_s, NEAR_LIMIT_REFRESH_S)
         return self._refresh_s
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 2.0) -> None:
+        self.drain(timeout_s)
         self._stop.set()
         self._wake.set()
 

@@ -16,6 +16,9 @@ Scope = Literal["tenant", "user", "graph", "global"]
 Period = Literal["day", "month", "rolling"]
 ANY = "*"
 NEAR_LIMIT_REFRESH_S = 0.05
+MAX_HOURS = 24 * 366
+"""A rolling window of at most a year (longer: use period: month)."""
+MAX_AMOUNT_USD = Decimal(10) ** 9
 
 
 class Budget(BaseModel):
@@ -27,10 +30,14 @@ class Budget(BaseModel):
     scope: Scope
     match: str = ANY
     period: Period = "day"
-    hours: int | None = Field(default=None, gt=0, description="Window length for period: rolling.")
-    amount_usd: Decimal = Field(gt=0)
+    hours: int | None = Field(default=None, gt=0, le=MAX_HOURS, description="Window length for period: rolling.")
+    amount_usd: Decimal = Field(gt=0, le=MAX_AMOUNT_USD)
     action: Literal["warn", "stop"] = "warn"
     soft_threshold: float = Field(default=0.8, gt=0, le=1)
+    on_store_error: Literal["open", "closed"] = "open"
+    """A stop budget whose shared counter cannot be reached (the store or Redis down): ``open`` goes on
+    against this process's own counter (each replica then holds the limit on its own: availability of
+    the application over exactness, one log line per outage); ``closed`` refuses the call."""
 
     @model_validator(mode="after")
     def _rolling_needs_hours(self) -> Budget:

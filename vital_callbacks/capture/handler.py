@@ -20,6 +20,7 @@ from uuid import UUID
 from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, GraphResumeEvent
 
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
+from vital_callbacks.budgets.estimate import worst_case
 from vital_callbacks.capture.runs import MAX_ERROR_CHARS, OpenRuns, Run, error_fields, guard, score_fields
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
@@ -27,6 +28,7 @@ from vital_callbacks.core.events import (
     PRICED,
     RAW_LLM_OUTPUT,
     READING,
+    Cost,
     Draft,
     Event,
     GraphRun,
@@ -305,7 +307,10 @@ class VitalCallbackHandler(GraphCallbackHandler):
 
     def _check_budget(self, run_id: UUID, run: Run) -> None:
         try:
-            self.budgets.check(run.attr.tenant_id, run.attr.user_id, run.graph, self._budget_scope)
+            amount = worst_case(self._prices, run.provider, run.model, run.raw_input, run.max_tokens,
+                                self.settings.budget_default_max_tokens)
+            run.reservation = self.budgets.reserve(run.attr.tenant_id, run.attr.user_id, run.graph, amount,
+                                                   self._budget_scope)
         except BudgetExceeded as exc:
             self._close(run_id)  # LangChain will send no end for a run whose start raised
             self._submit(LLMCall(provider=run.provider, model=run.model, requested_model=run.model,
@@ -339,6 +344,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
             result = as_snapshot(output, llm_output)
             if result is not None:
                 fields.update(self._price_now(run, result))
+        if run.reservation is not None:
+            cost = fields.get("cost")
+            self.budgets.settle(run.reservation, cost.total if isinstance(cost, Cost) else None)
         fields.setdefault("token_source", "none")
         fields["provider"] = run.provider
         fields["model"] = fields["requested_model"] = run.model

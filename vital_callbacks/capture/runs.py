@@ -46,6 +46,7 @@ class Run:
         "provider",
         "raw_input",
         "record_id",
+        "reservation",
         "resumed",
         "root",
         "run_id",
@@ -78,6 +79,8 @@ class Run:
         self.model: str | None = None
         self.params_temperature: float | None = None
         self.max_tokens: int | None = None
+        self.reservation: Any = None
+        """A stop budget's reservation for this LLM call, settled when it ends."""
         self.raw_input: object = None
         self.interrupts = 0
         self.resumed = False

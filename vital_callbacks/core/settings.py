@@ -87,6 +87,13 @@ class Settings(BaseSettings):
     budgets_file: Path | None = Field(default=None, description="YAML file of spend limits (validated at start-up).")
     budget_refresh_s: float = Field(default=10.0, ge=0, description="How often budget spend is re-summed from the "
                                     "SQL store, so replicas see each other's spend (0: never).")
+    budget_timeout_s: float = Field(
+        default=2.0, gt=0, description="Longest wait of a call under a stop budget for its reservation (the "
+        "store's connect, lock and statement timeouts); past it, the budget's on_store_error decides.",
+    )
+    budget_default_max_tokens: int = Field(
+        default=4096, ge=1, description="Output tokens a stop budget reserves for a call that sets no max_tokens.",
+    )
     # Prometheus
     prometheus_prefix: str = Field(default="vital_", description="Metric name prefix.")
     prometheus_port: int | None = Field(default=None, description="Start an exposition server on this port.")

@@ -105,6 +105,12 @@ class PriceBook:
         self._unpriced(provider, model)
         return None
 
+    def estimate(self, provider: str | None, model: str, usage: TokenUsage, at: float | datetime) -> Cost | None:
+        """What ``usage`` would cost, without counting or warning about an unknown model: for a price
+        asked before a call (a stop budget's reservation), not for a call made."""
+        when = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz=timezone.utc)
+        return self._price_one(provider, model, usage, when, None)
+
     def _price_one(self, provider: str | None, model: str, usage: TokenUsage, when: datetime,
                    service_tier: str | None) -> Cost | None:
         override, found = self._match(provider, model, usage, when, service_tier)

@@ -233,6 +233,31 @@ llm_cost_audit = Table(
 """One row per LLM call whose stored cost ``vital-callbacks reprice`` changed: the cost before and
 after, and their sources (migration 0005). ``reprice_id`` names one run of the command."""
 
+budget_spend = Table(
+    # A stop budget's spend per bucket and period, kept by atomic conditional updates: what replicas
+    # reserve against. ``bucket`` is a hash of the full attribution value (a tenant id of any length);
+    # ``bucket_label`` the value as shown (cut to the column).
+    "budget_spend", metadata,
+    Column("budget_id", String(ID), primary_key=True),
+    Column("bucket", String(ID), primary_key=True),
+    Column("period_start", DateTime(timezone=True), primary_key=True),
+    Column("spent", Numeric(24, 12), nullable=False, default=Decimal(0)),
+    Column("bucket_label", String(NAME), nullable=True),
+)
+
+budget_reservations = Table(
+    # A call's worst-case cost, held from its start until it settles (or the reservation expires: a
+    # process that died, a cancelled call that never ended).
+    "budget_reservations", metadata,
+    Column("reservation_id", String(ID), primary_key=True),
+    Column("budget_id", String(ID), nullable=False),
+    Column("bucket", String(ID), nullable=False),
+    Column("period_start", DateTime(timezone=True), nullable=False),
+    Column("amount", Numeric(24, 12), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_budget_reservations_bucket", "budget_id", "bucket", "expires_at"),
+)
+
 EVENT_TABLES: dict[str, Table] = {
     "graph_run": graph_runs,
     "node_run": node_runs,
