@@ -174,6 +174,29 @@ def test_a_malformed_budgets_file_fails_at_start_up_naming_the_line(tmp_path: Pa
         load_budgets(path)
 
 
+@pytest.mark.parametrize(("content", "expected"), [
+    (b"budgets:\n  - scope: tenant\n    period: rolling\n    hours: 100000000\n    amount_usd: 1\n",
+     r"budgets\.yml:2: budgets\.0\.hours: Input should be less than or equal to 8784"),
+    (b"budgets:\n  - scope: tenant\n    amount_usd: 10000000000\n", r"budgets\.yml:2: budgets\.0\.amount_usd"),
+    (b"budgets:\n  - scope: tenant\n    amount_usd: 1\n    amount_usd: 100\n",
+     r"budgets\.yml:4: not valid YAML: duplicate key 'amount_usd'"),
+    (b"", r"budgets\.yml: empty; write `budgets: \[\]`"),
+    (b"# nothing yet\n", r"budgets\.yml: empty"),
+    (b"budgets:\n  - scope: tenant\n    match: caf\xe9\n    amount_usd: 1\n", r"budgets\.yml: not UTF-8 text"),
+], ids=["hours-bound", "amount-bound", "duplicate-key", "empty", "only-a-comment", "not-utf8"])
+def test_a_budgets_file_is_validated_at_load(tmp_path: Path, content: bytes, expected: str) -> None:
+    path = tmp_path / "budgets.yml"
+    path.write_bytes(content)
+    with pytest.raises(BudgetFileError, match=expected):
+        load_budgets(path)
+
+
+def test_an_explicitly_empty_budgets_file_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "budgets.yml"
+    path.write_text("budgets: []\n")
+    assert load_budgets(path) == []
+
+
 CHILD = """
 import sys, threading
 from decimal import Decimal
@@ -266,3 +289,109 @@ def test_cli_shows_spend_limit_and_projection(tmp_path: Path, pricing_dir: Path,
     assert main(["budgets"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if "acme" in line).split()
     assert row[0] == "tenant:*/day" and "$0.0300" in row and "$1.00" in row and "3%" in row
+
+
+# -- reservations: exact keys, periods, an unreachable counter -------------------------------------------
+def _sql_handler(tmp_path: Path, pricing_dir: Path, budget: Budget) -> VitalCallbackHandler:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    return VitalCallbackHandler(Settings(database_url=url, pricing_dir=pricing_dir, sinks=["sql"]), budgets=[budget])
+
+
+def test_long_tenant_ids_are_budgeted_exactly(tmp_path: Path, pricing_dir: Path) -> None:
+    """Two 301-character tenant ids sharing a 300-character prefix (stored columns cut at 256) each get
+    their own $0.05: neither bypasses the limit, neither is merged with the other."""
+    budget = Budget(scope="tenant", amount_usd=Decimal("0.05"), action="stop")
+    handler = _sql_handler(tmp_path, pricing_dir, budget)
+    model = cent_model()
+    made = {}
+    for tenant in ("x" * 300 + "a", "x" * 300 + "b"):
+        made[tenant[-1]] = 0
+        for _ in range(8):
+            try:
+                model.invoke("hi", config={"callbacks": [handler], "metadata": {"tenant_id": tenant}})
+                made[tenant[-1]] += 1
+            except BudgetExceeded:
+                break
+    handler.shutdown()
+    assert made == {"a": 5, "b": 5}
+
+
+def _counters(tmp_path: Path) -> list[Any]:
+    from vital_callbacks.budgets.counter import LocalCounter, SQLCounter
+    from vital_callbacks.store import migrate
+
+    url = f"sqlite:///{tmp_path / 'counters.db'}"
+    migrate.upgrade(url)
+    return [LocalCounter(), SQLCounter(url)]
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["in-process", "sql-store"])
+def test_periods_roll_over_as_the_clock_moves(tmp_path: Path, which: int) -> None:
+    from datetime import datetime, timezone
+
+    from vital_callbacks.budgets.counter import Claim, Held, Refusal
+
+    counter = _counters(tmp_path)[which]
+    day = Budget(scope="tenant", amount_usd=Decimal("0.02"), action="stop")
+    window = Budget(scope="tenant", period="rolling", hours=2, amount_usd=Decimal("0.02"), action="stop")
+    for budget, spent_at, still, rolled in (
+            (day, datetime(2026, 3, 1, 23, 0, tzinfo=timezone.utc), datetime(2026, 3, 1, 23, 59, tzinfo=timezone.utc),
+             datetime(2026, 3, 2, 0, 1, tzinfo=timezone.utc)),
+            (window, datetime(2026, 3, 1, 10, 15, tzinfo=timezone.utc),
+             datetime(2026, 3, 1, 11, 45, tzinfo=timezone.utc), datetime(2026, 3, 1, 12, 5, tzinfo=timezone.utc))):
+        claim = [Claim(budget, "acme", Decimal("0.02"))]
+        held = counter.reserve(claim, spent_at)
+        assert isinstance(held, Held)
+        counter.settle(held, Decimal("0.02"))
+        assert isinstance(counter.reserve(claim, still), Refusal)  # the same period: used up
+        again = counter.reserve(claim, rolled)
+        assert isinstance(again, Held), budget.period  # the next period: a fresh limit
+        counter.release(again)
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["in-process", "sql-store"])
+def test_a_reservation_holds_until_settled_released_or_expired(tmp_path: Path, which: int) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from vital_callbacks.budgets.counter import RESERVATION_TTL_S, Claim, Held, Refusal
+
+    counter = _counters(tmp_path)[which]
+    budget = Budget(scope="tenant", amount_usd=Decimal("1"), action="stop")
+    now = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+    big = [Claim(budget, "acme", Decimal("0.8"))]
+    first = counter.reserve(big, now)
+    assert isinstance(first, Held)
+    assert isinstance(counter.reserve(big, now), Refusal)  # 0.8 held + 0.8 > 1
+    counter.release(first)
+    second = counter.reserve(big, now)
+    assert isinstance(second, Held)  # released: free again
+    # A process that died holding it: the reservation stops counting once it expires.
+    later = now + timedelta(seconds=RESERVATION_TTL_S + 1)
+    assert isinstance(counter.reserve(big, later), Held)
+    assert counter.spent(budget, "acme", now) == (Decimal(0), Decimal("0.8"))
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+def test_an_unreachable_counter_follows_the_budget_policy(policy: str, caplog: pytest.LogCaptureFixture,
+                                                          pricing_dir: Path) -> None:
+    """The store refusing connections: ``open`` goes on against this process's own counter (still
+    stopping at the limit), ``closed`` refuses; one log line for the outage, never one per call."""
+    from vital_callbacks.budgets import BudgetGuard
+
+    budget = Budget(scope="tenant", amount_usd=Decimal("0.03"), action="stop", on_store_error=policy)  # type: ignore[arg-type]
+    guard = BudgetGuard([budget], database_url="postgresql://nobody@127.0.0.1:9/none", refresh_s=0, timeout_s=0.5)
+    granted = 0
+    with caplog.at_level(logging.INFO, logger="vital_callbacks"):
+        for _ in range(5):
+            try:
+                held = guard.reserve("acme", None, None, Decimal("0.01"))
+                guard.settle(held, Decimal("0.01"))
+                assert guard.drain(5)
+                granted += 1
+            except BudgetExceeded:
+                pass
+    guard.close()
+    assert granted == (3 if policy == "open" else 0)
+    assert guard.counter_errors == 5
+    outage_lines = [r for r in caplog.records if "cannot reach the shared counter" in r.getMessage()]
+    assert len(outage_lines) == 1 and outage_lines[0].exc_info is None

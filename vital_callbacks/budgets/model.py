@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -81,7 +81,7 @@ class Budget(BaseModel):
 class BudgetsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    budgets: list[Budget] = Field(default_factory=list)
+    budgets: list[Budget]
 
 
 class BudgetFileError(ValueError):
@@ -116,15 +116,42 @@ def _line_of(text: str, index: int) -> int | None:
     return None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses a key given twice in one mapping (the last would silently win: a limit
+    written twice is a limit someone did not mean)."""
+
+
+def _no_duplicate_keys(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicate_keys)
+
+
 def load_budgets(path: Path) -> list[Budget]:
-    """Parse and validate a budgets file, failing with the file and line of the first problem."""
-    text = path.read_text(encoding="utf-8")
+    """Parse and validate a budgets file, failing with the file and line of the first problem. An empty
+    file is an error (a file that lost its content must not lift every limit): write ``budgets: []``."""
     try:
-        raw = yaml.safe_load(text) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise BudgetFileError(f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8") from exc
+    except OSError as exc:
+        raise BudgetFileError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise BudgetFileError(f"{path}{line}: not valid YAML: {exc}") from exc
+        problem = getattr(exc, "problem", None) or exc
+        raise BudgetFileError(f"{path}{line}: not valid YAML: {problem}") from exc
+    if raw is None:
+        raise BudgetFileError(f"{path}: empty; write `budgets: []` for no budgets")
     try:
         return BudgetsFile.model_validate(raw).budgets
     except ValidationError as exc:
