@@ -144,7 +144,7 @@ def load_budgets(path: Path) -> list[Budget]:
     except OSError as exc:
         raise BudgetFileError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
     try:
-        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        raw = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader that refuses duplicate keys
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
