@@ -395,3 +395,63 @@ def test_an_unreachable_counter_follows_the_budget_policy(policy: str, caplog: p
     assert guard.counter_errors == 5
     outage_lines = [r for r in caplog.records if "cannot reach the shared counter" in r.getMessage()]
     assert len(outage_lines) == 1 and outage_lines[0].exc_info is None
+
+
+def _refusing_handler(pricing_dir: Path) -> VitalCallbackHandler:
+    budget = Budget(scope="tenant", amount_usd=Decimal("0.005"), action="stop")  # below one call's worst case
+    return VitalCallbackHandler(Settings(pricing_dir=pricing_dir), sinks=[InMemorySink()], budgets=[budget])
+
+
+def test_a_refusal_is_not_retried_and_not_logged_as_a_callback_error(pricing_dir: Path,
+                                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """``with_retry(retry_if_exception_type=retry_unless_budget)`` gives up at once (the model is not
+    called; one error row, not one per attempt), and LangChain logs no "Error in ... callback" line."""
+    from vital_callbacks import retry_unless_budget
+
+    handler = _refusing_handler(pricing_dir)
+    model = cent_model()
+    retrying = model.with_retry(retry_if_exception_type=retry_unless_budget, stop_after_attempt=4)
+    config = {"callbacks": [handler], "metadata": {"tenant_id": "acme"}}
+    with caplog.at_level(logging.WARNING), pytest.raises(BudgetExceeded):
+        retrying.invoke("hi", config=config)  # type: ignore[arg-type]
+    assert model.calls == 0
+    handler.flush()
+    memory = handler.runtime.sinks[0]
+    assert isinstance(memory, InMemorySink)
+    assert len([c for c in memory.of(LLMCall) if c.error_type == "BudgetExceeded"]) == 1
+    assert not [r for r in caplog.records if "callback" in r.getMessage() and "Error in" in r.getMessage()]
+    # What it still retries: any other failure.
+    assert retry_unless_budget(ConnectionError("reset")) and not retry_unless_budget(KeyboardInterrupt())
+    handler.shutdown()
+
+
+def test_fallbacks_and_langgraph_retry_policies_see_a_refusal_at_once(pricing_dir: Path) -> None:
+    """A fallback model answers at once; LangGraph's default RetryPolicy does not retry a refusal."""
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import RetryPolicy
+    from typing_extensions import TypedDict
+
+    handler = _refusing_handler(pricing_dir)
+    expensive = cent_model()
+    cheap = ScriptedChatModel(model_name="free-model", provider="self", responses=["fallback"])
+    config = {"callbacks": [handler], "metadata": {"tenant_id": "acme"}}
+    answer = expensive.with_fallbacks([cheap]).invoke("hi", config=config)  # type: ignore[arg-type]
+    assert answer.content == "fallback" and expensive.calls == 0
+
+    class State(TypedDict):
+        text: str
+
+    attempts = []
+
+    def node(state: State) -> State:
+        attempts.append(1)
+        return {"text": str(expensive.invoke(state["text"]).content)}
+
+    graph = StateGraph(State)
+    graph.add_node("call", node, retry_policy=RetryPolicy(max_attempts=4, initial_interval=0.01))
+    graph.add_edge(START, "call")
+    graph.add_edge("call", END)
+    with pytest.raises(BudgetExceeded):
+        graph.compile().invoke({"text": "hi"}, config=config)  # type: ignore[arg-type]
+    assert len(attempts) == 1
+    handler.shutdown()

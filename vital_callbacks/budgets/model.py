@@ -101,6 +101,16 @@ class BudgetExceeded(RuntimeError):
                          f"this {budget.period if budget.period != 'rolling' else f'{budget.hours}h window'}")
 
 
+def retry_unless_budget(exc: BaseException) -> bool:
+    """For ``Runnable.with_retry(retry_if_exception_type=retry_unless_budget)``: retry what LangChain's
+    default retries (any ``Exception``), except a stop budget's refusal, which no retry can change.
+
+    ``BudgetExceeded`` stays an ``Exception`` (so ``except Exception``, FastAPI's exception handlers and
+    ``with_fallbacks`` see it); LangGraph's default ``RetryPolicy`` does not retry it (a ``RuntimeError``).
+    """
+    return isinstance(exc, Exception) and not isinstance(exc, BudgetExceeded)
+
+
 def _line_of(text: str, index: int) -> int | None:
     """1-based line of the ``index``-th item of the top-level ``budgets`` list."""
     try:
@@ -175,4 +185,5 @@ class BudgetStatus:
 
 
 
-__all__ = ["ANY", "Budget", "BudgetExceeded", "BudgetFileError", "BudgetStatus", "BudgetsFile", "load_budgets"]
+__all__ = ["ANY", "Budget", "BudgetExceeded", "BudgetFileError", "BudgetStatus", "BudgetsFile", "load_budgets",
+           "retry_unless_budget"]

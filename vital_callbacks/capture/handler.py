@@ -21,6 +21,7 @@ from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, Graph
 
 from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
 from vital_callbacks.budgets.estimate import worst_case
+from vital_callbacks.budgets.refusals import quiet_refusals
 from vital_callbacks.capture.runs import MAX_ERROR_CHARS, OpenRuns, Run, error_fields, guard, score_fields
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
@@ -88,6 +89,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         self._stop_budgets = any(runtime.budgets.budgets[i].action == "stop" for i in self._budget_scope)
         if self._stop_budgets:
             self.raise_error = True  # so LangChain lets BudgetExceeded reach the workflow
+            quiet_refusals()
         self._submit = runtime.submit
         s = runtime.settings
         self._defaults = Attribution(tenant_id or s.tenant_id, user_id or s.user_id, session_id or s.session_id)
