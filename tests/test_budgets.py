@@ -427,6 +427,7 @@ def test_a_refusal_is_not_retried_and_not_logged_as_a_callback_error(pricing_dir
 
 def test_fallbacks_and_langgraph_retry_policies_see_a_refusal_at_once(pricing_dir: Path) -> None:
     """A fallback model answers at once; LangGraph's default RetryPolicy does not retry a refusal."""
+    from langchain_core.runnables import RunnableConfig
     from langgraph.graph import END, START, StateGraph
     from langgraph.types import RetryPolicy
     from typing_extensions import TypedDict
@@ -434,8 +435,8 @@ def test_fallbacks_and_langgraph_retry_policies_see_a_refusal_at_once(pricing_di
     handler = _refusing_handler(pricing_dir)
     expensive = cent_model()
     cheap = ScriptedChatModel(model_name="free-model", provider="self", responses=["fallback"])
-    config = {"callbacks": [handler], "metadata": {"tenant_id": "acme"}}
-    answer = expensive.with_fallbacks([cheap]).invoke("hi", config=config)  # type: ignore[arg-type]
+    config: RunnableConfig = {"callbacks": [handler], "metadata": {"tenant_id": "acme"}}
+    answer = expensive.with_fallbacks([cheap]).invoke("hi", config=config)
     assert answer.content == "fallback" and expensive.calls == 0
 
     class State(TypedDict):
@@ -452,6 +453,6 @@ def test_fallbacks_and_langgraph_retry_policies_see_a_refusal_at_once(pricing_di
     graph.add_edge(START, "call")
     graph.add_edge("call", END)
     with pytest.raises(BudgetExceeded):
-        graph.compile().invoke({"text": "hi"}, config=config)  # type: ignore[arg-type]
+        graph.compile().invoke({"text": "hi"}, config=config)
     assert len(attempts) == 1
     handler.shutdown()

@@ -19,10 +19,9 @@ _installed: list[logging.Filter] = []
 class _DropBudgetRefusals(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if (isinstance(args, tuple) and len(args) == 3 and args[0] == "VitalCallbackHandler"
-                and isinstance(args[2], str) and args[2].startswith("BudgetExceeded(")):
-            return False
-        return True
+        refusal = (isinstance(args, tuple) and len(args) == 3 and args[0] == "VitalCallbackHandler"
+                   and isinstance(args[2], str) and args[2].startswith("BudgetExceeded("))
+        return not refusal
 
 
 def quiet_refusals() -> None:
