@@ -257,6 +257,28 @@ def test_two_processes_of_8_threads_never_pass_the_limit_on_sqlite(tmp_path: Pat
     assert abs(float(spent) - 1.00) < 1e-9  # SQLite sums NUMERIC as a float
 
 
+def test_two_processes_of_8_threads_never_pass_the_limit_with_redis(tmp_path: Path, pricing_dir: Path) -> None:
+    import uuid
+
+    from tests.conftest import require_service
+
+    require_service(_redis_reachable(), f"no Redis at {REDIS_URL}")
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    VitalCallbackHandler(Settings(database_url=url)).shutdown()
+    budgets = tmp_path / "budgets.yml"
+    name = f"redis-{uuid.uuid4().hex[:8]}"  # a fresh budget id: counters of earlier runs do not count
+    budgets.write_text(f"budgets:\n  - name: {name}\n    scope: tenant\n    match: acme\n    amount_usd: 1.00\n"
+                       "    action: stop\n")
+    import os
+
+    env = {**os.environ, "VITAL_BUDGET_REDIS_URL": REDIS_URL}
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, url, str(pricing_dir), str(budgets), "0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outputs]
+    assert sum(int(out.strip()) for out, _ in outputs) == 100
+
+
 def test_two_processes_of_8_threads_never_pass_the_limit_on_postgresql(tmp_path: Path, pricing_dir: Path) -> None:
     from tests import pg_cluster
     from tests.conftest import require_service
@@ -316,22 +338,46 @@ def test_long_tenant_ids_are_budgeted_exactly(tmp_path: Path, pricing_dir: Path)
     assert made == {"a": 5, "b": 5}
 
 
-def _counters(tmp_path: Path) -> list[Any]:
-    from vital_callbacks.budgets.counter import LocalCounter, SQLCounter
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+def _redis_reachable() -> bool:
+    try:
+        import redis
+
+        return bool(redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1).ping())
+    except Exception:
+        return False
+
+
+def _counters(tmp_path: Path, which: int) -> Any:
+    import uuid
+
+    from vital_callbacks.budgets.counter import LocalCounter, RedisCounter, SQLCounter
     from vital_callbacks.store import migrate
 
-    url = f"sqlite:///{tmp_path / 'counters.db'}"
-    migrate.upgrade(url)
-    return [LocalCounter(), SQLCounter(url)]
+    if which == 0:
+        return LocalCounter()
+    if which == 1:
+        url = f"sqlite:///{tmp_path / 'counters.db'}"
+        migrate.upgrade(url)
+        return SQLCounter(url)
+    from tests.conftest import require_service
+
+    require_service(_redis_reachable(), f"no Redis at {REDIS_URL}")
+    return RedisCounter(REDIS_URL, prefix=f"vital-test:{uuid.uuid4().hex}:")
 
 
-@pytest.mark.parametrize("which", [0, 1], ids=["in-process", "sql-store"])
+COUNTERS = pytest.mark.parametrize("which", [0, 1, 2], ids=["in-process", "sql-store", "redis"])
+
+
+@COUNTERS
 def test_periods_roll_over_as_the_clock_moves(tmp_path: Path, which: int) -> None:
     from datetime import datetime, timezone
 
     from vital_callbacks.budgets.counter import Claim, Held, Refusal
 
-    counter = _counters(tmp_path)[which]
+    counter = _counters(tmp_path, which)
     day = Budget(scope="tenant", amount_usd=Decimal("0.02"), action="stop")
     window = Budget(scope="tenant", period="rolling", hours=2, amount_usd=Decimal("0.02"), action="stop")
     for budget, spent_at, still, rolled in (
@@ -349,13 +395,13 @@ def test_periods_roll_over_as_the_clock_moves(tmp_path: Path, which: int) -> Non
         counter.release(again)
 
 
-@pytest.mark.parametrize("which", [0, 1], ids=["in-process", "sql-store"])
+@COUNTERS
 def test_a_reservation_holds_until_settled_released_or_expired(tmp_path: Path, which: int) -> None:
     from datetime import datetime, timedelta, timezone
 
     from vital_callbacks.budgets.counter import RESERVATION_TTL_S, Claim, Held, Refusal
 
-    counter = _counters(tmp_path)[which]
+    counter = _counters(tmp_path, which)
     budget = Budget(scope="tenant", amount_usd=Decimal("1"), action="stop")
     now = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
     big = [Claim(budget, "acme", Decimal("0.8"))]

@@ -1,13 +1,16 @@
-"""Keeps each budget's current-period spend and answers "may this call go ahead?".
+"""Keeps each budget's spend and answers "may this call go ahead?".
 
-Spend is known across processes: the current period's spend is summed from the SQL store (on the
-guard's own thread, never the caller's), kept current from this process's own priced calls, and
-re-summed every ``VITAL_BUDGET_REFRESH_S`` — every 50 ms once a ``stop`` budget has passed its soft
-threshold. Replicas sharing one database therefore agree within what the *other* replicas spend in
-one such interval plus their sink's flush interval, plus calls already in flight.
+A ``stop`` budget is enforced before the call: its worst-case cost is reserved against a shared,
+atomic counter (:mod:`vital_callbacks.budgets.counter`: Redis, the SQL store, or this process alone),
+and settled to the actual cost when the call ends, off the caller's thread. So replicas and threads
+together never pass the limit while calls stay within their reservation.
+
+``warn`` budgets, the metrics and ``vital-callbacks budgets`` use the spend summed from the SQL store
+(on the guard's own thread, never the caller's), kept current from this process's own priced calls
+and re-summed every ``VITAL_BUDGET_REFRESH_S``.
 
 One guard per runtime: budgets given to a handler in code are added to it once, and the handler
-checks only its own and the file's. The hot-path check is a set lookup per ``stop`` budget.
+enforces only its own and the file's.
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
-from vital_callbacks.budgets.counter import Claim, Held, LocalCounter, Refusal, SpendCounter, SQLCounter, utcnow
+from vital_callbacks.budgets.counter import (
+    Claim,
+    Held,
+    LocalCounter,
+    RedisCounter,
+    Refusal,
+    SpendCounter,
+    SQLCounter,
+    utcnow,
+)
 from vital_callbacks.budgets.metrics import BudgetMetrics
 from vital_callbacks.budgets.model import ANY, NEAR_LIMIT_REFRESH_S, Budget, BudgetExceeded, BudgetStatus
 
@@ -34,11 +46,25 @@ def _no_tables_yet(exc: BaseException) -> bool:
         "relation" in text and "does not exist" in text)
 
 
+def _counter(database_url: str | None, redis_url: str | None, timeout_s: float) -> SpendCounter:
+    """Redis when configured, else the SQL store this runtime writes to, else this process alone.
+    Building one connects to nothing (construction never waits on the store)."""
+    if redis_url:
+        try:
+            return RedisCounter(redis_url, timeout_s=timeout_s)
+        except ImportError:
+            logger.error("vital-callbacks: VITAL_BUDGET_REDIS_URL needs the redis package: pip install "
+                         "'vital-callbacks[redis]'; budgets reserve in the SQL store or this process instead")
+    if database_url:
+        return SQLCounter(database_url, timeout_s=timeout_s)
+    return LocalCounter()
+
+
 class BudgetGuard:
     """Keeps each budget's current-period spend and answers "may this call go ahead?"."""
 
     def __init__(self, budgets: Sequence[Budget] = (), *, database_url: str | None = None,
-                 refresh_s: float = 10.0, timeout_s: float = 2.0) -> None:
+                 refresh_s: float = 10.0, timeout_s: float = 2.0, redis_url: str | None = None) -> None:
         self.budgets: list[Budget] = []
         self.stop_budgets: list[Budget] = []
         self._index: dict[Budget, int] = {}
@@ -62,8 +88,8 @@ class BudgetGuard:
         self._store_failing = False
         self._busy = threading.Lock()
         self._pid = os.getpid()
-        self.counter: SpendCounter = SQLCounter(database_url, timeout_s=timeout_s) if database_url else LocalCounter()
-        """Where stop budgets reserve: the SQL store shared by the replicas, or this process's own."""
+        self.counter: SpendCounter = _counter(database_url, redis_url, timeout_s)
+        """Where stop budgets reserve: Redis, the SQL store shared by the replicas, or this process's own."""
         self._fallback = LocalCounter()
         self._counter_failing = False
         self.counter_errors = 0
@@ -113,7 +139,7 @@ class BudgetGuard:
         self._settles = []  # the parent's to settle
         self._settle_wake, self._settle_idle, self._settler = threading.Event(), threading.Event(), None
         self._settle_idle.set()
-        if isinstance(self.counter, SQLCounter):
+        if isinstance(self.counter, (SQLCounter, RedisCounter)):
             self.counter.after_fork()
         if self._engine is not None:
             self._engine.dispose(close=False)
@@ -123,22 +149,6 @@ class BudgetGuard:
             self._thread.start()
 
     # -- hot path ----------------------------------------------------------------------------------
-    def check(self, tenant: str | None, user: str | None, graph: str | None,
-              only: Sequence[int] | None = None) -> None:
-        """Raise :class:`BudgetExceeded` if a ``stop`` budget covering this call is used up; ``only``
-        limits the check to those budgets (a handler's own and the file's)."""
-        if not self._blocked:
-            return
-        for index, budget in enumerate(self.budgets):
-            if budget.action != "stop" or (only is not None and index not in only):
-                continue
-            key = budget.key_for(tenant, user, graph)
-            if key is not None and (index, key) in self._blocked:
-                with self._lock:
-                    self.exceeded_total += 1
-                self._metrics.exceeded(budget, key)
-                raise BudgetExceeded(budget, key, self._spend(index, key))
-
     def reserve(self, tenant: str | None, user: str | None, graph: str | None, amount: Decimal,
                 only: Sequence[int] | None = None) -> Held | None:
         """Before a call: hold ``amount`` (its worst-case cost) against every ``stop`` budget covering

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="Longest wait of a call under a stop budget for its reservation (the "
         "store's connect, lock and statement timeouts); past it, the budget's on_store_error decides.",
     )
+    budget_redis_url: str | None = Field(
+        default=None, description="Keep stop budgets' counters in Redis (redis://host:6379/0) instead of the SQL "
+        "store: for many replicas. Needs the `redis` extra.",
+    )
     budget_default_max_tokens: int = Field(
         default=4096, ge=1, description="Output tokens a stop budget reserves for a call that sets no max_tokens.",
     )
