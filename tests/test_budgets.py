@@ -502,3 +502,29 @@ def test_fallbacks_and_langgraph_retry_policies_see_a_refusal_at_once(pricing_di
         graph.compile().invoke({"text": "hi"}, config=config)
     assert len(attempts) == 1
     handler.shutdown()
+
+
+def test_cli_shows_a_stop_budget_spend_and_what_is_reserved(tmp_path: Path, pricing_dir: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """`vital-callbacks budgets` shows a stop budget's spend from its counter and the reservations held."""
+    from vital_callbacks.budgets import BudgetGuard
+    from vital_callbacks.cli import main
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    budgets = tmp_path / "budgets.yml"
+    budgets.write_text("budgets:\n  - scope: tenant\n    match: acme\n    amount_usd: 1\n    action: stop\n")
+    handler = VitalCallbackHandler(Settings(database_url=url, pricing_dir=pricing_dir, budgets_file=budgets,
+                                            sinks=["sql"]))
+    for _ in range(3):
+        cent_model().invoke("hi", config={"callbacks": [handler], "metadata": {"tenant_id": "acme"}})
+    handler.shutdown()
+    in_flight = BudgetGuard(load_budgets(budgets), database_url=url, refresh_s=0)
+    held = in_flight.reserve("acme", None, None, Decimal("0.25"))  # a call of another replica, in flight
+    monkeypatch.setenv("VITAL_DATABASE_URL", url)
+    monkeypatch.setenv("VITAL_BUDGETS_FILE", str(budgets))
+    assert main(["budgets"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if "acme" in line).split()
+    assert "stop" in row and "$0.0300" in row and "$0.25" in row and "$1.00" in row
+    in_flight.settle(held, None)
+    in_flight.close()

@@ -148,9 +148,12 @@ class SQLCounter:
     """Counters in the SQL store (``budget_spend``, ``budget_reservations``), shared by every replica
     writing there; the caller's thread waits for it only under a stop budget, bounded by ``timeout_s``."""
 
-    def __init__(self, database_url: str, *, timeout_s: float = 2.0) -> None:
+    def __init__(self, database_url: str, *, timeout_s: float = 2.0, auto_migrate: bool = False) -> None:
         self._url = database_url
         self._timeout_s = timeout_s
+        self._auto_migrate = auto_migrate
+        """A SQLite store migrated on first use: the first call of a process may come before the sink's
+        worker has created the tables; the counter then migrates (once, under the first-start lock)."""
         self._engine: Any = None
         self._lock = threading.Lock()
 
@@ -175,6 +178,19 @@ class SQLCounter:
 
     # -- the counter -----------------------------------------------------------------------------------
     def reserve(self, claims: Sequence[Claim], now: datetime) -> Held | Refusal:
+        try:
+            return self._reserve(claims, now)
+        except Exception as exc:
+            if not (self._auto_migrate and "no such table" in str(exc)):
+                raise
+            from vital_callbacks.store import migrate
+
+            with migrate.first_start_lock(self._url):
+                migrate.upgrade(self._url)
+            self._auto_migrate = False
+            return self._reserve(claims, now)
+
+    def _reserve(self, claims: Sequence[Claim], now: datetime) -> Held | Refusal:
         from sqlalchemy import and_, delete, func, insert, select
 
         from vital_callbacks.store.schema import budget_reservations as res

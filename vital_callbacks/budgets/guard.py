@@ -46,7 +46,7 @@ def _no_tables_yet(exc: BaseException) -> bool:
         "relation" in text and "does not exist" in text)
 
 
-def _counter(database_url: str | None, redis_url: str | None, timeout_s: float) -> SpendCounter:
+def _counter(database_url: str | None, redis_url: str | None, timeout_s: float, auto_migrate: bool) -> SpendCounter:
     """Redis when configured, else the SQL store this runtime writes to, else this process alone.
     Building one connects to nothing (construction never waits on the store)."""
     if redis_url:
@@ -56,7 +56,7 @@ def _counter(database_url: str | None, redis_url: str | None, timeout_s: float) 
             logger.error("vital-callbacks: VITAL_BUDGET_REDIS_URL needs the redis package: pip install "
                          "'vital-callbacks[redis]'; budgets reserve in the SQL store or this process instead")
     if database_url:
-        return SQLCounter(database_url, timeout_s=timeout_s)
+        return SQLCounter(database_url, timeout_s=timeout_s, auto_migrate=auto_migrate)
     return LocalCounter()
 
 
@@ -64,7 +64,8 @@ class BudgetGuard:
     """Keeps each budget's current-period spend and answers "may this call go ahead?"."""
 
     def __init__(self, budgets: Sequence[Budget] = (), *, database_url: str | None = None,
-                 refresh_s: float = 10.0, timeout_s: float = 2.0, redis_url: str | None = None) -> None:
+                 refresh_s: float = 10.0, timeout_s: float = 2.0, redis_url: str | None = None,
+                 auto_migrate: bool = False) -> None:
         self.budgets: list[Budget] = []
         self.stop_budgets: list[Budget] = []
         self._index: dict[Budget, int] = {}
@@ -88,7 +89,7 @@ class BudgetGuard:
         self._store_failing = False
         self._busy = threading.Lock()
         self._pid = os.getpid()
-        self.counter: SpendCounter = _counter(database_url, redis_url, timeout_s)
+        self.counter: SpendCounter = _counter(database_url, redis_url, timeout_s, auto_migrate)
         """Where stop budgets reserve: Redis, the SQL store shared by the replicas, or this process's own."""
         self._fallback = LocalCounter()
         self._counter_failing = False
@@ -406,7 +407,18 @@ class BudgetGuard:
             elapsed = max((now - start).total_seconds(), 1.0)
             length = max((end - start).total_seconds(), elapsed)
             for key in keys:
-                spend = self._spend(index, key)
+                spend, reserved = self._spend(index, key), None
+                if budget.action == "stop":
+                    spend, reserved = self._counted(budget, key, now, spend)
                 projected = spend if budget.period == "rolling" else spend * Decimal(length / elapsed)
-                rows.append(BudgetStatus(budget, key, spend, budget.amount_usd, projected, start))
+                rows.append(BudgetStatus(budget, key, spend, budget.amount_usd, projected, start, reserved))
         return rows
+
+    def _counted(self, budget: Budget, key: str, now: datetime, summed: Decimal) -> tuple[Decimal, Decimal | None]:
+        """A stop budget's spend as its counter has it (what reservations are checked against), at least
+        what the store's rows sum to; and what is reserved now."""
+        try:
+            settled, reserved = self.counter.spent(budget, key, now)
+        except Exception:
+            return summed, None
+        return max(settled, summed), reserved

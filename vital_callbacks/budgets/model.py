@@ -182,6 +182,8 @@ class BudgetStatus:
     limit: Decimal
     projected: Decimal
     period_start: datetime
+    reserved: Decimal | None = None
+    """For a stop budget: what calls in flight hold against its counter now (``None``: unknown)."""
 
 
 

@@ -49,15 +49,17 @@ def cmd_budgets(args: argparse.Namespace) -> int:
     except BudgetFileError as exc:
         raise CliError(str(exc)) from None
     open_store(settings).dispose()
-    guard = BudgetGuard(budgets, database_url=settings.database_url, refresh_s=0)
+    guard = BudgetGuard(budgets, database_url=settings.database_url, refresh_s=0,
+                        timeout_s=settings.budget_timeout_s, redis_url=settings.budget_redis_url)
     try:
         guard.refresh()  # here, not only on the guard's thread: the table must not race the first read
         statuses = guard.status()
     finally:
         guard.close()
-    headers = ["budget", "scope", "action", "period from", "spend", "limit", "used", "projected"]
+    headers = ["budget", "scope", "action", "period from", "spend", "reserved", "limit", "used", "projected"]
     body = [[s.budget.label, s.key, s.budget.action, s.period_start.strftime("%Y-%m-%d %H:%M"), usd(s.spend),
-             usd(s.limit), f"{(s.spend / s.limit):.0%}", usd(s.projected)] for s in statuses]
+             "-" if s.reserved is None else usd(s.reserved), usd(s.limit), f"{(s.spend / s.limit):.0%}",
+             usd(s.projected)] for s in statuses]
     print(table(headers, body))
     return 0
 

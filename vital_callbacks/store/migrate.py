@@ -11,9 +11,11 @@ existed is adopted: stamped with the revision its tables match, then upgraded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import os
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 from alembic import command
@@ -22,14 +24,15 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from vital_callbacks.store.engine import make_engine, mask_url, normalize_url
+from vital_callbacks.store.engine import is_memory, make_engine, mask_url, normalize_url
 from vital_callbacks.store.migrations import VERSION_TABLE
 
-__all__ = ["VERSION_TABLE", "NewerSchemaError", "check_not_newer", "current", "describe_problem", "head",
+__all__ = ["VERSION_TABLE", "NewerSchemaError", "check_not_newer", "current", "describe_problem", "first_start_lock",
+           "head",
            "mask_url", "upgrade", "upgrade_async"]
 
 _LOCK_KEY = 0x5649_5441_4C  # "VITAL": the advisory-lock key that serialises concurrent upgrades
@@ -194,3 +197,31 @@ def describe_problem(exc: BaseException, masked_url: str) -> str:
 def current(url: str | Engine) -> str | None:
     """The schema's revision, or ``None`` for a database the migrations have never touched."""
     return _on(url, _current_on)
+
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent first starts are retried instead
+    fcntl = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def first_start_lock(url: str) -> Iterator[None]:
+    """Serialise first starts on one SQLite file across processes, so 20 replicas starting at once on a
+    fresh file never race to ``CREATE TABLE``: a ``flock`` on the file's folder (not on the database file,
+    whose descriptors SQLite's own POSIX locks must not share, and not on a lock file left beside it).
+    Where the folder cannot be opened (it does not exist), go on: the migration reports the problem."""
+    database = make_url(url).database
+    if fcntl is None or not database or is_memory(url):
+        yield
+        return
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(database)), os.O_RDONLY)
+    except OSError:
+        yield
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -10,10 +10,9 @@ the log, and the application runs on.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Table, insert
@@ -33,11 +32,6 @@ from vital_callbacks.store.scores import scores_last
 
 logger = logging.getLogger("vital_callbacks")
 
-try:
-    import fcntl
-except ImportError:  # Windows: no advisory locks; concurrent first starts are retried instead
-    fcntl = None  # type: ignore[assignment]
-
 _ROW_ERRORS = (DBAPIError, SQLAlchemyError, ValueError, TypeError, OverflowError)
 
 
@@ -53,28 +47,6 @@ def _insert(engine: Engine, table: Table) -> Any:
 
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=key)
     return insert(table)
-
-
-@contextlib.contextmanager
-def _migration_lock(url: str) -> Iterator[None]:
-    """Serialise first starts on one SQLite file across processes, so 20 replicas starting at once on a
-    fresh file never race to ``CREATE TABLE``: a ``flock`` on the file's folder (not on the database file,
-    whose descriptors SQLite's own POSIX locks must not share, and not on a lock file left beside it).
-    Where the folder cannot be opened (it does not exist), go on: the migration reports the problem."""
-    database = make_url(url).database
-    if fcntl is None or not database or is_memory(url):
-        yield
-        return
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(database)), os.O_RDONLY)
-    except OSError:
-        yield
-        return
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _journal_key(url: str) -> str | None:
@@ -135,7 +107,7 @@ class SQLSink(Sink):
         try:
             engine = self.engine
             if self._auto_migrate:
-                with _migration_lock(self.url):
+                with migrate.first_start_lock(self.url):
                     migrate.upgrade(engine)
             else:
                 migrate.check_not_newer(engine)
