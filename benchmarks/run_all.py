@@ -29,6 +29,7 @@ MODEST: dict[str, list[str]] = {
     "construction": [],
     "exit": [],
     "crash": ["--events", "5000", "--idle-ms", "300"],
+    "budgets": ["--calls", "1000"],
 }
 
 
