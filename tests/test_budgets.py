@@ -528,3 +528,30 @@ def test_cli_shows_a_stop_budget_spend_and_what_is_reserved(tmp_path: Path, pric
     assert "stop" in row and "$0.0300" in row and "$0.25" in row and "$1.00" in row
     in_flight.settle(held, None)
     in_flight.close()
+
+
+def test_budget_metrics_keep_to_the_cardinality_guard() -> None:
+    """A ``match: "*"`` budget over 300 users makes at most ``max_keys`` series plus ``user:other`` (the rest's
+    sum), read from the guard at scrape time; refusals are bounded the same way."""
+    from prometheus_client import CollectorRegistry
+
+    from vital_callbacks.budgets import BudgetGuard
+    from vital_callbacks.budgets import metrics as budget_metrics
+
+    registry = CollectorRegistry()
+    budget = Budget(scope="user", amount_usd=Decimal("1"), action="warn")
+    guard = BudgetGuard([budget], refresh_s=0, max_metric_keys=10)
+    guard._metrics = budget_metrics.BudgetMetrics.create(guard._spend_view, registry=registry, max_keys=10)
+    for n in range(300):
+        guard.record(None, f"user-{n:03d}", None, Decimal("0.01") * (n + 1))
+    samples = [s for family in registry.collect() if family.name == "vital_budget_spend_usd" for s in family.samples]
+    scopes = {s.labels["scope"]: s.value for s in samples}
+    assert len(scopes) == 11 and "user:other" in scopes
+    assert "user:user-299" in scopes  # the biggest spenders keep their series
+    assert sum(scopes.values()) == pytest.approx(float(sum(Decimal("0.01") * (n + 1) for n in range(300))))
+    for n in range(30):
+        guard._metrics.exceeded(budget, f"user-{n:03d}")
+    exceeded = {s.labels["scope"] for family in registry.collect() if family.name == "vital_budget_exceeded"
+                for s in family.samples if s.name.endswith("_total")}
+    assert len(exceeded) == 11 and "user:other" in exceeded
+    guard.close()

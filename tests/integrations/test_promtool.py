@@ -101,7 +101,7 @@ def test_queries_only_name_metrics_the_sink_defines() -> None:
     nothing)."""
     registry = CollectorRegistry()
     PrometheusSink(registry=registry)
-    BudgetMetrics.create(registry)  # the budget guard's gauges, read by the budget alerts
+    BudgetMetrics.create(registry=registry)  # the budget guard's gauges, read by the budget alerts
     defined = {family.name for family in registry.collect()}
     defined |= {name + "_total" for name in defined}
     exprs = [expr for _, expr in panel_queries()] + [rule["expr"] for rule in alert_rules()] + readme_queries()

@@ -178,17 +178,15 @@ class SQLCounter:
 
     # -- the counter -----------------------------------------------------------------------------------
     def reserve(self, claims: Sequence[Claim], now: datetime) -> Held | Refusal:
-        try:
-            return self._reserve(claims, now)
-        except Exception as exc:
-            if not (self._auto_migrate and "no such table" in str(exc)):
-                raise
+        if self._auto_migrate:
+            # Once: the schema is there (the sink's worker may be creating it right now; both take the same
+            # first-start lock), so no reservation meets a store in the middle of its first migration.
             from vital_callbacks.store import migrate
 
             with migrate.first_start_lock(self._url):
                 migrate.upgrade(self._url)
             self._auto_migrate = False
-            return self._reserve(claims, now)
+        return self._reserve(claims, now)
 
     def _reserve(self, claims: Sequence[Claim], now: datetime) -> Held | Refusal:
         from sqlalchemy import and_, delete, func, insert, select

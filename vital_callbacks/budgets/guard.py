@@ -65,7 +65,7 @@ class BudgetGuard:
 
     def __init__(self, budgets: Sequence[Budget] = (), *, database_url: str | None = None,
                  refresh_s: float = 10.0, timeout_s: float = 2.0, redis_url: str | None = None,
-                 auto_migrate: bool = False) -> None:
+                 auto_migrate: bool = False, max_metric_keys: int = 100) -> None:
         self.budgets: list[Budget] = []
         self.stop_budgets: list[Budget] = []
         self._index: dict[Budget, int] = {}
@@ -84,7 +84,7 @@ class BudgetGuard:
         self._wake = threading.Event()
         self._rate: dict[tuple[int, str], float] = {}  # USD/s across all replicas, from successive refreshes
         self._last_refresh: float | None = None
-        self._metrics = BudgetMetrics.create()
+        self._metrics = BudgetMetrics.create(self._spend_view, max_keys=max_metric_keys)
         self._thread: threading.Thread | None = None
         self._store_failing = False
         self._busy = threading.Lock()
@@ -252,6 +252,18 @@ class BudgetGuard:
                 self._pending[run_id] = shares
 
     # -- state -------------------------------------------------------------------------------------
+    def _spend_view(self) -> list[tuple[Budget, list[tuple[str, Decimal]]]]:
+        """Each budget's keys and spend as this process knows them (for the metrics, at scrape time)."""
+        with self._lock:
+            known = {*self._base, *self._local}
+            out: list[tuple[Budget, list[tuple[str, Decimal]]]] = []
+            for index, budget in enumerate(self.budgets):
+                keys = [k for (i, k) in known if i == index]
+                out.append((budget, [(k, self._base.get((index, k), Decimal(0)) + self._local.get((index, k),
+                                                                                                   Decimal(0)))
+                                     for k in keys]))
+            return out
+
     def _spend(self, index: int, key: str) -> Decimal:
         return self._base.get((index, key), Decimal(0)) + self._local.get((index, key), Decimal(0))
 
@@ -259,7 +271,6 @@ class BudgetGuard:
         spend = self._spend(index, key)
         now = datetime.now(timezone.utc)
         start = budget.period_start(now)
-        self._metrics.spend(budget, key, spend)
         if spend >= budget.amount_usd:
             if budget.action == "stop":
                 self._blocked.add((index, key))

@@ -92,7 +92,8 @@ def build_guard(settings: Settings, budgets: Sequence[Budget] = (), *, shared_st
         declared = load_budgets(settings.budgets_file) + declared
     return BudgetGuard(declared, database_url=settings.database_url if shared_store else None,
                        refresh_s=settings.budget_refresh_s, timeout_s=settings.budget_timeout_s,
-                       redis_url=settings.budget_redis_url, auto_migrate=settings.auto_migrate())
+                       redis_url=settings.budget_redis_url, auto_migrate=settings.auto_migrate(),
+                       max_metric_keys=settings.prometheus_max_tenants)
 
 
 def build_redactor(settings: Settings) -> Redactor:
