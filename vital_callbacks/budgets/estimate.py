@@ -35,7 +35,16 @@ def prompt_tokens(raw_input: object, model: str | None) -> int:
 
 def worst_case(prices: PriceBook, provider: str | None, model: str | None, raw_input: object,
                max_tokens: int | None, default_max_tokens: int) -> Decimal:
-    """The most the call can cost, by the book's price now."""
+    """The most the call can cost, by the book's price now; never raises (an input it cannot read
+    reserves as an unpriced call: still refused once the limit is reached)."""
+    try:
+        return _worst_case(prices, provider, model, raw_input, max_tokens, default_max_tokens)
+    except Exception:
+        return UNPRICED
+
+
+def _worst_case(prices: PriceBook, provider: str | None, model: str | None, raw_input: object,
+                max_tokens: int | None, default_max_tokens: int) -> Decimal:
     if model is None:
         return UNPRICED
     tokens_in = prompt_tokens(raw_input, model)
