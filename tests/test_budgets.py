@@ -384,7 +384,7 @@ def test_periods_roll_over_as_the_clock_moves(tmp_path: Path, which: int) -> Non
             (day, datetime(2026, 3, 1, 23, 0, tzinfo=timezone.utc), datetime(2026, 3, 1, 23, 59, tzinfo=timezone.utc),
              datetime(2026, 3, 2, 0, 1, tzinfo=timezone.utc)),
             (window, datetime(2026, 3, 1, 10, 15, tzinfo=timezone.utc),
-             datetime(2026, 3, 1, 11, 45, tzinfo=timezone.utc), datetime(2026, 3, 1, 12, 5, tzinfo=timezone.utc))):
+             datetime(2026, 3, 1, 12, 5, tzinfo=timezone.utc), datetime(2026, 3, 1, 13, 5, tzinfo=timezone.utc))):
         claim = [Claim(budget, "acme", Decimal("0.02"))]
         held = counter.reserve(claim, spent_at)
         assert isinstance(held, Held)

@@ -13,10 +13,11 @@ window sums hourly rows (so it may count up to one hour more than the window: it
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -47,7 +48,9 @@ def periods(budget: Budget, now: datetime) -> tuple[datetime, list[datetime]]:
         return start, [start]
     hour = now.replace(minute=0, second=0, microsecond=0)
     hours = budget.hours or 1
-    return hour, [hour - timedelta(hours=h) for h in range(hours)]
+    # hours + 1 hourly rows, the current partial one included: at least the whole window (up to one hour
+    # more), so it stops early, never late.
+    return hour, [hour - timedelta(hours=h) for h in range(hours + 1)]
 
 
 @dataclass(frozen=True)
@@ -74,6 +77,8 @@ class Refusal:
 
     claim: Claim
     spend: Decimal
+    reason: str | None = None
+    """Why, when it is not the limit (the counter cannot be reached, with ``on_store_error: closed``)."""
 
 
 class SpendCounter(Protocol):
@@ -92,10 +97,16 @@ class LocalCounter:
     """This process's own counters: for a runtime without a SQL store, and the fallback while the store
     is unreachable (``on_store_error: open``). Periods roll over by their start, as in the store."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: Callable[[Budget, str], Decimal] | None = None) -> None:
         self._lock = threading.Lock()
         self._spent: dict[tuple[str, str, datetime], Decimal] = {}
         self._held: dict[str, tuple[Held, datetime]] = {}
+        self._base = base
+        """What was spent before this counter took over (the fallback's: the spend last read from the
+        store), so a replica falling back does not start from a fresh limit."""
+
+    def after_fork(self) -> None:
+        self._lock = threading.Lock()
 
     def reserve(self, claims: Sequence[Claim], now: datetime) -> Held | Refusal:
         with self._lock:
@@ -112,8 +123,7 @@ class LocalCounter:
 
     def settle(self, held: Held, actual: Decimal) -> None:
         with self._lock:
-            if self._held.pop(held.reservation_id, None) is None:
-                return  # expired meanwhile: its cost still counts
+            self._held.pop(held.reservation_id, None)  # gone if it expired meanwhile: its cost still counts
             for claim, start in zip(held.claims, held.period_starts, strict=True):
                 row = (budget_id(claim.budget), bucket_of(claim.key), start)
                 self._spent[row] = self._spent.get(row, Decimal(0)) + actual
@@ -134,6 +144,9 @@ class LocalCounter:
         ident, bucket = budget_id(budget), bucket_of(key)
         settled = sum((self._spent.get((ident, bucket, start), Decimal(0)) for start in periods(budget, now)[1]),
                       Decimal(0))
+        if self._base is not None:
+            with contextlib.suppress(Exception):  # what is known of earlier spend is a floor, never a failure
+                settled += self._base(budget, key)
         reserved = sum((c.amount for held, _ in self._held.values() for c in held.claims
                         if c.budget is budget or (budget_id(c.budget) == ident and bucket_of(c.key) == bucket)),
                        Decimal(0))
@@ -180,10 +193,12 @@ class SQLCounter:
     def reserve(self, claims: Sequence[Claim], now: datetime) -> Held | Refusal:
         if self._auto_migrate:
             # Once: the schema is there (the sink's worker may be creating it right now; both take the same
-            # first-start lock), so no reservation meets a store in the middle of its first migration.
+            # first-start lock), so no reservation meets a store in the middle of its first migration. The
+            # lock is waited for within the timeout; failing, this call is a counter error (and the next
+            # call tries again).
             from vital_callbacks.store import migrate
 
-            with migrate.first_start_lock(self._url):
+            with migrate.first_start_lock(self._url, timeout_s=self._timeout_s):
                 migrate.upgrade(self._url)
             self._auto_migrate = False
         return self._reserve(claims, now)
@@ -210,9 +225,9 @@ class SQLCounter:
                         spend.c.budget_id == ident, spend.c.bucket == bucket,
                         spend.c.period_start.in_(periods(claim.budget, now)[1]))
                     if conn.dialect.name == "postgresql":
-                        lock = select(spend.c.spent).where(spend.c.budget_id == ident, spend.c.bucket == bucket,
-                                                           spend.c.period_start == start).with_for_update()
-                        conn.execute(lock)
+                        # One lock per budget and bucket, whatever the period: two reservers either side
+                        # of an hour (or a day) would otherwise lock different rows of one window.
+                        _advisory_lock(conn, ident, bucket)
                     settled = Decimal(str(conn.execute(rows).scalar_one()))
                     conn.execute(delete(res).where(res.c.budget_id == ident, res.c.bucket == bucket,
                                                    res.c.expires_at <= now))
@@ -239,10 +254,18 @@ class SQLCounter:
         from vital_callbacks.store.schema import budget_spend as spend
 
         ids = [f"{held.reservation_id}:{i}" for i in range(len(held.claims))]
+        # Rows in the order reserve() takes them, so a settle and a reservation never deadlock.
+        ordered = sorted(zip(held.claims, held.period_starts, strict=True),
+                         key=lambda item: (budget_id(item[0].budget), bucket_of(item[0].key)))
         with self._connect() as conn, conn.begin():
+            if conn.dialect.name == "postgresql":
+                # The reservers' lock: a settle must not land between a reserver's two sums (it would
+                # read the spend before and the reservations after it, missing the call in both).
+                for claim, _ in ordered:
+                    _advisory_lock(conn, budget_id(claim.budget), bucket_of(claim.key))
             # An expired reservation still settles: the call did spend.
             conn.execute(delete(res).where(res.c.reservation_id.in_(ids)))
-            for claim, start in zip(held.claims, held.period_starts, strict=True):
+            for claim, start in ordered:
                 ident, bucket = budget_id(claim.budget), bucket_of(claim.key)
                 _ensure_row(conn, ident, bucket, start, claim.key)
                 conn.execute(update(spend).where(spend.c.budget_id == ident, spend.c.bucket == bucket,
@@ -274,6 +297,12 @@ class SQLCounter:
         return Decimal(str(settled)), Decimal(str(reserved))
 
 
+def _advisory_lock(conn: Any, ident: str, bucket: str) -> None:
+    """PostgreSQL: the transaction's lock on one budget bucket, whatever the period (released at its end)."""
+    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtextextended(%(k)s, 0))",
+                         {"k": f"vital-budget:{ident}:{bucket}"})
+
+
 def _ensure_row(conn: Any, ident: str, bucket: str, start: datetime, label: str) -> None:
     from sqlalchemy.dialects import postgresql, sqlite
 
@@ -296,6 +325,8 @@ def _writer_engine(url: str, timeout_s: float) -> Any:
         ms = max(1, int(timeout_s * 1000))
         return create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4, pool_timeout=timeout_s,
                              connect_args={"connect_timeout": max(1, int(timeout_s + 0.999)),
+                                           "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
+                                           "keepalives_count": 2, "tcp_user_timeout": ms,
                                            "application_name": "vital-callbacks-budgets",
                                            "options": f"-c statement_timeout={ms} -c lock_timeout={ms}"})
     from sqlalchemy import event
@@ -316,7 +347,7 @@ def utcnow() -> datetime:
 # -- Redis ------------------------------------------------------------------------------------------------
 NANO = Decimal("1e-9")
 """Redis keeps amounts as integer nano-dollars (its Lua numbers are doubles: integers stay exact to
-$9,007,199 a bucket and period)."""
+$9,007,199 a bucket and period: a larger Redis-counted limit compares approximately)."""
 
 _RESERVE = """
 -- KEYS, per claim: spend hash, reservations zset (by expiry), reservation amounts hash
@@ -375,8 +406,12 @@ class RedisCounter:
 
     def __init__(self, url: str, *, timeout_s: float = 2.0, prefix: str = "vital:budget:") -> None:
         import redis
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        # No retries of its own: the wait of a call is bounded by one timeout, then on_store_error decides.
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                            retry=Retry(NoBackoff(), 0))
         self._prefix = prefix
         self._reserve = self._client.register_script(_RESERVE)
         self._settle = self._client.register_script(_SETTLE)
@@ -400,7 +435,7 @@ class RedisCounter:
         return held
 
     def settle(self, held: Held, actual: Decimal) -> None:
-        self._finish(held, str(_nano(actual, up=False)))
+        self._finish(held, str(_nano(actual, up=True)))
 
     def release(self, held: Held) -> None:
         self._finish(held, "")
@@ -409,7 +444,8 @@ class RedisCounter:
         keys: list[str] = []
         for claim in held.claims:
             keys += self._keys(claim)
-        keep_s = int(timedelta(days=40).total_seconds())
+        longest = max((c.budget.hours or 0 for c in held.claims), default=0)
+        keep_s = int(timedelta(days=40).total_seconds()) + longest * 3600  # at least the longest window
         self._settle(keys=keys, args=[held.reservation_id, actual, keep_s,
                                       *(str(int(p.timestamp())) for p in held.period_starts)])
 

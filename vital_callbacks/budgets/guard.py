@@ -19,6 +19,7 @@ import logging
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -32,12 +33,20 @@ from vital_callbacks.budgets.counter import (
     Refusal,
     SpendCounter,
     SQLCounter,
+    budget_id,
     utcnow,
 )
 from vital_callbacks.budgets.metrics import BudgetMetrics
 from vital_callbacks.budgets.model import ANY, NEAR_LIMIT_REFRESH_S, Budget, BudgetExceeded, BudgetStatus
 
 logger = logging.getLogger("vital_callbacks")
+
+_COUNTER_RETRY_S = 5.0
+"""After the shared counter failed, calls use the fallback at once for this long (no wait per call)."""
+_SETTLE_RETRY_S = 1.0
+_SETTLE_ATTEMPTS = 30
+"""A settle the counter refused is tried again each second, this many times (within the reservation's
+lifetime), before its reservation is left to expire."""
 
 
 def _no_tables_yet(exc: BaseException) -> bool:
@@ -91,11 +100,12 @@ class BudgetGuard:
         self._pid = os.getpid()
         self.counter: SpendCounter = _counter(database_url, redis_url, timeout_s, auto_migrate)
         """Where stop budgets reserve: Redis, the SQL store shared by the replicas, or this process's own."""
-        self._fallback = LocalCounter()
+        self._fallback = LocalCounter(base=self._known_spend)
+        self._counter_down_until = 0.0
         self._counter_failing = False
         self.counter_errors = 0
         """Reservations the shared counter could not answer (each went on, or was refused, by policy)."""
-        self._settles: list[tuple[Held, Decimal | None]] = []
+        self._settles: deque[tuple[Held, Decimal | None, int]] = deque()
         self._settle_wake = threading.Event()
         self._settle_idle = threading.Event()
         self._settle_idle.set()
@@ -137,7 +147,10 @@ class BudgetGuard:
         self._lock = threading.Lock()
         self._busy = threading.Lock()
         self._wake = threading.Event()
-        self._settles = []  # the parent's to settle
+        self._settles = deque()  # the parent's to settle
+        self._fallback.after_fork()
+        if isinstance(self.counter, LocalCounter):
+            self.counter.after_fork()
         self._settle_wake, self._settle_idle, self._settler = threading.Event(), threading.Event(), None
         self._settle_idle.set()
         if isinstance(self.counter, (SQLCounter, RedisCounter)):
@@ -154,43 +167,69 @@ class BudgetGuard:
                 only: Sequence[int] | None = None) -> Held | None:
         """Before a call: hold ``amount`` (its worst-case cost) against every ``stop`` budget covering
         it, atomically across replicas, or raise :class:`BudgetExceeded`. ``None``: no stop budget
-        covers the call. The one wait on I/O of the hot path, bounded by ``VITAL_BUDGET_TIMEOUT_S``."""
-        claims = [Claim(budget, key, amount) for index, budget in enumerate(self.budgets)
-                  if budget.action == "stop" and (only is None or index in only)
-                  and (key := budget.key_for(tenant, user, graph)) is not None]
+        covers the call. The one wait on I/O of the hot path, bounded by ``VITAL_BUDGET_TIMEOUT_S``;
+        after a failure the shared counter is left alone for a few seconds (no wait per call)."""
+        claims = self._claims(tenant, user, graph, amount, only)
         if not claims:
             return None
         now = utcnow()
-        try:
-            answer = self.counter.reserve(claims, now)
-            if self._counter_failing:
-                self._counter_failing = False
-                logger.info("vital-callbacks: budget reservations reach the shared counter again")
-        except Exception as exc:
-            answer = self._without_counter(claims, now, exc)
+        if time.monotonic() < self._counter_down_until:
+            answer = self._without_counter(claims, now, None)
+        else:
+            try:
+                answer = self.counter.reserve(claims, now)
+                if self._counter_failing:
+                    self._counter_failing = False
+                    logger.info("vital-callbacks: budget reservations reach the shared counter again")
+            except Exception as exc:
+                self._counter_down_until = time.monotonic() + _COUNTER_RETRY_S
+                answer = self._without_counter(claims, now, exc)
         if isinstance(answer, Refusal):
             budget, key = answer.claim.budget, answer.claim.key
             with self._lock:
                 self.exceeded_total += 1
             self._metrics.exceeded(budget, key)
-            raise BudgetExceeded(budget, key, answer.spend)
+            raise BudgetExceeded(budget, key, answer.spend, reason=answer.reason)
         return answer
 
-    def _without_counter(self, claims: list[Claim], now: datetime, exc: Exception) -> Held | Refusal:
+    def _claims(self, tenant: str | None, user: str | None, graph: str | None, amount: Decimal,
+                only: Sequence[int] | None) -> list[Claim]:
+        """One claim per counter: budgets that differ only in amount or action share a counter, and
+        the call is held against the smallest of their limits, once."""
+        found: dict[tuple[str, str], Claim] = {}
+        for index, budget in enumerate(self.budgets):
+            if budget.action != "stop" or (only is not None and index not in only):
+                continue
+            key = budget.key_for(tenant, user, graph)
+            if key is None:
+                continue
+            ident = (budget_id(budget), key)
+            kept = found.get(ident)
+            if kept is None or budget.amount_usd < kept.budget.amount_usd:
+                found[ident] = Claim(budget, key, amount)
+        return list(found.values())
+
+    def _without_counter(self, claims: list[Claim], now: datetime, exc: Exception | None) -> Held | Refusal:
         """The shared counter did not answer: each budget's ``on_store_error`` decides."""
         with self._lock:
             self.counter_errors += 1
             first = not self._counter_failing
             self._counter_failing = True
         if first:  # one line per outage, never a traceback per call
-            logger.error("vital-callbacks: budget reservations cannot reach the shared counter (%s: %s); stop "
-                         "budgets with on_store_error: open use this process's own counter, closed ones refuse "
-                         "calls, until it answers", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            detail = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}" if exc else "-"
+            logger.error("vital-callbacks: budget reservations cannot reach the shared counter (%s); stop budgets "
+                         "with on_store_error: open use this process's own counter (from the spend last read), "
+                         "closed ones refuse calls, until it answers", detail)
         self._metrics.counter_error()
         closed = next((c for c in claims if c.budget.on_store_error == "closed"), None)
         if closed is not None:
-            return Refusal(closed, Decimal(0))
+            return Refusal(closed, Decimal(0), reason="its spend counter cannot be reached (on_store_error: closed)")
         return self._fallback.reserve(claims, now)
+
+    def _known_spend(self, budget: Budget, key: str) -> Decimal:
+        """The fallback's floor: the spend last read from the store plus this process's own since."""
+        index = self._index.get(budget)
+        return Decimal(0) if index is None else self._spend(index, key)
 
     def settle(self, held: Held | None, actual: Decimal | None) -> None:
         """After the call: its actual cost replaces the reservation (``None``: released, nothing spent).
@@ -198,7 +237,7 @@ class BudgetGuard:
         if held is None:
             return
         with self._lock:
-            self._settles.append((held, actual))
+            self._settles.append((held, actual, 0))
             self._settle_idle.clear()
             if self._settler is None:
                 self._settler = threading.Thread(target=self._settle_loop, name="vital-budget-settle", daemon=True)
@@ -207,26 +246,32 @@ class BudgetGuard:
 
     def _settle_loop(self) -> None:
         while True:
-            self._settle_wake.wait(1.0)
+            self._settle_wake.wait(_SETTLE_RETRY_S)
             self._settle_wake.clear()
+            retry: list[tuple[Held, Decimal | None, int]] = []
             while True:
                 with self._lock:
                     if not self._settles:
-                        self._settle_idle.set()
+                        self._settles.extend(retry)
+                        if not self._settles:
+                            self._settle_idle.set()
                         break
-                    held, actual = self._settles.pop(0)
-                counter: SpendCounter = self.counter if not self._is_fallback(held) else self._fallback
+                    held, actual, attempts = self._settles.popleft()
+                counter: SpendCounter = self._fallback if self._fallback.holds(held) else self.counter
                 try:
                     if actual is None:
                         counter.release(held)
                     else:
                         counter.settle(held, actual)
-                except Exception as exc:  # the reservation expires; its spend is then not counted
-                    logger.warning("vital-callbacks: settling a budget reservation failed (%s: %s); it expires "
-                                   "on its own", type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-
-    def _is_fallback(self, held: Held) -> bool:
-        return isinstance(self._fallback, LocalCounter) and self._fallback.holds(held)
+                except Exception as exc:
+                    if attempts + 1 < _SETTLE_ATTEMPTS and not self._stop.is_set():
+                        retry.append((held, actual, attempts + 1))  # the reservation keeps counting meanwhile
+                    else:
+                        logger.warning("vital-callbacks: settling a budget reservation failed %d times (%s); it "
+                                       "expires on its own and its cost is not in the counter", attempts + 1,
+                                       type(exc).__name__)
+            if self._stop.is_set() and self._settle_idle.is_set():
+                return
 
     def drain(self, timeout_s: float) -> bool:
         """Wait (up to ``timeout_s``) for the settles in hand: at shutdown, so a process that exits has
@@ -407,6 +452,7 @@ class BudgetGuard:
         self.drain(timeout_s)
         self._stop.set()
         self._wake.set()
+        self._settle_wake.set()
 
     def status(self, now: datetime | None = None) -> list[BudgetStatus]:
         """Each budget's spend per bucket, limit, and a linear projection to the end of the period."""

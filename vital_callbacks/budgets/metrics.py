@@ -38,7 +38,6 @@ class BudgetMetrics:
     def __init__(self, collector: Any = None, max_keys: int = 100) -> None:
         self._collector = collector
         self._max_keys = max_keys
-        self._seen: dict[str, set[str]] = {}
 
     @classmethod
     def create(cls, view: SpendView | None = None, *, registry: Any = None, max_keys: int = 100) -> BudgetMetrics:
@@ -57,10 +56,13 @@ class BudgetMetrics:
         return cls(collector, max_keys)
 
     def _bounded(self, budget: Budget, key: str) -> str:
-        seen = self._seen.setdefault(budget.label, set())
-        if key in seen or len(seen) < self._max_keys:
-            seen.add(key)
-            return key
+        """The refusal counter's key: the first ``max_keys`` of a budget in this process, then ``other``
+        (kept by the registry's collector, so every guard of the process shares one bound)."""
+        with _lock:
+            seen = self._collector.seen.setdefault(budget.label, set())
+            if key in seen or len(seen) < self._max_keys:
+                seen.add(key)
+                return key
         return OTHER
 
     def exceeded(self, budget: Budget, key: str) -> None:
@@ -83,6 +85,7 @@ def _make_collector(registry: Any) -> Any:
             self.views: list[Callable[[], SpendView | None]] = []
             """Weak references: a guard that is gone is not reported (and not kept alive by its metrics)."""
             self.max_keys = 100
+            self.seen: dict[str, set[str]] = {}
             self.exceeded = Counter("vital_budget_exceeded", "LLM calls stopped by a budget.", LABELS,
                                     registry=registry)
             self.counter_errors = Counter("vital_budget_counter_errors", "Budget reservations the shared "

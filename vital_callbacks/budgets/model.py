@@ -91,12 +91,16 @@ class BudgetFileError(ValueError):
 class BudgetExceeded(RuntimeError):
     """Raised from ``on_chat_model_start`` / ``on_llm_start`` by a ``stop`` budget: the call is not made."""
 
-    def __init__(self, budget: Budget, key: str, spend: Decimal) -> None:
+    def __init__(self, budget: Budget, key: str, spend: Decimal, *, reason: str | None = None) -> None:
         self.budget = budget
         self.key = key
         self.spend = spend
         self.limit = budget.amount_usd
+        self.reason = reason
         scope = budget.scope if budget.scope == "global" else f"{budget.scope} {key!r}"
+        if reason is not None:
+            super().__init__(f"budget {budget.label!r} refuses the call for {scope}: {reason}")
+            return
         super().__init__(f"budget {budget.label!r} exceeded for {scope}: spent ${spend:.6f} of ${self.limit} "
                          f"this {budget.period if budget.period != 'rolling' else f'{budget.hours}h window'}")
 
@@ -135,6 +139,11 @@ def _no_duplicate_keys(loader: _StrictLoader, node: yaml.MappingNode, deep: bool
     seen: set[Any] = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, "a key that is a list or a mapping",
+                                                    key_node.start_mark) from None
         if key in seen:
             raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         seen.add(key)

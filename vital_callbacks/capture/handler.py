@@ -14,6 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
@@ -48,6 +49,17 @@ from vital_callbacks.sinks.base import Sink
 logger = logging.getLogger("vital_callbacks")
 
 _RECENT_RUNS = 10_000
+
+
+def _spent(cost: object, run: Run, status: Status) -> Decimal | None:
+    """What a call under a stop budget spent, for its reservation: its price; the reservation itself
+    (its worst case) when it succeeded or streamed tokens without a price this thread could compute (no
+    usage reported: never counted as free); ``None`` (released) for a call that failed before any output."""
+    if isinstance(cost, Cost):
+        return cost.total
+    if status == "success" or run.first_token is not None:
+        return max((claim.amount for claim in run.reservation.claims), default=None)
+    return None
 
 
 class VitalCallbackHandler(GraphCallbackHandler):
@@ -347,8 +359,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             if result is not None:
                 fields.update(self._price_now(run, result))
         if run.reservation is not None:
-            cost = fields.get("cost")
-            self.budgets.settle(run.reservation, cost.total if isinstance(cost, Cost) else None)
+            self.budgets.settle(run.reservation, _spent(fields.get("cost"), run, status))
         fields.setdefault("token_source", "none")
         fields["provider"] = run.provider
         fields["model"] = fields["requested_model"] = run.model

@@ -84,8 +84,10 @@ class Runtime:
         """Deliver, then stop the threads and the sinks; bounded by ``timeout`` (default
         ``VITAL_SHUTDOWN_TIMEOUT_S``). True when nothing was lost."""
         self._closed = True
-        self.budgets.close()
-        ok = self.pipeline.shutdown(self.settings.shutdown_timeout_s if timeout is None else timeout)
+        timeout = self.settings.shutdown_timeout_s if timeout is None else timeout
+        started = time.monotonic()
+        self.budgets.close(min(2.0, timeout / 2))  # settles in hand: what was spent reaches the counter
+        ok = self.pipeline.shutdown(max(0.0, timeout - (time.monotonic() - started)))
         _forget(self)
         return ok
 

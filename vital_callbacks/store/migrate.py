@@ -15,6 +15,7 @@ import contextlib
 import functools
 import os
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
@@ -206,7 +207,7 @@ except ImportError:  # Windows: no advisory locks; concurrent first starts are r
 
 
 @contextlib.contextmanager
-def first_start_lock(url: str) -> Iterator[None]:
+def first_start_lock(url: str, timeout_s: float | None = None) -> Iterator[None]:
     """Serialise first starts on one SQLite file across processes, so 20 replicas starting at once on a
     fresh file never race to ``CREATE TABLE``: a ``flock`` on the file's folder (not on the database file,
     whose descriptors SQLite's own POSIX locks must not share, and not on a lock file left beside it).
@@ -221,7 +222,18 @@ def first_start_lock(url: str) -> Iterator[None]:
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        if timeout_s is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:  # bounded (a caller's thread): poll, then give up with TimeoutError
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise TimeoutError(f"another process is migrating the store at {mask_url(url)}") from None
+                    time.sleep(0.01)
         yield
     finally:
         os.close(fd)  # releases the lock

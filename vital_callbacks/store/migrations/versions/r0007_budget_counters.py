@@ -17,6 +17,9 @@ depends_on = None
 
 
 def upgrade() -> None:
+    existing = set(sa.inspect(op.get_bind()).get_table_names())
+    if "budget_spend" in existing:  # a store made by create_all (adopted on its first upgrade) has both
+        return
     op.create_table(
         "budget_spend",
         sa.Column("budget_id", sa.String(64), primary_key=True),
