@@ -555,3 +555,21 @@ def test_budget_metrics_keep_to_the_cardinality_guard() -> None:
                 for s in family.samples if s.name.endswith("_total")}
     assert len(exceeded) == 11 and "user:other" in exceeded
     guard.close()
+
+
+def test_a_call_without_reported_usage_counts_at_its_reservation(pricing_dir: Path) -> None:
+    """A provider that reports no usage (a stream without it) is never free under a stop budget: each call
+    counts at its worst case, so a $0.05 budget of $0.01 calls stops after 5."""
+    budget = Budget(scope="tenant", amount_usd=Decimal("0.05"), action="stop")
+    handler = VitalCallbackHandler(Settings(pricing_dir=pricing_dir), sinks=[InMemorySink()], budgets=[budget])
+    model = ScriptedChatModel(model_name="cent-model", provider="self", report_usage=False, max_tokens=1)
+    made = 0
+    for _ in range(8):
+        try:
+            model.invoke("hi", config={"callbacks": [handler], "metadata": {"tenant_id": "acme"}})
+            made += 1
+        except BudgetExceeded:
+            break
+        assert handler.budgets.drain(5)
+    handler.shutdown()
+    assert made == 5
