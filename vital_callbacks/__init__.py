@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from vital_callbacks.budgets import Budget, BudgetExceeded, retry_unless_budget
     from vital_callbacks.capture import VitalCallbackHandler, score
-    from vital_callbacks.core.attribution import attribute
+    from vital_callbacks.core.attribution import attribute, capture_traces
     from vital_callbacks.core.events import (
         Cost,
         Event,
@@ -58,6 +58,7 @@ _HOMES = {
     "ToolCall": "vital_callbacks.core.events",
     "VitalCallbackHandler": "vital_callbacks.capture",
     "attribute": "vital_callbacks.core.attribution",
+    "capture_traces": "vital_callbacks.core.attribution",
     "retry_unless_budget": "vital_callbacks.budgets",
     "score": "vital_callbacks.capture",
 }
@@ -84,6 +85,7 @@ __all__ = [
     "ToolCall",
     "VitalCallbackHandler",
     "attribute",
+    "capture_traces",
     "retry_unless_budget",
     "score",
 ]

@@ -114,7 +114,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
         self._errors = 0
         self._logged_errors: set[tuple[str, type[BaseException]]] = set()
         self.last_trace_id: str | None = None
-        """The trace id of the most recent root run (link it to your Langfuse / tracing UI)."""
+        """The trace id of the most recent root run on this handler, of any request: with one handler
+        shared by concurrent requests use :func:`vital_callbacks.capture_traces` (or pass your own
+        ``config["run_id"]``, which becomes the trace id) to score your own request."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
@@ -159,8 +161,15 @@ class VitalCallbackHandler(GraphCallbackHandler):
             attr = attribution.from_metadata(metadata).merged_over(attribution.current()).merged_over(self._defaults)
             run.attr = attr
             run.graph = attr.agent_id or name
+            node = metadata.get("langgraph_node") if metadata and kind != "graph" else None
+            if isinstance(node, str):
+                # A handler given to a model or tool at construction, inside a node: it sees no graph run,
+                # but the run's metadata says which node it ran in (and the model's class is no graph).
+                run.node = node
+                run.graph = attr.agent_id
             run.tags = tuple(tags) if tags else ()
             self.last_trace_id = run.run_id
+            attribution.note_trace(run.run_id)
         else:
             run.record_id = parent.child_parent_id()
             run.trace_id = parent.trace_id

@@ -8,10 +8,14 @@ Resolved once at a trace's root and inherited by every child event.
 from __future__ import annotations
 
 import contextvars
+import logging
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+logger = logging.getLogger("vital_callbacks")
 
 # Metadata keys we read, including the ones Langfuse users already set.
 _KEYS: dict[str, tuple[str, ...]] = {
@@ -63,11 +67,28 @@ def current() -> Attribution:
     return _current.get()
 
 
+_warned_kinds: set[type[Any]] = set()
+
+
+def _scalar(key: str, value: Any) -> str | None:
+    """An id as text: strings as they are, numbers and UUIDs by ``str``; anything else (a dict, a list,
+    an object, whose ``str`` is a repr, a memory address) is no id: ``None``, with one warning per type."""
+    if isinstance(value, str):
+        return value or None
+    if isinstance(value, (int, float, uuid.UUID)) and not isinstance(value, bool):
+        return str(value)
+    if type(value) not in _warned_kinds:
+        _warned_kinds.add(type(value))
+        logger.warning("vital-callbacks: metadata %r is a %s, not an id; the run is stored without it", key,
+                       type(value).__name__)
+    return None
+
+
 def _first(metadata: Mapping[str, Any], keys: tuple[str, ...]) -> str | None:
     for key in keys:
         value = metadata.get(key)
         if value is not None and value != "":
-            return value if isinstance(value, str) else str(value)
+            return _scalar(key, value)
     return None
 
 
@@ -94,3 +115,45 @@ def from_metadata(metadata: Mapping[str, Any] | None) -> Attribution:
     found = Attribution(_first(metadata, _TENANT), _first(metadata, _USER), _first(metadata, _SESSION),
                         _first(metadata, _AGENT))
     return EMPTY if found == EMPTY else found
+
+
+class TraceCapture:
+    """The trace ids of the runs started inside a :func:`capture_traces` block, in start order."""
+
+    __slots__ = ("trace_ids",)
+
+    def __init__(self) -> None:
+        self.trace_ids: list[str] = []
+
+    @property
+    def trace_id(self) -> str | None:
+        """The first trace started in the block (the request's, when the block wraps one invoke)."""
+        return self.trace_ids[0] if self.trace_ids else None
+
+
+_capture: contextvars.ContextVar[TraceCapture | None] = contextvars.ContextVar("vital_trace_capture", default=None)
+
+
+@contextmanager
+def capture_traces() -> Iterator[TraceCapture]:
+    """Collect the trace ids of the runs started in this block, race-free: a context variable, so 10
+    concurrent requests on one shared handler each get their own, where ``handler.last_trace_id`` is
+    whichever request started last. LangChain's copies of the context share the collector.
+
+        with vital_callbacks.capture_traces() as traces:
+            answer = await graph.ainvoke(inputs, config={"callbacks": [handler]})
+        handler.score(traces.trace_id, "helpfulness", 0.9)
+    """
+    found = TraceCapture()
+    token = _capture.set(found)
+    try:
+        yield found
+    finally:
+        _capture.reset(token)
+
+
+def note_trace(trace_id: str) -> None:
+    """Called at a root run's start: tell the enclosing :func:`capture_traces` block, if any."""
+    found = _capture.get()
+    if found is not None:
+        found.trace_ids.append(trace_id)

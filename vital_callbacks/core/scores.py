@@ -8,6 +8,7 @@ flagged, never lost.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from typing import Any
@@ -23,6 +24,8 @@ def make_score(target_id: str, name: str, value: ScoreValue, *, comment: str | N
     if isinstance(value, bool):
         data_type, numeric, text = "boolean", 1.0 if value else 0.0, None
     elif isinstance(value, (int, float)):
+        if not math.isfinite(value):
+            raise ValueError(f"a score value must be a finite number, not {value!r}")
         data_type, numeric, text = "numeric", float(value), None
     elif isinstance(value, str):
         data_type, numeric, text = "categorical", None, value
