@@ -51,7 +51,7 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     """From an empty database, ``upgrade`` builds exactly the schema tables.py declares (no autogenerate diff)."""
     assert db.current(empty_url) is None
     db.upgrade(empty_url)
-    assert db.current(empty_url) == db.head() == "0007"
+    assert db.current(empty_url) == db.head() == "0008"
     assert schema_diff(empty_url) == []
     assert table_names(empty_url) == EVENT_TABLES | {"scores", "llm_cost_daily", "llm_cost_audit", "budget_spend",
                                                      "budget_reservations", VERSION_TABLE}
@@ -76,9 +76,12 @@ def test_upgrade_from_0004(empty_url: str) -> None:
     rows already stored keep their values (0 for the new counts)."""
     db.upgrade(empty_url, "0004")
     changes = [d for d in schema_diff(empty_url) if isinstance(d, tuple)]  # lists: 0006's type changes
-    added_columns = {d[3].name for d in changes if d[0] == "add_column"}
-    assert added_columns == {"cache_write_1h_tokens", "input_audio_tokens", "cache_audio_read_tokens",
-                             "output_audio_tokens", "web_searches", "service_tier", "price_detail", "raw_usage"}
+    added_columns = {(d[2], d[3].name) for d in changes if d[0] == "add_column"}
+    assert added_columns == {
+        *(("llm_calls", c) for c in ("cache_write_1h_tokens", "input_audio_tokens", "cache_audio_read_tokens",
+                                     "output_audio_tokens", "web_searches", "service_tier", "price_detail",
+                                     "raw_usage", "tool")),  # 0005, and 0008's tool
+        *(("tool_calls", c) for c in (*tables.TOKEN_COLUMNS, "cost_usd", "llm_calls", "unpriced_calls"))}  # 0008
     assert {(d[0], d[1].name) for d in changes if d[0] != "add_column"} == {
         ("add_table", "llm_cost_audit"),
         ("add_index", "ix_llm_cost_audit_reprice_id"), ("add_index", "ix_llm_cost_audit_run_id"),
@@ -96,6 +99,8 @@ def test_upgrade_from_0005(empty_url: str) -> None:
     changes = schema_diff(empty_url)
     tables_added = {d[1].name for d in changes if isinstance(d, tuple) and d[0] == "add_table"}
     assert tables_added == {"budget_spend", "budget_reservations"}
+    columns_added = {(d[2], d[3].name) for d in changes if isinstance(d, tuple) and d[0] == "add_column"}
+    assert {table for table, _ in columns_added} == {"llm_calls", "tool_calls"}  # 0008
     changes = [c for c in changes if not isinstance(c, tuple)]
     if empty_url.startswith("sqlite"):
         assert changes == []
@@ -106,7 +111,7 @@ def test_upgrade_from_0005(empty_url: str) -> None:
             *(("llm_calls", c) for c in tables.TOKEN_COLUMNS + tables.BILLING_COLUMNS),
             *(("graph_runs", c) for c in tables.TOKEN_COLUMNS)}
     db.upgrade(empty_url)
-    assert db.current(empty_url) == "0007"
+    assert db.current(empty_url) == "0008"
     assert schema_diff(empty_url) == []
 
 

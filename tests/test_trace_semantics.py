@@ -113,3 +113,78 @@ def test_a_handler_given_to_a_model_at_construction_knows_its_node(memory_sink: 
     [call] = memory_sink.of(LLMCall)
     assert call.node == "summarize" and call.graph is None
     handler.shutdown()
+
+
+def test_a_tool_owns_the_calls_made_inside_it(memory_sink: InMemorySink) -> None:
+    """A ``ToolNode`` tool that calls a model and a retriever: both are children of the tool's row (not
+    of the node), the call names its tool, and the tool's row carries the call's tokens and cost."""
+    from langchain_core.messages import AIMessage, HumanMessage
+    from langchain_core.messages import ToolCall as ToolCallRequest
+    from langchain_core.messages.ai import UsageMetadata
+    from langchain_core.tools import tool
+    from langgraph.graph import MessagesState
+    from langgraph.prebuilt import ToolNode
+
+    from vital_callbacks.core.events import RetrieverCall, ToolCall
+    from vital_callbacks.testing.fakes import StaticRetriever
+
+    usage = UsageMetadata(input_tokens=1000, output_tokens=200, total_tokens=1200)
+    summarizer = ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["short"], usage=usage)
+    docs = StaticRetriever(documents=["d1", "d2"], k=2)
+
+    @tool
+    def research(topic: str) -> str:
+        """Research a topic: retrieve, then summarize with a model."""
+        found = docs.invoke(topic)
+        return str(summarizer.invoke(" ".join(d.page_content for d in found)).content)
+
+    def agent(state: MessagesState) -> dict[str, Any]:
+        request = ToolCallRequest(name="research", args={"topic": "costs"}, id="call-1")
+        return {"messages": [AIMessage("", tool_calls=[request])]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("agent", agent)
+    graph.add_node("tools", ToolNode([research]))
+    graph.add_edge(START, "agent")
+    graph.add_edge("agent", "tools")
+    graph.add_edge("tools", END)
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    config: RunnableConfig = {"callbacks": [handler]}
+    graph.compile().invoke({"messages": [HumanMessage("go")]}, config=config)
+    assert handler.flush()
+    [tool_row] = memory_sink.of(ToolCall)
+    [call] = memory_sink.of(LLMCall)
+    [retrieval] = memory_sink.of(RetrieverCall)
+    assert call.parent_run_id == tool_row.run_id and retrieval.parent_run_id == tool_row.run_id
+    assert call.tool == "research" and call.node == "tools"
+    assert tool_row.llm_calls == 1 and tool_row.usage.input == 1000 and tool_row.usage.output == 200
+    assert call.cost is not None and tool_row.cost_usd == call.cost.total
+    [root] = memory_sink.of(GraphRun)
+    assert root.llm_calls == 1 and root.cost_usd == call.cost.total  # the run's totals still include it
+    handler.shutdown()
+
+
+def test_costs_by_tool_in_the_analytics_and_the_report(tmp_path: Any, capsys: pytest.CaptureFixture[str],
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """LLM calls made inside a tool are grouped under it (``by=tool``); calls outside any tool have none."""
+    from vital_callbacks.analytics import cost_report, reader_engine
+    from vital_callbacks.cli import main
+    from vital_callbacks.core.events import TokenUsage
+    from vital_callbacks.store import migrate
+
+    url = f"sqlite:///{tmp_path / 'tools.db'}"
+    migrate.upgrade(url)
+    handler = VitalCallbackHandler(Settings(database_url=url, sinks=["sql"], flush_interval_s=0.05))
+    for n, tool_name in enumerate(["research", "research", None]):
+        handler.runtime.submit(LLMCall(run_id=f"r{n}", parent_run_id=None, trace_id=f"t{n}", provider="openai",
+                                       model="gpt-4o-mini", tool=tool_name, start_time=1.7e9, end_time=1.7e9 + 1,
+                                       usage=TokenUsage(100, 10, 110)))
+    assert handler.flush()
+    handler.shutdown()
+    engine = reader_engine(url)
+    rows = {r.key: r.calls for r in cost_report(engine, by="tool")}
+    engine.dispose()
+    assert rows.get("research") == 2 and sum(rows.values()) == 3
+    monkeypatch.setenv("VITAL_DATABASE_URL", url)
+    assert main(["report", "--by", "tool"]) == 0
+    assert "research" in capsys.readouterr().out

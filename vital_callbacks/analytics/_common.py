@@ -31,6 +31,8 @@ _COLUMN_OF: dict[str, str] = {"tenant": "tenant_id", "user": "user_id", "session
                               "provider": "provider", "graph": "graph", "node": "node", "tool": "name"}
 _ONLY_ON = {"tool": "tool_calls"}
 """Dimensions whose column name means something else on other tables (a graph run has a ``name`` too)."""
+_COLUMN_ON: dict[tuple[str, str], str] = {("tool", "llm_calls"): "tool"}
+"""A dimension's column on one table in particular: LLM calls name the tool they were made in."""
 _BUCKETS = {"day": "%Y-%m-%d", "hour": "%Y-%m-%dT%H:00"}
 
 LLM_CALLS: Table = llm_calls
@@ -66,10 +68,13 @@ def dimension(table: Table, name: str, dialect: str) -> ColumnElement[Any]:
         if dialect == "sqlite":
             return func.strftime(literal_column(f"'{sqlite_fmt}'"), column).label(name)
         raise ValueError(f"time buckets are implemented for SQLite and PostgreSQL, not {dialect}")
+    special = _COLUMN_ON.get((name, table.name))
+    if special is not None and special in table.c:
+        return table.c[special].label(name)
     column_name = _COLUMN_OF.get(name)
     if column_name is None or column_name not in table.c or _ONLY_ON.get(name, table.name) != table.name:
-        usable = [d for d in DIMENSIONS if d in _BUCKETS or (_COLUMN_OF[d] in table.c
-                                                             and _ONLY_ON.get(d, table.name) == table.name)]
+        usable = [d for d in DIMENSIONS if d in _BUCKETS or (d, table.name) in _COLUMN_ON
+                  or (_COLUMN_OF[d] in table.c and _ONLY_ON.get(d, table.name) == table.name)]
         raise ValueError(f"cannot group {table.name} by {name!r}; choose from {', '.join(usable)}")
     return table.c[column_name].label(name)
 

@@ -27,6 +27,7 @@ from vital_callbacks.capture.runs import MAX_ERROR_CHARS, OpenRuns, Run, error_f
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
 from vital_callbacks.core.events import (
+    ENCLOSING_TOOLS,
     PRICED,
     RAW_LLM_OUTPUT,
     READING,
@@ -179,6 +180,10 @@ class VitalCallbackHandler(GraphCallbackHandler):
             run.node = parent.node
             run.node_ns = parent.node_ns
             run.tags = parent.tags
+            if parent.kind == "tool":
+                run.tool, run.tool_ids = parent.name, (*parent.tool_ids, parent.run_id)
+            else:
+                run.tool, run.tool_ids = parent.tool, parent.tool_ids
         self._runs.add(run_id, run)
         return run
 
@@ -378,6 +383,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
         fields["streamed"] = ttft is not None
         fields["raw_input"] = run.raw_input
         fields["raw_output"] = output
+        fields["tool"] = run.tool
+        if run.tool_ids:
+            fields[ENCLOSING_TOOLS] = run.tool_ids
         if llm_output is not None:
             fields[RAW_LLM_OUTPUT] = llm_output
         self._submit(fields)

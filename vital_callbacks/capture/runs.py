@@ -54,6 +54,8 @@ class Run:
         "start_wall",
         "step",
         "tags",
+        "tool",
+        "tool_ids",
         "trace_id",
     )
 
@@ -71,6 +73,10 @@ class Run:
         self.graph: str | None = None
         self.node: str | None = None
         self.node_ns: str | None = None
+        self.tool: str | None = None
+        """The nearest tool this run executes in (an LLM call inside a tool is that tool's)."""
+        self.tool_ids: tuple[str, ...] = ()
+        """The run ids of every tool this run executes in, innermost last: their totals include it."""
         self.tags: tuple[str, ...] = ()
         self.step: int | None = None
         self.checkpoint_ns: str | None = None
@@ -104,7 +110,7 @@ class Run:
 
     def child_parent_id(self) -> str | None:
         """The id a child event names as its parent: ours if we get a row, else our own parent's."""
-        return self.run_id if self.kind in ("graph", "node") else self.record_id
+        return self.run_id if self.kind in ("graph", "node", "tool") else self.record_id
 
 
 _SWEEP_EVERY = 1024

@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=cmd_demo)
 
     report = sub.add_parser("report", help="calls, tokens, cost and latency from the SQL store")
-    report.add_argument("--by", default="tenant", choices=["tenant", "user", "model", "provider", "node", "graph",
-                                                           "day"])
+    report.add_argument("--by", default="tenant",
+                        choices=["tenant", "user", "model", "provider", "node", "graph", "tool", "day"])
     report.add_argument("--since", default=None, help="window, e.g. 24h or 7d (default: everything)")
     report.set_defaults(func=cmd_report)
 

@@ -185,6 +185,8 @@ class LLMCall(Event):
     raw_usage: str | None = None
     """The usage object the provider returned, as JSON (bounded), with where it was read from: what
     the cost was computed from, so it can be audited and recomputed (``vital-callbacks reprice``)."""
+    tool: str | None = None
+    """The tool this call was made in (an agent-as-tool, a RAG or summarize tool), when it was."""
     time_to_first_token_s: float | None = None
     streamed: bool = False
     finish_reason: str | None = None
@@ -209,6 +211,12 @@ class ToolCall(Event):
     name: str = ""
     input: str | None = None
     output: str | None = None
+    usage: TokenUsage = field(default_factory=TokenUsage)
+    """Of the LLM calls made inside the tool (nested tools' included), as a graph run's totals."""
+    cost_usd: Decimal | None = None
+    """Sum of the priced calls inside the tool; ``None`` when none could be priced."""
+    llm_calls: int = 0
+    unpriced_calls: int = 0
     raw_output: object = field(default=None, repr=False, compare=False)
 
 
@@ -287,4 +295,6 @@ uses it instead of reading the response again."""
 PRICED = "priced_on_caller"
 """The draft key that says the caller's thread priced the call (its cost may be ``None``: unpriced,
 counted there once)."""
-WORKER_KEYS = frozenset({RAW_LLM_OUTPUT, BILLED_PARTS, READING, PRICED})
+ENCLOSING_TOOLS = "enclosing_tools"
+"""The draft key of the run ids of the tools an LLM call was made in (their totals include it)."""
+WORKER_KEYS = frozenset({RAW_LLM_OUTPUT, BILLED_PARTS, READING, PRICED, ENCLOSING_TOOLS})

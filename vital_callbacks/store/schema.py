@@ -136,6 +136,7 @@ llm_calls = Table(
     Column("service_tier", String(64), nullable=True),
     Column("price_detail", String(1024), nullable=True),
     Column("raw_usage", Text, nullable=True),
+    Column("tool", String(NAME), nullable=True),  # migration 0008: the tool a call was made in
     Index("ix_llm_calls_started_at", "started_at"),
     Index("ix_llm_calls_tenant_started", "tenant_id", "started_at"),
     Index("ix_llm_calls_model_started", "model", "started_at"),
@@ -147,6 +148,11 @@ tool_calls = Table(
     Column("name", String(NAME), nullable=False, default=""),
     Column("input", Text, nullable=True),
     Column("output", Text, nullable=True),
+    # Migration 0008: the totals of the LLM calls made inside the tool.
+    *_token_columns(),
+    _cost("cost_usd"),
+    _int("llm_calls"),
+    _int("unpriced_calls"),
     Index("ix_tool_calls_started_at", "started_at"),
 )
 
