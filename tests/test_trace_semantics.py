@@ -188,3 +188,35 @@ def test_costs_by_tool_in_the_analytics_and_the_report(tmp_path: Any, capsys: py
     monkeypatch.setenv("VITAL_DATABASE_URL", url)
     assert main(["report", "--by", "tool"]) == 0
     assert "research" in capsys.readouterr().out
+
+
+def test_a_cancelled_request_is_cancelled_not_an_error(memory_sink: InMemorySink) -> None:
+    """A client that goes away (the task running ``ainvoke`` cancelled): the graph run and the node in
+    progress are ``cancelled``, which the error counts leave out."""
+    from vital_callbacks.core.events import NodeRun
+
+    async def slow(state: State) -> State:
+        await asyncio.sleep(5)
+        return {"text": "late"}
+
+    graph = StateGraph(State)
+    graph.add_node("slow", slow)
+    graph.add_edge(START, "slow")
+    graph.add_edge("slow", END)
+    compiled = graph.compile()
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+
+    async def main() -> None:
+        task = asyncio.create_task(compiled.ainvoke({"text": "hi"}, config={"callbacks": [handler]}))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert handler.flush()
+    [root] = memory_sink.of(GraphRun)
+    [node] = memory_sink.of(NodeRun)
+    assert (root.status, node.status) == ("cancelled", "cancelled")
+    assert root.error_type == "CancelledError" and root.error_message is None
+    handler.shutdown()

@@ -5,6 +5,7 @@ Kept apart from :mod:`vital_callbacks.capture.handler` so the handler module is 
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import threading
@@ -162,7 +163,12 @@ def error_fields(error: BaseException) -> tuple[Status, str | None, str | None]:
         return "interrupted", None, None
     if isinstance(error, GraphBubbleUp):  # control flow (e.g. Command to a parent graph), not a failure
         return "success", None, None
+    if isinstance(error, _CANCELLATIONS):  # the caller went away (a closed stream, a cancelled task)
+        return "cancelled", type(error).__name__, None
     return "error", type(error).__name__, str(error)[:MAX_ERROR_CHARS]
+
+
+_CANCELLATIONS = (asyncio.CancelledError, GeneratorExit, KeyboardInterrupt)
 
 
 def number(value: Any) -> float | None:

@@ -16,7 +16,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
-Status = Literal["success", "error", "interrupted"]
+Status = Literal["success", "error", "interrupted", "cancelled"]
+"""``cancelled``: the caller stopped waiting (a client disconnected, a task was cancelled): not a failure
+of the run, so not counted as an error."""
 TokenSource = Literal["provider", "estimate", "none"]
 
 
