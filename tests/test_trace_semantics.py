@@ -220,3 +220,26 @@ def test_a_cancelled_request_is_cancelled_not_an_error(memory_sink: InMemorySink
     assert (root.status, node.status) == ("cancelled", "cancelled")
     assert root.error_type == "CancelledError" and root.error_message is None
     handler.shutdown()
+
+
+def test_each_row_keeps_its_own_tags(memory_sink: InMemorySink) -> None:
+    """Per-run tags (``with_config(tags=[...])``) are on that run's row, beside the inherited ones; the
+    framework's own bookkeeping tags (``seq:step:N``, ``graph:step:N``) are not."""
+    model = ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"])
+    tagged = model.with_config(tags=["summarizer"])
+
+    def ask(state: State) -> State:
+        return {"text": str(tagged.invoke(state["text"]).content)}
+
+    graph = StateGraph(State)
+    graph.add_node("ask", ask)
+    graph.add_edge(START, "ask")
+    graph.add_edge("ask", END)
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    graph.compile().invoke({"text": "hi"}, config={"callbacks": [handler], "tags": ["request"]})
+    assert handler.flush()
+    [root] = memory_sink.of(GraphRun)
+    [call] = memory_sink.of(LLMCall)
+    assert root.tags == ("request",)
+    assert set(call.tags) == {"request", "summarizer"}
+    handler.shutdown()

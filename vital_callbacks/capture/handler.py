@@ -52,6 +52,16 @@ logger = logging.getLogger("vital_callbacks")
 _RECENT_RUNS = 10_000
 
 
+_INTERNAL_TAG_PREFIXES = ("seq:step:", "graph:step:", "langsmith:")
+"""Tags LangChain and LangGraph add for their own bookkeeping: not the user's."""
+
+
+def _own_tags(tags: Sequence[str] | None) -> tuple[str, ...]:
+    if not tags:
+        return ()
+    return tuple(t for t in tags if isinstance(t, str) and not t.startswith(_INTERNAL_TAG_PREFIXES))
+
+
 def _spent(cost: object, run: Run, status: Status) -> Decimal | None:
     """What a call under a stop budget spent, for its reservation: its price; the reservation itself
     (its worst case) when it succeeded or streamed tokens without a price this thread could compute (no
@@ -168,7 +178,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
                 # but the run's metadata says which node it ran in (and the model's class is no graph).
                 run.node = node
                 run.graph = attr.agent_id
-            run.tags = tuple(tags) if tags else ()
+            run.tags = _own_tags(tags)
             self.last_trace_id = run.run_id
             attribution.note_trace(run.run_id)
         else:
@@ -179,7 +189,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
             run.graph = parent.graph
             run.node = parent.node
             run.node_ns = parent.node_ns
-            run.tags = parent.tags
+            # Its own tags (LangChain passes the inherited ones along): a with_config(tags=[...]) on a
+            # model inside a node is on that call's row, not replaced by the root's.
+            run.tags = _own_tags(tags) if tags else parent.tags
             if parent.kind == "tool":
                 run.tool, run.tool_ids = parent.name, (*parent.tool_ids, parent.run_id)
             else:
