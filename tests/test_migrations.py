@@ -81,7 +81,9 @@ def test_upgrade_from_0004(empty_url: str) -> None:
         *(("llm_calls", c) for c in ("cache_write_1h_tokens", "input_audio_tokens", "cache_audio_read_tokens",
                                      "output_audio_tokens", "web_searches", "service_tier", "price_detail",
                                      "raw_usage", "tool")),  # 0005, and 0008's tool
-        *(("tool_calls", c) for c in (*tables.TOKEN_COLUMNS, "cost_usd", "llm_calls", "unpriced_calls"))}  # 0008
+        *(("tool_calls", c) for c in (*tables.TOKEN_COLUMNS, "cost_usd", "llm_calls", "unpriced_calls")),  # 0008
+        *((t, c) for t in ("graph_runs", "node_runs", "llm_calls", "tool_calls", "retriever_calls")
+          for c in ("metadata", "thread_id"))}  # 0008
     assert {(d[0], d[1].name) for d in changes if d[0] != "add_column"} == {
         ("add_table", "llm_cost_audit"),
         ("add_index", "ix_llm_cost_audit_reprice_id"), ("add_index", "ix_llm_cost_audit_run_id"),
@@ -100,7 +102,8 @@ def test_upgrade_from_0005(empty_url: str) -> None:
     tables_added = {d[1].name for d in changes if isinstance(d, tuple) and d[0] == "add_table"}
     assert tables_added == {"budget_spend", "budget_reservations"}
     columns_added = {(d[2], d[3].name) for d in changes if isinstance(d, tuple) and d[0] == "add_column"}
-    assert {table for table, _ in columns_added} == {"llm_calls", "tool_calls"}  # 0008
+    assert {table for table, _ in columns_added} == {"graph_runs", "node_runs", "llm_calls", "tool_calls",
+                                                     "retriever_calls"}  # 0008
     changes = [c for c in changes if not isinstance(c, tuple)]
     if empty_url.startswith("sqlite"):
         assert changes == []

@@ -243,3 +243,48 @@ def test_each_row_keeps_its_own_tags(memory_sink: InMemorySink) -> None:
     assert root.tags == ("request",)
     assert set(call.tags) == {"request", "summarizer"}
     handler.shutdown()
+
+
+def test_the_applications_metadata_and_thread_id_are_kept_redacted(tmp_path: Any) -> None:
+    """``feature`` / ``experiment`` / ``release`` are stored as JSON on every row of the run (an e-mail in
+    a value redacted; LangChain's and LangGraph's own keys left out), and ``thread_id`` beside a session."""
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'meta.db'}"
+    handler = VitalCallbackHandler(Settings(database_url=url, sinks=["sql"], flush_interval_s=0.05))
+    graph = slow_graph(ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"]))
+    config: RunnableConfig = {"callbacks": [handler], "configurable": {"thread_id": "conv-7"},
+                              "metadata": {"feature": "search", "experiment": "b", "release": 42,
+                                           "owner": "ann@example.com", "session_id": "s1"}}
+    asyncio.run(graph.ainvoke({"text": "hi"}, config=config))
+    assert handler.flush()
+    handler.shutdown()
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT metadata, thread_id, session_id FROM llm_calls UNION ALL "
+                                 "SELECT metadata, thread_id, session_id FROM graph_runs")).all()
+    engine.dispose()
+    assert len(rows) == 2
+    import json
+
+    for raw, thread, session in rows:
+        stored = json.loads(raw)
+        assert {k: stored[k] for k in ("feature", "experiment", "release")} == {"feature": "search",
+                                                                                 "experiment": "b", "release": 42}
+        assert "ann@example.com" not in raw and "session_id" not in stored
+        assert not any(k.startswith(("langgraph_", "ls_")) for k in stored)
+        assert (thread, session) == ("conv-7", "s1")
+
+
+def test_metadata_keys_can_be_limited_or_turned_off(memory_sink: InMemorySink) -> None:
+    model = ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"])
+    config: RunnableConfig = {"metadata": {"feature": "search", "secret_plan": "x"}}
+    for keys, expected in ((["feature"], '{"feature": "search"}'), (["-"], None)):
+        handler = VitalCallbackHandler(Settings(metadata_keys=keys), sinks=[InMemorySink()])
+        model.invoke("hi", config={**config, "callbacks": [handler]})
+        assert handler.flush()
+        sink = handler.runtime.sinks[0]
+        assert isinstance(sink, InMemorySink)
+        [call] = sink.of(LLMCall)
+        assert call.metadata == expected
+        handler.shutdown()

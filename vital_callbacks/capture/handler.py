@@ -31,6 +31,7 @@ from vital_callbacks.core.events import (
     PRICED,
     RAW_LLM_OUTPUT,
     READING,
+    USER_METADATA,
     Cost,
     Draft,
     Event,
@@ -117,6 +118,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
         s = runtime.settings
         self._defaults = Attribution(tenant_id or s.tenant_id, user_id or s.user_id, session_id or s.session_id)
         self._capture = s.capture_content
+        keys = s.metadata_keys
+        self._keep_metadata = keys != ["-"]
+        self._metadata_keys: frozenset[str] | None = frozenset(keys) if keys and keys != ["-"] else None
         # The last ended runs, for scores, as tuples of strings: the GC stops tracking those, where
         # 10,000 long-lived run objects would keep triggering full collections in the user's process.
         self._recent: OrderedDict[str, tuple[str | None, ...]] = OrderedDict()
@@ -168,6 +172,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
     def _open(self, kind: str, run_id: UUID, parent: Run | None, name: str,
               metadata: Mapping[str, Any] | None, tags: list[str] | None) -> Run:
         run = Run(kind, str(run_id), name)
+        if metadata and self._keep_metadata:
+            run.user_metadata = attribution.user_metadata(metadata, self._metadata_keys)
+        run.thread_id = attribution.thread_of(metadata) or (parent.thread_id if parent is not None else None)
         if parent is None:
             attr = attribution.from_metadata(metadata).merged_over(attribution.current()).merged_over(self._defaults)
             run.attr = attr
@@ -250,6 +257,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             graph=run.graph,
             node=run.node,
             tags=run.tags,
+            thread_id=run.thread_id,
             start_time=run.start_wall,
             end_time=run.start_wall + duration,
             duration_s=duration,
@@ -307,6 +315,8 @@ class VitalCallbackHandler(GraphCallbackHandler):
             base["name"] = run.name
             base["interrupts"] = run.interrupts
             base["resumed"] = run.resumed
+        if run.user_metadata:
+            base[USER_METADATA] = run.user_metadata
         self._submit(base)
 
     # -- LangGraph lifecycle (only GraphCallbackHandler subclasses receive these) ------------------
@@ -400,6 +410,8 @@ class VitalCallbackHandler(GraphCallbackHandler):
             fields[ENCLOSING_TOOLS] = run.tool_ids
         if llm_output is not None:
             fields[RAW_LLM_OUTPUT] = llm_output
+        if run.user_metadata:
+            fields[USER_METADATA] = run.user_metadata
         self._submit(fields)
 
     def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
@@ -444,6 +456,8 @@ class VitalCallbackHandler(GraphCallbackHandler):
         fields["name"] = run.name
         fields["input"] = run.raw_input if isinstance(run.raw_input, str) else None
         fields["raw_output"] = output if self._capture else None
+        if run.user_metadata:
+            fields[USER_METADATA] = run.user_metadata
         self._submit(fields)
 
     @guard
@@ -472,6 +486,8 @@ class VitalCallbackHandler(GraphCallbackHandler):
         fields["name"] = run.name
         fields["documents"] = documents
         fields["query"] = run.raw_input if isinstance(run.raw_input, str) else None
+        if run.user_metadata:
+            fields[USER_METADATA] = run.user_metadata
         self._submit(fields)
 
     def submit(self, event: Event) -> None:

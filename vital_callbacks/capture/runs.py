@@ -55,9 +55,11 @@ class Run:
         "start_wall",
         "step",
         "tags",
+        "thread_id",
         "tool",
         "tool_ids",
         "trace_id",
+        "user_metadata",
     )
 
     def __init__(self, kind: str, run_id: str, name: str) -> None:
@@ -76,6 +78,8 @@ class Run:
         self.node_ns: str | None = None
         self.tool: str | None = None
         """The nearest tool this run executes in (an LLM call inside a tool is that tool's)."""
+        self.user_metadata: dict[str, Any] | None = None
+        self.thread_id: str | None = None
         self.tool_ids: tuple[str, ...] = ()
         """The run ids of every tool this run executes in, innermost last: their totals include it."""
         self.tags: tuple[str, ...] = ()

@@ -117,6 +117,29 @@ def from_metadata(metadata: Mapping[str, Any] | None) -> Attribution:
     return EMPTY if found == EMPTY else found
 
 
+_FRAMEWORK_PREFIXES = ("ls_", "langgraph_", "checkpoint_", "lc_", "langfuse_", "vital_")
+_FRAMEWORK_KEYS = frozenset({"thread_id", "checkpoint_ns", "checkpoint_id", "run_name", "__pregel_task_id"})
+
+
+def user_metadata(metadata: Mapping[str, Any] | None, allowed: frozenset[str] | None) -> dict[str, Any] | None:
+    """The application's own keys of a run's metadata (``allowed``: an allow-list; ``None``: all of them);
+    LangChain's, LangGraph's and the attribution keys are not the application's. On the caller's
+    thread: plain lookups; made JSON, redacted and bounded on the worker."""
+    if not metadata:
+        return None
+    if allowed is not None:
+        found = {k: metadata[k] for k in allowed if k in metadata}
+    else:
+        found = {k: v for k, v in metadata.items() if isinstance(k, str) and k not in _ALL_KEYS
+                 and k not in _FRAMEWORK_KEYS and not k.startswith(_FRAMEWORK_PREFIXES)}
+    return found or None
+
+
+def thread_of(metadata: Mapping[str, Any] | None) -> str | None:
+    value = metadata.get("thread_id") if metadata else None
+    return str(value) if isinstance(value, (str, int, uuid.UUID)) and not isinstance(value, bool) else None
+
+
 class TraceCapture:
     """The trace ids of the runs started inside a :func:`capture_traces` block, in start order."""
 

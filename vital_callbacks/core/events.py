@@ -125,6 +125,11 @@ class Event:
     node: str | None = None
     """The LangGraph node this run executed in (for a node run: its own name)."""
     tags: tuple[str, ...] = ()
+    metadata: str | None = None
+    """The application's own keys of the run's ``config["metadata"]`` (``feature``, ``experiment``,
+    ``release`` ...) as JSON: redacted, bounded, selected by ``VITAL_METADATA_KEYS``."""
+    thread_id: str | None = None
+    """LangGraph's ``thread_id`` (the checkpointer's conversation), also when a session id is given."""
     start_time: float = 0.0
     end_time: float = 0.0
     duration_s: float = 0.0
@@ -297,6 +302,8 @@ uses it instead of reading the response again."""
 PRICED = "priced_on_caller"
 """The draft key that says the caller's thread priced the call (its cost may be ``None``: unpriced,
 counted there once)."""
+USER_METADATA = "user_metadata"
+"""The draft key of the run's own metadata keys (a dict): made JSON, redacted and bounded on the worker."""
 ENCLOSING_TOOLS = "enclosing_tools"
 """The draft key of the run ids of the tools an LLM call was made in (their totals include it)."""
-WORKER_KEYS = frozenset({RAW_LLM_OUTPUT, BILLED_PARTS, READING, PRICED, ENCLOSING_TOOLS})
+WORKER_KEYS = frozenset({RAW_LLM_OUTPUT, BILLED_PARTS, READING, PRICED, ENCLOSING_TOOLS, USER_METADATA})

@@ -39,6 +39,12 @@ class Settings(BaseSettings):
         default=None, description="Create or upgrade the schema on first use (default: on for SQLite)."
     )
     capture_content: bool = Field(default=False, description="Store prompt / response / tool text.")
+    metadata_keys: CommaList | None = Field(
+        default=None,
+        description="The run metadata keys stored with each row (as JSON, redacted, at most 2 KB): unset, every "
+        "key the application set (not LangChain's, LangGraph's or the attribution keys); a comma-separated "
+        "allow-list; '-' for none.",
+    )
     tenant_id: str | None = Field(default=None, description="Default tenant when a run names none.")
     user_id: str | None = Field(default=None, description="Default user when a run names none.")
     session_id: str | None = Field(default=None, description="Default session when a run names none.")
@@ -142,7 +148,7 @@ class Settings(BaseSettings):
         "makes an admin token that sees every tenant, e.g. 'acme:s3cret,*:adm1n'.",
     )
 
-    _split = field_validator("sinks", mode="before")(_split_commas)
+    _split = field_validator("sinks", "metadata_keys", mode="before")(_split_commas)
 
     def resolved_sinks(self) -> list[str]:
         """The sink names to load: explicit ``VITAL_SINKS``, else defaults by what is configured."""

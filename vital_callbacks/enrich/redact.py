@@ -6,14 +6,16 @@ Error messages are redacted always: an exception often quotes the input that cau
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from vital_callbacks.core.events import Event, LLMCall, RetrieverCall, ToolCall
+from vital_callbacks.core.events import USER_METADATA, Event, LLMCall, RetrieverCall, ToolCall
 from vital_callbacks.core.redaction import Redactor
 
 CONTENT: tuple[tuple[type[Event], tuple[str, ...]], ...] = (
     (LLMCall, ("prompt", "completion")), (ToolCall, ("input", "output")), (RetrieverCall, ("query",)))
 """The content fields of each event class."""
+METADATA_CHARS = 2048
 
 
 class Redact:
@@ -30,3 +32,23 @@ class Redact:
         message = f.get("error_message")
         if message:
             f["error_message"] = self.redactor(message)
+        metadata = f.pop(USER_METADATA, None)
+        if metadata:
+            f["metadata"] = self.metadata_json(metadata)
+
+    def metadata_json(self, metadata: dict[str, Any]) -> str | None:
+        """The run's own metadata as JSON, string values redacted (they are the application's text, like
+        content), at most :data:`METADATA_CHARS`: keys in order while they fit, never cut JSON."""
+        out: dict[str, Any] = {}
+        size = 2
+        for key, value in metadata.items():
+            if isinstance(value, str):
+                value = self.redactor(value)
+            elif not isinstance(value, (int, float, bool)) and value is not None:
+                value = self.redactor(json.dumps(value, default=str, ensure_ascii=False))
+            item = json.dumps({key: value}, ensure_ascii=False, default=str)
+            if size + len(item) > METADATA_CHARS:
+                break
+            out[key] = value
+            size += len(item)
+        return json.dumps(out, ensure_ascii=False, default=str) if out else None

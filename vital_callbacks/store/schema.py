@@ -65,6 +65,8 @@ def _event_columns() -> list[Column[Any]]:
         Column("graph", String(NAME), nullable=True),
         Column("node", String(NAME), nullable=True),
         Column("tags", Text, nullable=True),
+        Column("metadata", Text, nullable=True),  # migration 0008
+        Column("thread_id", String(NAME), nullable=True),  # migration 0008
         Column("started_at", DateTime(timezone=True), nullable=False),
         Column("ended_at", DateTime(timezone=True), nullable=False),
         Column("duration_s", Float, nullable=False, default=0.0),

@@ -1,6 +1,7 @@
 """Tools own their calls: ``tool_calls`` carries the totals of the LLM calls made inside each tool (as
 ``graph_runs`` does for a whole run), and ``llm_calls.tool`` names the tool a call was made in, for
-cost by tool. Rows stored before have 0 and NULL.
+cost by tool. Every event table gains the run's own ``metadata`` (JSON) and LangGraph's ``thread_id``.
+Rows stored before have 0 and NULL.
 
 Revision ID: 0008
 Revises: 0007
@@ -16,6 +17,7 @@ down_revision = "0007"
 branch_labels = None
 depends_on = None
 
+EVENT_TABLES = ("graph_runs", "node_runs", "llm_calls", "tool_calls", "retriever_calls")
 TOKENS = ("input_tokens", "output_tokens", "total_tokens", "cache_read_tokens", "cache_write_tokens",
           "reasoning_tokens")
 
@@ -37,12 +39,19 @@ def upgrade() -> None:
             op.add_column("tool_calls", sa.Column(name, sa.Integer(), nullable=False, server_default="0"))
     if "tool" not in {c["name"] for c in inspector.get_columns("llm_calls")}:
         op.add_column("llm_calls", sa.Column("tool", sa.String(256), nullable=True))
+    for table in EVENT_TABLES:
+        have = {c["name"] for c in inspector.get_columns(table)}
+        if "metadata" not in have:
+            op.add_column(table, sa.Column("metadata", sa.Text(), nullable=True))
+        if "thread_id" not in have:
+            op.add_column(table, sa.Column("thread_id", sa.String(256), nullable=True))
 
 
 def downgrade() -> None:
     # Not batch mode: on SQLite it rebuilds the table, and 0004's rollup triggers on llm_calls would go
     # with it; SQLite drops columns in place since 3.35.
-    drops = [("llm_calls", "tool"), *(("tool_calls", n) for n in (*TOKENS, "cost_usd", "llm_calls", "unpriced_calls"))]
+    drops = [("llm_calls", "tool"), *(("tool_calls", n) for n in (*TOKENS, "cost_usd", "llm_calls", "unpriced_calls")),
+             *((t, n) for t in EVENT_TABLES for n in ("metadata", "thread_id"))]
     for table, name in drops:
         if op.get_bind().dialect.name == "sqlite":
             op.execute(f"ALTER TABLE {table} DROP COLUMN {name}")
