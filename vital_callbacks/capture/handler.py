@@ -118,9 +118,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         s = runtime.settings
         self._defaults = Attribution(tenant_id or s.tenant_id, user_id or s.user_id, session_id or s.session_id)
         self._capture = s.capture_content
-        keys = s.metadata_keys
-        self._keep_metadata = keys != ["-"]
-        self._metadata_keys: frozenset[str] | None = frozenset(keys) if keys and keys != ["-"] else None
+        self._keep_metadata = s.metadata_keys != ["-"]
         # The last ended runs, for scores, as tuples of strings: the GC stops tracking those, where
         # 10,000 long-lived run objects would keep triggering full collections in the user's process.
         self._recent: OrderedDict[str, tuple[str | None, ...]] = OrderedDict()
@@ -173,7 +171,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
               metadata: Mapping[str, Any] | None, tags: list[str] | None) -> Run:
         run = Run(kind, str(run_id), name)
         if metadata and self._keep_metadata:
-            run.user_metadata = attribution.user_metadata(metadata, self._metadata_keys)
+            run.user_metadata = metadata
         run.thread_id = attribution.thread_of(metadata) or (parent.thread_id if parent is not None else None)
         if parent is None:
             attr = attribution.from_metadata(metadata).merged_over(attribution.current()).merged_over(self._defaults)
@@ -265,6 +263,8 @@ class VitalCallbackHandler(GraphCallbackHandler):
             error_type=error_type,
             error_message=error_message,
         )
+        if run.user_metadata is not None:  # the run's metadata dict as LangChain passed it: filtered on the worker
+            draft[USER_METADATA] = run.user_metadata
         draft.cls = cls
         return draft
 
@@ -315,8 +315,6 @@ class VitalCallbackHandler(GraphCallbackHandler):
             base["name"] = run.name
             base["interrupts"] = run.interrupts
             base["resumed"] = run.resumed
-        if run.user_metadata:
-            base[USER_METADATA] = run.user_metadata
         self._submit(base)
 
     # -- LangGraph lifecycle (only GraphCallbackHandler subclasses receive these) ------------------
@@ -363,9 +361,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
                                                    self._budget_scope)
         except BudgetExceeded as exc:
             self._close(run_id)  # LangChain will send no end for a run whose start raised
-            self._submit(LLMCall(provider=run.provider, model=run.model, requested_model=run.model,
-                                 token_source="none",
-                                 **self._base(run, LLMCall, "error", "BudgetExceeded", str(exc)[:MAX_ERROR_CHARS])))
+            refused = self._base(run, LLMCall, "error", "BudgetExceeded", str(exc)[:MAX_ERROR_CHARS])
+            refused.update(provider=run.provider, model=run.model, requested_model=run.model, token_source="none")
+            self._submit(refused)
             raise
 
     @guard
@@ -410,8 +408,6 @@ class VitalCallbackHandler(GraphCallbackHandler):
             fields[ENCLOSING_TOOLS] = run.tool_ids
         if llm_output is not None:
             fields[RAW_LLM_OUTPUT] = llm_output
-        if run.user_metadata:
-            fields[USER_METADATA] = run.user_metadata
         self._submit(fields)
 
     def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
@@ -456,8 +452,6 @@ class VitalCallbackHandler(GraphCallbackHandler):
         fields["name"] = run.name
         fields["input"] = run.raw_input if isinstance(run.raw_input, str) else None
         fields["raw_output"] = output if self._capture else None
-        if run.user_metadata:
-            fields[USER_METADATA] = run.user_metadata
         self._submit(fields)
 
     @guard
@@ -486,8 +480,6 @@ class VitalCallbackHandler(GraphCallbackHandler):
         fields["name"] = run.name
         fields["documents"] = documents
         fields["query"] = run.raw_input if isinstance(run.raw_input, str) else None
-        if run.user_metadata:
-            fields[USER_METADATA] = run.user_metadata
         self._submit(fields)
 
     def submit(self, event: Event) -> None:

@@ -78,7 +78,8 @@ class Run:
         self.node_ns: str | None = None
         self.tool: str | None = None
         """The nearest tool this run executes in (an LLM call inside a tool is that tool's)."""
-        self.user_metadata: dict[str, Any] | None = None
+        self.user_metadata: Mapping[str, Any] | None = None
+        """The run's metadata as LangChain passed it (a reference: the worker picks the app's keys)."""
         self.thread_id: str | None = None
         self.tool_ids: tuple[str, ...] = ()
         """The run ids of every tool this run executes in, innermost last: their totals include it."""

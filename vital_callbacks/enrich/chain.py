@@ -29,7 +29,7 @@ class Enricher:
     """The pipeline's processor: a Draft (or an event built elsewhere) in, the finished event out."""
 
     def __init__(self, prices: PriceBook, *, capture_content: bool = False, budgets: BudgetGuard | None = None,
-                 redactor: Redactor | None = None) -> None:
+                 redactor: Redactor | None = None, metadata_keys: frozenset[str] | None = None) -> None:
         self.prices = prices
         self.budgets = budgets if budgets is not None else BudgetGuard([])
         self.capture_content = capture_content
@@ -38,7 +38,7 @@ class Enricher:
         self.reading = ReadResponse(capture_content)
         self.processors: list[Processor] = [
             self.reading, self.estimate, Price(prices), RecordSpend(self.budgets), self.rollup,
-            Redact(redactor or Redactor(), capture_content)]
+            Redact(redactor or Redactor(), capture_content, metadata_keys)]
         """Run in this order over every event's fields; each looks only at the kinds it cares about."""
 
     @property

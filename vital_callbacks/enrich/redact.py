@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from vital_callbacks.core.attribution import user_metadata
 from vital_callbacks.core.events import USER_METADATA, Event, LLMCall, RetrieverCall, ToolCall
 from vital_callbacks.core.redaction import Redactor
 
@@ -19,9 +20,12 @@ METADATA_CHARS = 2048
 
 
 class Redact:
-    def __init__(self, redactor: Redactor, capture_content: bool) -> None:
+    def __init__(self, redactor: Redactor, capture_content: bool,
+                 metadata_keys: frozenset[str] | None = None) -> None:
         self.redactor = redactor
         self.capture_content = capture_content
+        self.metadata_keys = metadata_keys
+        """The metadata keys kept (an allow-list); ``None``: every key of the application's."""
 
     def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
         keys = next((keys for kind, keys in CONTENT if issubclass(cls, kind)), ())
@@ -32,7 +36,7 @@ class Redact:
         message = f.get("error_message")
         if message:
             f["error_message"] = self.redactor(message)
-        metadata = f.pop(USER_METADATA, None)
+        metadata = user_metadata(f.pop(USER_METADATA, None), self.metadata_keys)
         if metadata:
             f["metadata"] = self.metadata_json(metadata)
 

@@ -109,5 +109,7 @@ def build_redactor(settings: Settings) -> Redactor:
 
 def build_enricher(settings: Settings, guard: BudgetGuard) -> Enricher:
     prices = PriceBook([settings.pricing_dir] if settings.pricing_dir else [])
+    keys = settings.metadata_keys
     return Enricher(prices, capture_content=settings.capture_content, budgets=guard,
-                    redactor=build_redactor(settings))
+                    redactor=build_redactor(settings),
+                    metadata_keys=frozenset(keys) if keys and keys != ["-"] else None)
