@@ -51,7 +51,7 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     """From an empty database, ``upgrade`` builds exactly the schema tables.py declares (no autogenerate diff)."""
     assert db.current(empty_url) is None
     db.upgrade(empty_url)
-    assert db.current(empty_url) == db.head() == "0008"
+    assert db.current(empty_url) == db.head() == "0009"
     assert schema_diff(empty_url) == []
     assert table_names(empty_url) == EVENT_TABLES | {"scores", "llm_cost_daily", "llm_cost_audit", "budget_spend",
                                                      "budget_reservations", VERSION_TABLE}
@@ -83,7 +83,7 @@ def test_upgrade_from_0004(empty_url: str) -> None:
                                      "raw_usage", "tool")),  # 0005, and 0008's tool
         *(("tool_calls", c) for c in (*tables.TOKEN_COLUMNS, "cost_usd", "llm_calls", "unpriced_calls")),  # 0008
         *((t, c) for t in ("graph_runs", "node_runs", "llm_calls", "tool_calls", "retriever_calls")
-          for c in ("metadata", "thread_id"))}  # 0008
+          for c in ("metadata", "thread_id", "subgraph"))}  # 0008, 0009
     assert {(d[0], d[1].name) for d in changes if d[0] != "add_column"} == {
         ("add_table", "llm_cost_audit"),
         ("add_index", "ix_llm_cost_audit_reprice_id"), ("add_index", "ix_llm_cost_audit_run_id"),
@@ -103,7 +103,7 @@ def test_upgrade_from_0005(empty_url: str) -> None:
     assert tables_added == {"budget_spend", "budget_reservations"}
     columns_added = {(d[2], d[3].name) for d in changes if isinstance(d, tuple) and d[0] == "add_column"}
     assert {table for table, _ in columns_added} == {"graph_runs", "node_runs", "llm_calls", "tool_calls",
-                                                     "retriever_calls"}  # 0008
+                                                     "retriever_calls"}  # 0008, 0009
     changes = [c for c in changes if not isinstance(c, tuple)]
     if empty_url.startswith("sqlite"):
         assert changes == []
@@ -114,7 +114,7 @@ def test_upgrade_from_0005(empty_url: str) -> None:
             *(("llm_calls", c) for c in tables.TOKEN_COLUMNS + tables.BILLING_COLUMNS),
             *(("graph_runs", c) for c in tables.TOKEN_COLUMNS)}
     db.upgrade(empty_url)
-    assert db.current(empty_url) == "0008"
+    assert db.current(empty_url) == "0009"
     assert schema_diff(empty_url) == []
 
 

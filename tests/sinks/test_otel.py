@@ -223,6 +223,7 @@ def test_otlp_http_export_decodes_to_the_same_spans(otel: Providers, monkeypatch
     request is retried by the pipeline without duplicating spans or metrics."""
     with OTLPReceiver() as receiver:
         monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint)
+        monkeypatch.setenv("OTEL_METRICS_EXPORTER", "otlp")  # with no meter provider of the app's: asked for
         monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
         monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
         receiver.fail_next = 1

@@ -24,11 +24,15 @@ from vital_callbacks.store.schema import graph_runs, llm_calls, node_runs, score
 if TYPE_CHECKING:
     import pandas as pd
 
-Dimension = Literal["tenant", "user", "session", "model", "provider", "graph", "node", "tool", "day", "hour"]
-DIMENSIONS: tuple[Dimension, ...] = ("tenant", "user", "session", "model", "provider", "graph", "node", "tool",
-                                     "day", "hour")
+Dimension = Literal["tenant", "user", "session", "model", "provider", "graph", "subgraph", "node", "tool", "day",
+                    "hour"]
+DIMENSIONS: tuple[Dimension, ...] = ("tenant", "user", "session", "model", "provider", "graph", "subgraph", "node",
+                                     "tool", "day", "hour")
 _COLUMN_OF: dict[str, str] = {"tenant": "tenant_id", "user": "user_id", "session": "session_id", "model": "model",
-                              "provider": "provider", "graph": "graph", "node": "node", "tool": "name"}
+                              "provider": "provider", "graph": "graph", "subgraph": "subgraph", "node": "node",
+                              "tool": "name"}
+NODE_IDENTITY = ("graph", "subgraph", "node")
+"""What names a node: two graphs (or a graph and its subgraph) may each have an ``agent`` node."""
 _ONLY_ON = {"tool": "tool_calls"}
 """Dimensions whose column name means something else on other tables (a graph run has a ``name`` too)."""
 _COLUMN_ON: dict[tuple[str, str], str] = {("tool", "llm_calls"): "tool"}
@@ -80,7 +84,19 @@ def dimension(table: Table, name: str, dialect: str) -> ColumnElement[Any]:
 
 
 def dimensions(by: str | Sequence[str]) -> tuple[str, ...]:
+    """The grouping keys of ``by``: ``"node"`` alone means a node where it runs (``NODE_IDENTITY``); a
+    sequence is taken as it is given."""
+    if by == "node":
+        return NODE_IDENTITY
     return (by,) if isinstance(by, str) else tuple(by)
+
+
+def key_label(dims: Sequence[str], keys: Sequence[str | None]) -> str | None:
+    """A group's key as one text: its only key, or the keys joined by ``/`` (a node inside no subgraph
+    reads ``graph/node``); a missing key is empty."""
+    if len(keys) <= 1:
+        return keys[0] if keys else None
+    return "/".join(k or "" for d, k in zip(dims, keys, strict=True) if k is not None or d != "subgraph")
 
 
 def window(table: Table, *, since: datetime | None = None, until: datetime | None = None,

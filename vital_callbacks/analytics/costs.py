@@ -26,6 +26,7 @@ from vital_callbacks.analytics._common import (
     LLM_CALLS,
     dimension,
     dimensions,
+    key_label,
     key_text,
     utc,
     window,
@@ -59,8 +60,9 @@ class CostGroup:
 
     @property
     def key(self) -> str | None:
-        """The group's first key (the whole key when grouped by one dimension)."""
-        return self.keys[0] if self.keys else None
+        """The group's key as one text: its only key, or the keys joined by ``/`` (a node:
+        ``graph/node``, ``graph/subgraph/node`` inside a subgraph)."""
+        return key_label(self.dims, self.keys)
 
     @property
     def cost_is_lower_bound(self) -> bool:

@@ -24,6 +24,7 @@ from vital_callbacks.analytics._common import (
     TOOL_CALLS,
     dimension,
     dimensions,
+    key_label,
     key_text,
     percentile,
     window,
@@ -52,7 +53,8 @@ class LatencyGroup:
 
     @property
     def key(self) -> str | None:
-        return self.keys[0] if self.keys else None
+        """The group's key as one text (see ``key_label``)."""
+        return key_label(self.dims, self.keys)
 
 
 def _group(dims: tuple[str, ...], keys: tuple[str | None, ...], counts: Sequence[Any], mean: Any,

@@ -24,10 +24,12 @@ from vital_callbacks.budgets import Budget, BudgetExceeded, BudgetGuard
 from vital_callbacks.budgets.estimate import worst_case
 from vital_callbacks.budgets.refusals import quiet_refusals
 from vital_callbacks.capture.runs import MAX_ERROR_CHARS, OpenRuns, Run, error_fields, guard, score_fields
+from vital_callbacks.capture.tree import app_traceparent, context_parent, is_wrapper, own_tags, subgraph_of
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
 from vital_callbacks.core.events import (
     ENCLOSING_TOOLS,
+    LATE_CALLS,
     PRICED,
     RAW_LLM_OUTPUT,
     READING,
@@ -51,16 +53,6 @@ from vital_callbacks.sinks.base import Sink
 logger = logging.getLogger("vital_callbacks")
 
 _RECENT_RUNS = 10_000
-
-
-_INTERNAL_TAG_PREFIXES = ("seq:step:", "graph:step:", "langsmith:")
-"""Tags LangChain and LangGraph add for their own bookkeeping: not the user's."""
-
-
-def _own_tags(tags: Sequence[str] | None) -> tuple[str, ...]:
-    if not tags:
-        return ()
-    return tuple(t for t in tags if isinstance(t, str) and not t.startswith(_INTERNAL_TAG_PREFIXES))
 
 
 def _spent(cost: object, run: Run, status: Status) -> Decimal | None:
@@ -116,7 +108,12 @@ class VitalCallbackHandler(GraphCallbackHandler):
             quiet_refusals()
         self._submit = runtime.submit
         s = runtime.settings
-        self._defaults = Attribution(tenant_id or s.tenant_id, user_id or s.user_id, session_id or s.session_id)
+        # The attribute() block the handler is built in counts as its defaults: a per-request handler
+        # built inside the block keeps the tenant for a stream consumed after it (a StreamingResponse).
+        built_in = attribution.current()
+        self._defaults = Attribution(tenant_id, user_id, session_id).merged_over(built_in).merged_over(
+            Attribution(s.tenant_id, s.user_id, s.session_id))
+        self._app_spans = runtime.joins_app_trace
         self._capture = s.capture_content
         self._keep_metadata = s.metadata_keys != ["-"]
         # The last ended runs, for scores, as tuples of strings: the GC stops tracking those, where
@@ -126,10 +123,15 @@ class VitalCallbackHandler(GraphCallbackHandler):
         self._runs = OpenRuns(self._lock, s.max_open_runs, s.open_run_timeout_s)
         self._errors = 0
         self._logged_errors: set[tuple[str, type[BaseException]]] = set()
-        self.last_trace_id: str | None = None
-        """The trace id of the most recent root run on this handler, of any request: with one handler
-        shared by concurrent requests use :func:`vital_callbacks.capture_traces` (or pass your own
-        ``config["run_id"]``, which becomes the trace id) to score your own request."""
+
+    @property
+    def last_trace_id(self) -> str | None:
+        """The trace id of the last root run this handler started *in the current context* (this thread,
+        this asyncio task): with one handler shared by concurrent requests, each request sees its own.
+        A run started in another context (``graph.batch``'s threads, a task created before the call)
+        is not seen here: use :func:`vital_callbacks.capture_traces`, or pass your own
+        ``config["run_id"]``, which becomes the trace id."""
+        return attribution.last_trace(id(self))
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
@@ -174,6 +176,10 @@ class VitalCallbackHandler(GraphCallbackHandler):
             run.user_metadata = metadata
         run.thread_id = attribution.thread_of(metadata) or (parent.thread_id if parent is not None else None)
         if parent is None:
+            parent = self._context_parent()
+        if parent is None:
+            if kind == "chain":
+                kind = run.kind = "graph"
             attr = attribution.from_metadata(metadata).merged_over(attribution.current()).merged_over(self._defaults)
             run.attr = attr
             run.graph = attr.agent_id or name
@@ -183,10 +189,13 @@ class VitalCallbackHandler(GraphCallbackHandler):
                 # but the run's metadata says which node it ran in (and the model's class is no graph).
                 run.node = node
                 run.graph = attr.agent_id
-            run.tags = _own_tags(tags)
-            self.last_trace_id = run.run_id
-            attribution.note_trace(run.run_id)
+            run.tags = own_tags(tags)
+            if self._app_spans:
+                run.traceparent = app_traceparent()
+            attribution.note_trace(id(self), run.run_id)
         else:
+            if parent.root is None and is_wrapper(parent.name) and parent.graph == parent.name:
+                parent.graph = name  # the trace is the graph the fallbacks wrap, not "RunnableWithFallbacks"
             run.record_id = parent.child_parent_id()
             run.trace_id = parent.trace_id
             run.root = parent.root or parent
@@ -194,15 +203,22 @@ class VitalCallbackHandler(GraphCallbackHandler):
             run.graph = parent.graph
             run.node = parent.node
             run.node_ns = parent.node_ns
+            run.subgraph = parent.subgraph
+            run.traceparent = parent.traceparent
             # Its own tags (LangChain passes the inherited ones along): a with_config(tags=[...]) on a
             # model inside a node is on that call's row, not replaced by the root's.
-            run.tags = _own_tags(tags) if tags else parent.tags
+            run.tags = own_tags(tags) if tags else parent.tags
             if parent.kind == "tool":
                 run.tool, run.tool_ids = parent.name, (*parent.tool_ids, parent.run_id)
             else:
                 run.tool, run.tool_ids = parent.tool, parent.tool_ids
         self._runs.add(run_id, run)
         return run
+
+    def _context_parent(self) -> Run | None:
+        """An open run of ours that encloses a run LangChain started as a root (see ``context_parent``)."""
+        enclosing = context_parent()
+        return self._runs.get(enclosing) if enclosing is not None else None
 
     def _parent(self, parent_run_id: UUID | None) -> Run | None:
         return self._runs.get(parent_run_id) if parent_run_id is not None else None
@@ -265,6 +281,10 @@ class VitalCallbackHandler(GraphCallbackHandler):
         )
         if run.user_metadata is not None:  # the run's metadata dict as LangChain passed it: filtered on the worker
             draft[USER_METADATA] = run.user_metadata
+        if run.subgraph is not None:
+            draft["subgraph"] = run.subgraph
+        if run.traceparent is not None:
+            draft["traceparent"] = run.traceparent
         draft.cls = cls
         return draft
 
@@ -275,10 +295,10 @@ class VitalCallbackHandler(GraphCallbackHandler):
                        metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "chain"
         parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-        if parent is None:  # the root of an invoke (or a tree we joined half-way): a graph run
-            self._open("graph", run_id, None, name, metadata, tags)
-            return
+        # The root of an invoke (or of a tree we joined half-way) is a graph run; see _open.
         run = self._open("chain", run_id, parent, name, metadata, tags)
+        if run.kind == "graph":
+            return
         node = metadata.get("langgraph_node") if metadata else None
         if node is not None and node == name:
             ns = metadata.get("langgraph_checkpoint_ns") if metadata else None
@@ -291,6 +311,8 @@ class VitalCallbackHandler(GraphCallbackHandler):
                 run.checkpoint_ns = ns
                 step = metadata.get("langgraph_step") if metadata else None
                 run.step = step if isinstance(step, int) else None
+                if parent is not None:
+                    run.subgraph = subgraph_of(parent, run.graph)
 
     @guard
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -315,6 +337,11 @@ class VitalCallbackHandler(GraphCallbackHandler):
             base["name"] = run.name
             base["interrupts"] = run.interrupts
             base["resumed"] = run.resumed
+            with self._lock:  # read with the calls' own submits (see _submit_call)
+                if run.open_calls > 0:  # cancelled or failed with calls still running: they are its too
+                    base[LATE_CALLS] = run.open_calls
+                self._submit(base)
+            return
         self._submit(base)
 
     # -- LangGraph lifecycle (only GraphCallbackHandler subclasses receive these) ------------------
@@ -363,7 +390,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             self._close(run_id)  # LangChain will send no end for a run whose start raised
             refused = self._base(run, LLMCall, "error", "BudgetExceeded", str(exc)[:MAX_ERROR_CHARS])
             refused.update(provider=run.provider, model=run.model, requested_model=run.model, token_source="none")
-            self._submit(refused)
+            self._submit_call(run, refused)
             raise
 
     @guard
@@ -408,7 +435,18 @@ class VitalCallbackHandler(GraphCallbackHandler):
             fields[ENCLOSING_TOOLS] = run.tool_ids
         if llm_output is not None:
             fields[RAW_LLM_OUTPUT] = llm_output
-        self._submit(fields)
+        self._submit_call(run, fields)
+
+    def _submit_call(self, run: Run, fields: Draft) -> None:
+        """An LLM call's draft, queued ahead of its root's if the root has not ended (the lock): a root
+        that ends first says how many of its calls are still open, and the worker waits for them."""
+        root = run.root
+        if root is None:
+            self._submit(fields)
+            return
+        with self._lock:
+            root.open_calls -= 1
+            self._submit(fields)
 
     def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
         """Price on the caller's thread, only under a stop budget, so the next call already sees it.

@@ -43,6 +43,7 @@ class Run:
         "name",
         "node",
         "node_ns",
+        "open_calls",
         "params_temperature",
         "provider",
         "raw_input",
@@ -54,11 +55,13 @@ class Run:
         "start_perf",
         "start_wall",
         "step",
+        "subgraph",
         "tags",
         "thread_id",
         "tool",
         "tool_ids",
         "trace_id",
+        "traceparent",
         "user_metadata",
     )
 
@@ -76,6 +79,12 @@ class Run:
         self.graph: str | None = None
         self.node: str | None = None
         self.node_ns: str | None = None
+        self.subgraph: str | None = None
+        """The subgraph this run executes in, when it is not the trace's own graph."""
+        self.traceparent: str | None = None
+        """The application's OpenTelemetry span the trace started in (W3C ``traceparent``)."""
+        self.open_calls = 0
+        """For a root: its LLM calls not yet ended (under the handler's lock)."""
         self.tool: str | None = None
         """The nearest tool this run executes in (an LLM call inside a tool is that tool's)."""
         self.user_metadata: Mapping[str, Any] | None = None
@@ -141,6 +150,8 @@ class OpenRuns(dict[UUID, Run]):
     def add(self, run_id: UUID, run: Run) -> None:
         with self._lock:
             self[run_id] = run
+            if run.kind == "llm" and run.root is not None:
+                run.root.open_calls += 1
         self._opened += 1
         if self._opened % _SWEEP_EVERY == 0 or len(self) > self.max_open:
             self._forget_stale()
@@ -154,6 +165,8 @@ class OpenRuns(dict[UUID, Run]):
                 if len(self) <= self.max_open and run.start_perf >= cutoff:
                     break
                 del self[run_id]
+                if run.kind == "llm" and run.root is not None:
+                    run.root.open_calls -= 1  # its end will never come: its root need not wait for it
                 forgotten += 1
         if forgotten:
             first = self.evicted == 0

@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="calls, tokens, cost and latency from the SQL store")
     report.add_argument("--by", default="tenant",
-                        choices=["tenant", "user", "model", "provider", "node", "graph", "tool", "day"])
+                        choices=["tenant", "user", "model", "provider", "node", "graph", "subgraph", "tool", "day"])
     report.add_argument("--since", default=None, help="window, e.g. 24h or 7d (default: everything)")
     report.set_defaults(func=cmd_report)
 

@@ -175,8 +175,19 @@ def capture_traces() -> Iterator[TraceCapture]:
         _capture.reset(token)
 
 
-def note_trace(trace_id: str) -> None:
-    """Called at a root run's start: tell the enclosing :func:`capture_traces` block, if any."""
+_last: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar("vital_last_trace", default=None)
+
+
+def note_trace(owner: int, trace_id: str) -> None:
+    """Called at a root run's start: tell the enclosing :func:`capture_traces` block, if any, and
+    remember the trace as ``owner``'s (a handler's ``id``) last one in this context."""
     found = _capture.get()
     if found is not None:
         found.trace_ids.append(trace_id)
+    _last.set((owner, trace_id))
+
+
+def last_trace(owner: int) -> str | None:
+    """The trace ``owner`` last started in the current context (``None``: none, or another's)."""
+    last = _last.get()
+    return last[1] if last is not None and last[0] == owner else None

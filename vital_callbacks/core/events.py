@@ -130,6 +130,12 @@ class Event:
     ``release`` ...) as JSON: redacted, bounded, selected by ``VITAL_METADATA_KEYS``."""
     thread_id: str | None = None
     """LangGraph's ``thread_id`` (the checkpointer's conversation), also when a session id is given."""
+    subgraph: str | None = None
+    """The subgraph this run executed in (its compiled name), when not the trace's own graph: a node
+    is identified by ``(graph, subgraph, node)``."""
+    traceparent: str | None = None
+    """The application's OpenTelemetry span the trace ran in (W3C ``traceparent``), when an OTel sink
+    is configured and there was one: the trace's spans are its children."""
     start_time: float = 0.0
     end_time: float = 0.0
     duration_s: float = 0.0
@@ -306,4 +312,8 @@ USER_METADATA = "user_metadata"
 """The draft key of the run's own metadata keys (a dict): made JSON, redacted and bounded on the worker."""
 ENCLOSING_TOOLS = "enclosing_tools"
 """The draft key of the run ids of the tools an LLM call was made in (their totals include it)."""
-WORKER_KEYS = frozenset({RAW_LLM_OUTPUT, BILLED_PARTS, READING, PRICED, ENCLOSING_TOOLS, USER_METADATA})
+LATE_CALLS = "late_calls"
+"""The draft key of a graph run that ended (cancelled, failed) with this many of its LLM calls still
+running: the worker holds the run until they end, so its totals include them."""
+WORKER_KEYS = frozenset({RAW_LLM_OUTPUT, BILLED_PARTS, READING, PRICED, ENCLOSING_TOOLS, USER_METADATA,
+                         LATE_CALLS})

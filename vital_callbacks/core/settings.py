@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         description="Use the application's global tracer / meter provider when one is set; off: always "
         "export over OTLP/HTTP as configured by OTEL_EXPORTER_OTLP_*.",
     )
+    otel_metrics: bool | None = Field(
+        default=None,
+        description="GenAI metrics over OpenTelemetry. Unset: to the application's global meter provider "
+        "when it set one, else only when OTEL_METRICS_EXPORTER=otlp or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT "
+        "is set; true: also to our own OTLP/HTTP exporter; false: never.",
+    )
     logs_stream: str | None = Field(
         default=None,
         description="'stdout' or 'stderr': also write the JSON lines there (a handler on logger "

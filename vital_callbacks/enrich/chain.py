@@ -12,7 +12,7 @@ from dataclasses import fields
 from typing import Any
 
 from vital_callbacks.budgets import BudgetGuard
-from vital_callbacks.core.events import Draft, Event, GraphRun, LLMCall, RetrieverCall, ToolCall
+from vital_callbacks.core.events import LATE_CALLS, Draft, Event, GraphRun, LLMCall, RetrieverCall, ToolCall
 from vital_callbacks.core.redaction import Redactor
 from vital_callbacks.enrich.estimate import Estimate
 from vital_callbacks.enrich.price import Price, RecordSpend
@@ -53,7 +53,9 @@ class Enricher:
     def unreadable_usage(self) -> int:
         return self.reading.unreadable_usage
 
-    def __call__(self, item: Event | Draft) -> Event:
+    def __call__(self, item: Event | Draft) -> Event | None:
+        """The finished event; ``None`` for a graph run held until its late calls arrive (see
+        :meth:`released`)."""
         f: dict[str, Any]
         if item.__class__ is Draft:
             cls, f = item.cls, item
@@ -63,4 +65,14 @@ class Enricher:
             return item  # type: ignore[return-value]
         for processor in self.processors:
             processor(cls, f)
+        if LATE_CALLS in f:
+            return None  # held by the roll-up; every processor has run over it
         return cls(**f)  # the event's one construction (see Draft)
+
+    @property
+    def holding(self) -> bool:
+        return self.rollup.holding
+
+    def released(self, everything: bool = False) -> list[Draft]:
+        """Held graph runs now complete (all of them when ``everything``), every processor run over them."""
+        return [Draft.of(cls, f) for cls, f in self.rollup.release(everything)]

@@ -233,8 +233,36 @@ class Pipeline:
             self._wake.wait(_DISPATCH_POLL_S)
             self._wake.clear()
             self._dispatch()
+            if self._holding():
+                with self._busy:
+                    out = self._released()
+                    for worker in self._workers:
+                        worker.put(out)
             if self._stop.is_set() and not self._inbox:
                 return
+
+    def _holding(self) -> bool:
+        return bool(getattr(self.processor, "holding", False))
+
+    def _released(self, everything: bool = False) -> list[Event | Marker]:
+        """Events the processor held back (a graph run waiting for calls that outlived it) and now
+        gives out: those complete or waited long enough; every one when ``everything`` (a flush)."""
+        if not self._holding():
+            return []
+        try:
+            drafts: list[Draft] = self.processor.released(everything)  # type: ignore[union-attr]
+        except Exception as exc:
+            self._processor_failed(exc, "held events stay held")
+            return []
+        out: list[Event | Marker] = []
+        for draft in drafts:
+            try:
+                out.append(draft.build())
+            except Exception as exc:
+                self._processor_failed(exc, "event dropped and counted")
+                with self._ledger.lock:
+                    self._inbox_dropped += 1
+        return out
 
     def _dispatch(self) -> None:
         while self._inbox:
@@ -249,6 +277,7 @@ class Pipeline:
         while self._inbox and len(out) < self._batch_size:
             item = self._inbox.popleft()
             if item.__class__ is Marker:
+                out.extend(self._released(everything=True))  # a flush delivers what is held, as it is
                 item.arrive()
                 out.append(item)
                 continue

@@ -57,6 +57,8 @@ class Runtime:
         tokens.configure(settings.tiktoken_encodings_dir)
         self.sinks: list[Sink] = list(sinks) if sinks is not None else build_sinks(settings)
         writes_store = any(s.name in STORE_SINKS for s in self.sinks)
+        self.joins_app_trace = any(s.joins_app_trace for s in self.sinks)
+        """Whether a trace's start reads the application's current OpenTelemetry span (an OTel sink)."""
         self.budgets: BudgetGuard = build_guard(settings, budgets, shared_store=writes_store)
         """Spend limits in force (``VITAL_BUDGETS_FILE``, ``budgets=`` here and on handlers)."""
         self.enricher: Enricher = build_enricher(settings, self.budgets)

@@ -82,8 +82,7 @@ class Outcomes(BaseModel):
 
     @classmethod
     def of(cls, g: LatencyGroup) -> Outcomes:
-        key = "/".join(k or "" for k in g.keys) if len(g.keys) > 1 else g.key
-        return cls(key=key, runs=g.runs, successes=g.successes, errors=g.errors, interrupted=g.interrupted,
+        return cls(key=g.key, runs=g.runs, successes=g.successes, errors=g.errors, interrupted=g.interrupted,
                    success_rate=g.success_rate, mean_s=g.mean_s, p50_s=g.p50_s, p95_s=g.p95_s, p99_s=g.p99_s)
 
 

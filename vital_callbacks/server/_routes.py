@@ -28,7 +28,8 @@ from vital_callbacks.server._auth import Principal, TokenTable
 logger = logging.getLogger("vital_callbacks")
 _T = TypeVar("_T")
 
-GroupBy = Literal["tenant", "user", "session", "model", "provider", "graph", "node", "day", "hour"]
+GroupBy = Literal["tenant", "user", "session", "model", "provider", "graph", "subgraph", "node", "tool", "day",
+                  "hour"]
 Hours = Annotated[int, Query(ge=1, le=24 * 366, description="Window: the last N hours.")]
 TenantParam = Annotated[str | None, Query(min_length=1, max_length=256,
                                           description="Narrow to one tenant (tenant tokens: only their own).")]
@@ -148,8 +149,9 @@ def metrics_router(engine: Engine | None = None, *, database_url: str | None = N
             total = analytics.total_row(e, since=since, until=until, tenant_id=tenant, graph=agent_id)
             runs = analytics.latency_rows(e, (), source="graph", since=since, until=until, tenant_id=tenant,
                                           graph=agent_id)[0]
-            nodes = analytics.latency_rows(e, "node", source="node", since=since, until=until, tenant_id=tenant,
-                                           graph=agent_id)
+            # One agent's nodes: known by their subgraph and name (the graph is the agent).
+            nodes = analytics.latency_rows(e, ("subgraph", "node"), source="node", since=since, until=until,
+                                           tenant_id=tenant, graph=agent_id)
             return m.AgentMetrics(agent_id=agent_id, tenant_id=tenant, window=span, totals=m.Totals.of(total),
                                   graph_runs=m.Outcomes.of(runs), nodes=[m.Outcomes.of(n) for n in nodes])
 

@@ -112,6 +112,9 @@ class Sink(abc.ABC):
     one interpreter switch interval to get the GIL back while the other threads work. Idle, exports
     stay at one batch; the queue decides."""
     context: SinkContext = UNBOUND
+    joins_app_trace: bool = False
+    """Whether the sink nests a trace under the application's OpenTelemetry span it ran in: the
+    handler then reads that span at each trace's start (``Event.traceparent``)."""
     journal_key: str | None = None
     """Where this sink delivers (a masked database URL), for a sink that stores each run id once, so an
     event delivered twice counts once: the pipeline then keeps a journal for it (``VITAL_JOURNAL``),

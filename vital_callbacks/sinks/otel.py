@@ -14,11 +14,20 @@ totals as ``vital.usage.*``), so a backend that sums usage over a trace never co
 ``chat`` span says ``vital.cost.unpriced`` (true for a call with tokens and no price), and the graph
 span carries ``vital.unpriced_calls`` and ``vital.cost.is_lower_bound`` next to its priced sum.
 
-Providers: the application's global tracer / meter provider when one is set (its processors and
-exporters deliver), else the sink's own, exporting over OTLP/HTTP as configured by the standard
-``OTEL_EXPORTER_OTLP_*`` variables (``OTEL_TRACES_EXPORTER=none`` / ``OTEL_METRICS_EXPORTER=none``
-turn a signal off). With its own tracer provider the sink exports the spans of a batch itself, inside
-``export``, so an unreachable collector reaches the pipeline's retries and drop counts.
+Inside the application's own span (``tracer.start_as_current_span("POST /chat")``), a trace joins it:
+the handler reads the current span at the trace's start (``Event.traceparent``), and every span of
+the trace gets the application's trace id, the root span the application's span as its parent (and
+its sampling decision).
+
+Providers: the application's global tracer provider when one is set (its processors and exporters
+deliver), else the sink's own, exporting over OTLP/HTTP as configured by the standard
+``OTEL_EXPORTER_OTLP_*`` variables (``OTEL_TRACES_EXPORTER=none`` turns it off). Metrics go to the
+application's global meter provider when it set one; with none, they are off unless asked for
+(``OTEL_METRICS_EXPORTER=otlp``, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` or ``VITAL_OTEL_METRICS``):
+an application that set up tracing alone gets no metrics pushed at ``localhost:4318``. With its own
+tracer provider the sink exports the spans of a batch itself, inside ``export``, so an unreachable
+collector reaches the pipeline's retries and drop counts. The sink's own providers are shut down by
+the sink alone (not also by the SDK's exit hook); the application's, never.
 """
 
 from __future__ import annotations
@@ -137,25 +146,47 @@ def _signal_off(signal: str) -> bool:
     return os.environ.get(f"OTEL_{signal}_EXPORTER", "").strip().lower() == "none"
 
 
+def _metrics_configured() -> bool:
+    """Whether the environment asks for OTLP metrics (with no meter provider of the application's)."""
+    exporters = {e.strip().lower() for e in os.environ.get("OTEL_METRICS_EXPORTER", "").split(",")}
+    return "otlp" in exporters or bool(os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "").strip())
+
+
+def _parse_traceparent(value: str) -> tuple[int, int, int] | None:
+    """(trace id, span id, flags) of a W3C ``traceparent`` we wrote; ``None`` if it is not one."""
+    parts = value.split("-")
+    if len(parts) != 4:
+        return None
+    try:
+        return int(parts[1], 16), int(parts[2], 16), int(parts[3], 16)
+    except ValueError:
+        return None
+
+
 class OTelSink(Sink):
     """Spans and GenAI metrics for Tempo, Jaeger, Phoenix, Datadog or any OTLP backend."""
 
     name = "otel"
+    joins_app_trace = True
 
     def __init__(self, tracer_provider: trace.TracerProvider | None = None,
-                 meter_provider: metrics.MeterProvider | None = None, *, use_global: bool = True) -> None:
+                 meter_provider: metrics.MeterProvider | None = None, *, use_global: bool = True,
+                 own_metrics: bool | None = None) -> None:
         self._own_tracer: SDKTracerProvider | None = None
         self._own_meter: SDKMeterProvider | None = None
         self._span_exporter: SpanExporter | None = None
         self._collect: _Collect | None = None
+        self._shut = False
         if tracer_provider is None and use_global and not _is_unset(trace.get_tracer_provider()):
             tracer_provider = trace.get_tracer_provider()
         if tracer_provider is None:
             tracer_provider = self._build_tracer_provider()
-        if meter_provider is None and use_global and not _is_unset(metrics.get_meter_provider()):
+        if meter_provider is None and use_global and own_metrics is not False \
+                and not _is_unset(metrics.get_meter_provider()):
             meter_provider = metrics.get_meter_provider()
         if meter_provider is None:
-            meter_provider = self._build_meter_provider()
+            wanted = own_metrics if own_metrics is not None else _metrics_configured()
+            meter_provider = self._build_meter_provider() if wanted else metrics.NoOpMeterProvider()
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self._tracer = tracer_provider.get_tracer(SCOPE)
@@ -181,7 +212,7 @@ class OTelSink(Sink):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sink:
-        return cls(use_global=settings.otel_use_global)
+        return cls(use_global=settings.otel_use_global, own_metrics=settings.otel_metrics)
 
     def _build_tracer_provider(self) -> trace.TracerProvider:
         if _signal_off("TRACES"):
@@ -189,7 +220,7 @@ class OTelSink(Sink):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace import TracerProvider
 
-        self._own_tracer = TracerProvider(resource=_resource())
+        self._own_tracer = TracerProvider(resource=_resource(), shutdown_on_exit=False)
         self._collect = _Collect()
         self._own_tracer.add_span_processor(self._collect)
         self._span_exporter = OTLPSpanExporter()
@@ -203,7 +234,7 @@ class OTelSink(Sink):
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-        self._own_meter = MeterProvider(metric_readers=[reader], resource=_resource())
+        self._own_meter = MeterProvider(metric_readers=[reader], resource=_resource(), shutdown_on_exit=False)
         return self._own_meter
 
     # -- export ------------------------------------------------------------------------------------
@@ -239,12 +270,14 @@ class OTelSink(Sink):
             return
         name, kind, attributes = spec
         parent_id = event.parent_run_id or (event.trace_id if event.trace_id != event.run_id else None)
+        app = _parse_traceparent(event.traceparent) if event.traceparent else None
+        trace_id, flags = (app[0], app[2]) if app is not None else (trace_id_of(event.trace_id), TraceFlags.SAMPLED)
         context = Context()
-        if parent_id is not None:
-            parent = SpanContext(trace_id_of(event.trace_id), span_id_of(parent_id), is_remote=False,
-                                 trace_flags=TraceFlags(TraceFlags.SAMPLED))
+        parent_span = span_id_of(parent_id) if parent_id is not None else app[1] if app is not None else None
+        if parent_span is not None:
+            parent = SpanContext(trace_id, parent_span, is_remote=False, trace_flags=TraceFlags(flags))
             context = trace.set_span_in_context(trace.NonRecordingSpan(parent), context)
-        _RUN_IDS.trace_id = trace_id_of(event.trace_id)
+        _RUN_IDS.trace_id = trace_id
         _RUN_IDS.span_id = span_id_of(event.run_id)
         end_ns = int(event.end_time * 1e9)
         span = self._tracer.start_span(name, context=context, kind=kind, attributes=attributes,
@@ -282,6 +315,9 @@ class OTelSink(Sink):
         return ok
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
+        if self._shut:
+            return
+        self._shut = True
         if self._own_tracer is not None:
             self._own_tracer.shutdown()
         if self._own_meter is not None:

@@ -67,6 +67,7 @@ def _event_columns() -> list[Column[Any]]:
         Column("tags", Text, nullable=True),
         Column("metadata", Text, nullable=True),  # migration 0008
         Column("thread_id", String(NAME), nullable=True),  # migration 0008
+        Column("subgraph", String(NAME), nullable=True),  # migration 0009
         Column("started_at", DateTime(timezone=True), nullable=False),
         Column("ended_at", DateTime(timezone=True), nullable=False),
         Column("duration_s", Float, nullable=False, default=0.0),
