@@ -1,0 +1,309 @@
+"""The trace users expect (issue 19, continued): fallbacks at the root are one trace, a subgraph's nodes
+are known by where they run, a run's totals include calls that outlived it, ``last_trace_id`` is per
+context, and a stream keeps the tenant of the block it was created in (FastAPI streaming)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from langchain_core.runnables import RunnableConfig
+from langgraph.graph import END, START, StateGraph
+from typing_extensions import TypedDict
+
+from vital_callbacks import InMemorySink, LLMCall, NodeRun, Settings, VitalCallbackHandler, attribute
+from vital_callbacks.core.events import GraphRun
+from vital_callbacks.testing.fakes import ScriptedChatModel
+
+
+class State(TypedDict, total=False):
+    text: str
+
+
+def model(name: str = "gpt-4o-mini", **kwargs: Any) -> ScriptedChatModel:
+    return ScriptedChatModel(model_name=name, provider="openai", responses=["ok"], **kwargs)
+
+
+def one_node_graph(node: str, fn: Callable[..., Any], name: str | None = None) -> Any:
+    graph = StateGraph(State)
+    graph.add_node(node, fn)
+    graph.add_edge(START, node)
+    graph.add_edge(node, END)
+    return graph.compile(name=name) if name else graph.compile()
+
+
+def asking(chat: ScriptedChatModel) -> Callable[..., State]:
+    def ask(state: State, config: RunnableConfig) -> State:
+        return {"text": str(chat.invoke(state.get("text", "hi"), config).content)}
+
+    return ask
+
+
+# -- fallbacks at the root ------------------------------------------------------------------------
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_fallbacks_at_the_root_are_one_trace(memory_sink: InMemorySink, mode: str) -> None:
+    """``graph.with_fallbacks([backup])`` at the root, the first graph failing: one trace, one graph run
+    (named after the graph, a success) whose totals include both attempts' calls; the failed attempt
+    is an error under it, not a failed request of its own."""
+    failing = one_node_graph("agent", asking(model(fail_with="rate limited")), name="support_bot")
+    backup = one_node_graph("agent", asking(model("gpt-4o")), name="support_bot_backup")
+    chain = failing.with_fallbacks([backup])
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    config: RunnableConfig = {"callbacks": [handler], "metadata": {"tenant_id": "acme"}}
+    if mode == "sync":
+        chain.invoke({"text": "hi"}, config=config)
+    else:
+        asyncio.run(chain.ainvoke({"text": "hi"}, config=config))
+    assert handler.flush()
+    [root] = memory_sink.of(GraphRun)
+    events = memory_sink.events
+    assert {e.trace_id for e in events} == {root.trace_id}
+    assert (root.graph, root.status, root.tenant_id) == ("support_bot", "success", "acme")
+    calls = sorted(memory_sink.of(LLMCall), key=lambda c: c.start_time)
+    assert [(c.model, c.status) for c in calls] == [("gpt-4o-mini", "error"), ("gpt-4o", "success")]
+    assert root.llm_calls == 2 and calls[1].cost is not None and root.cost_usd == calls[1].cost.total
+    nodes = memory_sink.of(NodeRun)
+    assert sorted(n.status for n in nodes) == ["error", "success"]
+    assert all(n.parent_run_id == root.run_id for n in nodes)
+    assert all(e.tenant_id == "acme" for e in events)
+    handler.shutdown()
+
+
+def test_model_fallbacks_at_the_root_are_one_trace(memory_sink: InMemorySink) -> None:
+    """``model.with_fallbacks([other])`` called alone: both calls under one root."""
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    model(fail_with="overloaded").with_fallbacks([model("gpt-4o")]).invoke("hi", config={"callbacks": [handler]})
+    assert handler.flush()
+    [root] = memory_sink.of(GraphRun)
+    calls = memory_sink.of(LLMCall)
+    assert len(calls) == 2 and {c.parent_run_id for c in calls} == {root.run_id}
+    assert root.status == "success" and root.llm_calls == 2 and root.graph == "ScriptedChatModel"
+    handler.shutdown()
+
+
+# -- subgraphs and node identity ------------------------------------------------------------------
+def two_level_graph() -> Any:
+    """``app``: a node ``work`` of its own, and a subgraph ``researcher`` (run as node ``research``)
+    whose node is also called ``work``; each calls a model."""
+    inner = one_node_graph("work", asking(model("gpt-4o")), name="researcher")
+    outer = StateGraph(State)
+    outer.add_node("research", inner)
+    outer.add_node("work", asking(model("gpt-4o-mini")))
+    outer.add_edge(START, "research")
+    outer.add_edge("research", "work")
+    outer.add_edge("work", END)
+    return outer.compile(name="app")
+
+
+def test_a_subgraphs_nodes_carry_its_name(memory_sink: InMemorySink) -> None:
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    two_level_graph().invoke({"text": "hi"}, config={"callbacks": [handler]})
+    assert handler.flush()
+    nodes = {(n.graph, n.subgraph, n.node) for n in memory_sink.of(NodeRun)}
+    assert nodes == {("app", None, "research"), ("app", "researcher", "work"), ("app", None, "work")}
+    calls = {(c.model, c.subgraph, c.node) for c in memory_sink.of(LLMCall)}
+    assert calls == {("gpt-4o", "researcher", "work"), ("gpt-4o-mini", None, "work")}
+    handler.shutdown()
+
+
+def test_nodes_of_two_graphs_and_of_a_subgraph_stay_apart_in_reports(tmp_path: Any, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """Two graphs with an ``agent`` node each, and a subgraph's ``work`` beside its parent's ``work``:
+    ``report --by node``, ``cost_by_rows(by="node")`` and ``/analytics/costs?by=node`` keep all apart."""
+    from fastapi.testclient import TestClient
+
+    from vital_callbacks.analytics import cost_by_rows, reader_engine
+    from vital_callbacks.cli import main
+    from vital_callbacks.server import create_app
+
+    url = f"sqlite:///{tmp_path / 'nodes.db'}"
+    handler = VitalCallbackHandler(Settings(database_url=url, sinks=["sql"], flush_interval_s=0.05))
+    config: RunnableConfig = {"callbacks": [handler]}
+    two_level_graph().invoke({"text": "hi"}, config=config)
+    for name in ("billing_bot", "support_bot"):
+        one_node_graph("agent", asking(model()), name=name).invoke({"text": "hi"}, config=config)
+    assert handler.flush()
+    handler.shutdown()
+    engine = reader_engine(url)
+    keys = {g.key or "": g.calls for g in cost_by_rows(engine, "node")}
+    assert keys == {"app/work": 1, "app/researcher/work": 1, "billing_bot/agent": 1, "support_bot/agent": 1}
+    with TestClient(create_app(engine, tokens="*:admin")) as client:
+        body = client.get("/analytics/costs", params={"by": "node", "hours": 1},
+                          headers={"Authorization": "Bearer admin"}).json()
+    assert {g["key"]: g["calls"] for g in body["groups"]} == keys
+    engine.dispose()
+    monkeypatch.setenv("VITAL_DATABASE_URL", url)
+    assert main(["report", "--by", "node"]) == 0
+    out = capsys.readouterr().out
+    assert all(key in out for key in keys)
+
+
+# -- calls that outlive their run -----------------------------------------------------------------
+def test_a_cancelled_runs_totals_include_the_calls_that_end_after_it(memory_sink: InMemorySink) -> None:
+    """The request is cancelled while a model call runs in a worker thread (``asyncio.to_thread``,
+    which cannot be stopped): the call ends later, and the graph run (``cancelled``) still counts it."""
+    slow = model(latency_s=0.6)
+
+    async def ask(state: State, config: RunnableConfig) -> State:
+        reply = await asyncio.to_thread(slow.invoke, state["text"], config)
+        return {"text": str(reply.content)}
+
+    graph = one_node_graph("ask", ask, name="chat")
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+
+    async def request() -> None:
+        task = asyncio.create_task(graph.ainvoke({"text": "hi"}, config={"callbacks": [handler]}))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(request())
+    deadline = time.monotonic() + 10
+    while not memory_sink.of(GraphRun) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the graph run is held until its call ends (or a flush)
+    [root] = memory_sink.of(GraphRun)
+    [call] = memory_sink.of(LLMCall)
+    assert root.status == "cancelled" and call.status == "success" and call.end_time > root.end_time
+    assert root.llm_calls == 1 and call.cost is not None and root.cost_usd == call.cost.total
+    assert handler.flush()
+    handler.shutdown()
+
+
+def test_a_flush_delivers_a_run_still_waiting_for_its_calls(memory_sink: InMemorySink) -> None:
+    """A flush does not wait for calls still running: the graph run is delivered as it is, then the
+    late call on its own row; nothing is lost or counted twice."""
+    slow = model(latency_s=1.0)
+    started = threading.Event()
+
+    def ask(state: State, config: RunnableConfig) -> State:
+        started.set()
+        raise RuntimeError("the other branch failed")
+
+    def in_thread(state: State, config: RunnableConfig) -> State:
+        return {"text": str(slow.invoke("hi", config).content)}
+
+    graph = StateGraph(State)
+    graph.add_node("fails", ask)
+    graph.add_node("slow", in_thread)
+    graph.add_edge(START, "fails")
+    graph.add_edge(START, "slow")
+    graph.add_edge("fails", END)
+    graph.add_edge("slow", END)
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    with pytest.raises(RuntimeError):
+        graph.compile().invoke({"text": "hi"}, config={"callbacks": [handler]})
+    assert handler.flush(timeout=5)
+    [root] = memory_sink.of(GraphRun)
+    assert root.status == "error"
+    deadline = time.monotonic() + 10
+    while not memory_sink.of(LLMCall) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert handler.flush()
+    assert len(memory_sink.of(LLMCall)) == 1 and len(memory_sink.of(GraphRun)) == 1
+    assert handler.stats()["dropped"] == {}
+    handler.shutdown()
+
+
+# -- last_trace_id per context --------------------------------------------------------------------
+def test_last_trace_id_is_this_requests_with_one_shared_handler(memory_sink: InMemorySink) -> None:
+    """10 concurrent ``ainvoke``s and 4 threads on one handler: each reads its own trace id."""
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+
+    async def slow_ask(state: State) -> State:
+        await asyncio.sleep(0.02)
+        return state
+
+    graph = one_node_graph("ask", slow_ask)
+    seen: dict[str, str | None] = {}
+
+    async def request(n: int) -> None:
+        await graph.ainvoke({"text": "hi"}, config={"callbacks": [handler], "metadata": {"tenant_id": f"a{n}"}})
+        seen[f"a{n}"] = handler.last_trace_id
+
+    async def main() -> None:
+        await asyncio.gather(*(request(n) for n in range(10)))
+
+    asyncio.run(main())
+
+    def slow_ask_sync(state: State) -> State:
+        time.sleep(0.02)
+        return state
+
+    sync_graph = one_node_graph("ask", slow_ask_sync)
+
+    def in_thread(n: int) -> None:
+        sync_graph.invoke({"text": "hi"}, config={"callbacks": [handler], "metadata": {"tenant_id": f"t{n}"}})
+        seen[f"t{n}"] = handler.last_trace_id
+
+    threads = [threading.Thread(target=in_thread, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert handler.flush()
+    tenant_of = {e.trace_id: e.tenant_id for e in memory_sink.of(GraphRun)}
+    assert len(seen) == 14 and all(tenant_of.get(trace or "") == tenant for tenant, trace in seen.items())
+    assert VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink]).last_trace_id is None
+    handler.shutdown()
+
+
+# -- attribution where a stream is created --------------------------------------------------------
+def test_a_task_created_inside_the_block_keeps_its_tenant(memory_sink: InMemorySink) -> None:
+    """``asyncio.create_task`` copies the context: a task created inside ``attribute()`` and awaited after
+    it is the block's tenant's; the same for a shared handler built outside any block."""
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    graph = one_node_graph("ask", asking(model()), name="chat")
+
+    async def main() -> None:
+        with attribute(tenant_id="acme"):
+            task = asyncio.create_task(graph.ainvoke({"text": "hi"}, config={"callbacks": [handler]}))
+        await asyncio.sleep(0)
+        await task
+
+    asyncio.run(main())
+    assert handler.flush()
+    assert {e.tenant_id for e in memory_sink.events} == {"acme"}
+    handler.shutdown()
+
+
+def test_a_stream_keeps_the_tenant_of_the_block_it_was_created_in(memory_sink: InMemorySink) -> None:
+    """FastAPI ``StreamingResponse`` (TestClient): the graph's stream is created inside ``attribute()``
+    and consumed after the endpoint returned. A handler built inside the block keeps its tenant; a
+    shared handler keeps it when the tenant is in the config's metadata (captured with the stream)."""
+    from fastapi import FastAPI
+    from fastapi.responses import StreamingResponse
+    from fastapi.testclient import TestClient
+
+    graph = one_node_graph("ask", asking(model()), name="chat")
+    shared = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    app = FastAPI()
+
+    async def chunks(stream: Any) -> Any:
+        async for chunk in stream:
+            yield f"{chunk}\n"
+
+    @app.get("/per-request/{tenant}")
+    async def per_request(tenant: str) -> StreamingResponse:
+        with attribute(tenant_id=tenant):
+            handler = VitalCallbackHandler(runtime=shared.runtime)
+            stream = graph.astream({"text": "hi"}, config={"callbacks": [handler]})
+        return StreamingResponse(chunks(stream), media_type="text/plain")
+
+    @app.get("/shared/{tenant}")
+    async def with_metadata(tenant: str) -> StreamingResponse:
+        stream = graph.astream({"text": "hi"}, config={"callbacks": [shared], "metadata": {"tenant_id": tenant}})
+        return StreamingResponse(chunks(stream), media_type="text/plain")
+
+    with TestClient(app) as client:
+        for path in ("/per-request/acme", "/shared/globex"):
+            response = client.get(path)
+            assert response.status_code == 200 and "ask" in response.text
+    assert shared.flush()
+    assert sorted(e.tenant_id or "" for e in memory_sink.of(GraphRun)) == ["acme", "globex"]
+    assert all(e.tenant_id in ("acme", "globex") for e in memory_sink.events)
+    shared.shutdown()
