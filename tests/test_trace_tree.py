@@ -5,6 +5,8 @@ context, and a stream keeps the tenant of the block it was created in (FastAPI s
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from langgraph.graph import END, START, StateGraph
 from typing_extensions import TypedDict
 
 from vital_callbacks import InMemorySink, LLMCall, NodeRun, Settings, VitalCallbackHandler, attribute
+from vital_callbacks.core import attribution
 from vital_callbacks.core.events import GraphRun
 from vital_callbacks.testing.fakes import ScriptedChatModel
 
@@ -271,10 +274,12 @@ def test_a_task_created_inside_the_block_keeps_its_tenant(memory_sink: InMemoryS
     handler.shutdown()
 
 
-def test_a_stream_keeps_the_tenant_of_the_block_it_was_created_in(memory_sink: InMemorySink) -> None:
-    """FastAPI ``StreamingResponse`` (TestClient): the graph's stream is created inside ``attribute()``
-    and consumed after the endpoint returned. A handler built inside the block keeps its tenant; a
-    shared handler keeps it when the tenant is in the config's metadata (captured with the stream)."""
+def test_a_stream_keeps_the_tenant_it_was_created_with(memory_sink: InMemorySink, caplog: pytest.LogCaptureFixture,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """FastAPI ``StreamingResponse`` (TestClient): the graph's stream is read after the endpoint returned.
+    A tenant given with the stream (the request's handler, or the config's metadata) is kept; one in an
+    ``attribute()`` block the stream was created in cannot reach it (a stream runs where it is read),
+    and a handler built in that block says so, once."""
     from fastapi import FastAPI
     from fastapi.responses import StreamingResponse
     from fastapi.testclient import TestClient
@@ -289,7 +294,13 @@ def test_a_stream_keeps_the_tenant_of_the_block_it_was_created_in(memory_sink: I
 
     @app.get("/per-request/{tenant}")
     async def per_request(tenant: str) -> StreamingResponse:
-        with attribute(tenant_id=tenant):
+        handler = VitalCallbackHandler(runtime=shared.runtime, tenant_id=tenant)
+        stream = graph.astream({"text": "hi"}, config={"callbacks": [handler]})
+        return StreamingResponse(chunks(stream), media_type="text/plain")
+
+    @app.get("/in-block/{tenant}")
+    async def in_block(tenant: str) -> StreamingResponse:
+        with attribute(tenant_id=tenant):  # left before the stream is read: the tenant cannot reach it
             handler = VitalCallbackHandler(runtime=shared.runtime)
             stream = graph.astream({"text": "hi"}, config={"callbacks": [handler]})
         return StreamingResponse(chunks(stream), media_type="text/plain")
@@ -299,11 +310,139 @@ def test_a_stream_keeps_the_tenant_of_the_block_it_was_created_in(memory_sink: I
         stream = graph.astream({"text": "hi"}, config={"callbacks": [shared], "metadata": {"tenant_id": tenant}})
         return StreamingResponse(chunks(stream), media_type="text/plain")
 
-    with TestClient(app) as client:
+    monkeypatch.setattr(attribution, "_warned_outside", False)
+    with TestClient(app) as client, caplog.at_level(logging.WARNING, logger="vital_callbacks"):
         for path in ("/per-request/acme", "/shared/globex"):
             response = client.get(path)
             assert response.status_code == 200 and "ask" in response.text
+        assert not caplog.records
+        assert client.get("/in-block/initech").status_code == 200
     assert shared.flush()
-    assert sorted(e.tenant_id or "" for e in memory_sink.of(GraphRun)) == ["acme", "globex"]
-    assert all(e.tenant_id in ("acme", "globex") for e in memory_sink.events)
+    assert sorted(e.tenant_id or "" for e in memory_sink.of(GraphRun)) == ["", "acme", "globex"]
+    [warning] = [r.getMessage() for r in caplog.records]
+    assert "outside the attribute() block" in warning and "'initech'" in warning
     shared.shutdown()
+
+
+# -- found by reading the change ------------------------------------------------------------------
+def late_request(handler: VitalCallbackHandler, latency_s: float = 0.6, metadata: dict[str, Any] | None = None,
+                 in_thread: bool = True) -> None:
+    """A request cancelled after 0.2 s while its model call runs (in a worker thread, or awaited)."""
+    slow = model(latency_s=latency_s)
+
+    async def ask(state: State, config: RunnableConfig) -> State:
+        if in_thread:
+            reply = await asyncio.to_thread(slow.invoke, state["text"], config)
+        else:  # started on the loop's thread (the fake's blocking sleep runs in LangChain's executor)
+            reply = await slow.ainvoke(state["text"], config)
+        return {"text": str(reply.content)}
+
+    graph = one_node_graph("ask", ask, name="chat")
+
+    async def request() -> None:
+        config: RunnableConfig = {"callbacks": [handler], "metadata": metadata or {}}
+        task = asyncio.create_task(graph.ainvoke({"text": "hi"}, config=config))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(request())
+
+
+def test_a_cancelled_await_does_not_hold_its_run(memory_sink: InMemorySink) -> None:
+    """A call awaited on the request's own thread is cancelled with it (LangChain sends it no end): the
+    graph run waits for nothing and is delivered at once."""
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    late_request(handler, latency_s=0.6, in_thread=False)
+    deadline = time.monotonic() + 3
+    while not memory_sink.of(GraphRun) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [r.status for r in memory_sink.of(GraphRun)] == ["cancelled"]
+    assert handler.stats()["held_for_late_calls"] == 0
+    handler.shutdown()
+
+
+def exploding(text: str) -> str:
+    """A redaction hook that fails on one value (VITAL_REDACTION_HOOK)."""
+    if text == "explode":
+        raise RuntimeError("redaction failed")
+    return text
+
+
+def test_a_held_run_whose_processing_failed_is_delivered_once(memory_sink: InMemorySink) -> None:
+    """A processor failing over a graph run that waits for late calls: passed on as captured, once,
+    and never also released later."""
+    settings = Settings(flush_interval_s=0.05, redaction_hook=f"{__name__}:exploding")
+    handler = VitalCallbackHandler(settings, sinks=[memory_sink])
+    late_request(handler, metadata={"feature": "explode"})
+    time.sleep(1.0)
+    assert handler.flush()
+    assert len(memory_sink.of(GraphRun)) == 1 and handler.stats()["held_for_late_calls"] == 0
+    stats = handler.stats()
+    assert stats["exported"]["memory"] == stats["submitted"]
+    handler.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork")
+def test_a_forked_child_does_not_deliver_its_parents_held_run(memory_sink: InMemorySink) -> None:
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    worker = threading.Thread(target=late_request, args=(handler, 1.5))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not handler.stats()["held_for_late_calls"] and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert handler.stats()["held_for_late_calls"] == 1
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its flush must deliver nothing of the parent's
+        ok = handler.flush(3)
+        os.write(write, f"{int(ok)} {len(memory_sink.of(GraphRun))}".encode())
+        os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    worker.join()
+    assert child == f"1 {len(memory_sink.of(GraphRun))}" and child.endswith(" 0")
+    deadline = time.monotonic() + 5
+    while not memory_sink.of(GraphRun) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [root] = memory_sink.of(GraphRun)
+    assert root.llm_calls == 1  # the parent's, with its late call
+    handler.shutdown()
+
+
+def test_last_trace_id_is_per_handler_and_never_another_requests(memory_sink: InMemorySink) -> None:
+    """Two handlers in one context each keep their own; a new handler reads None until its own run,
+    even one built where a finished handler was."""
+    graph = one_node_graph("ask", asking(model()))
+    first = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    second = VitalCallbackHandler(runtime=first.runtime)
+    graph.invoke({"text": "hi"}, config={"callbacks": [first]})
+    graph.invoke({"text": "hi"}, config={"callbacks": [second]})
+    assert first.last_trace_id and second.last_trace_id and first.last_trace_id != second.last_trace_id
+    for _ in range(5):
+        fresh = VitalCallbackHandler(runtime=first.runtime)
+        assert fresh.last_trace_id is None
+        graph.invoke({"text": "hi"}, config={"callbacks": [fresh]})
+        assert fresh.last_trace_id is not None
+        del fresh
+    first.shutdown()
+
+
+def test_subgraphs_with_the_default_name_are_known_by_their_node(memory_sink: InMemorySink) -> None:
+    """Neither graph named (LangGraph's default "LangGraph"): the subgraph is the node it runs as."""
+    inner = one_node_graph("work", asking(model()))
+    outer = StateGraph(State)
+    outer.add_node("research", inner)
+    outer.add_node("work", asking(model()))
+    outer.add_edge(START, "research")
+    outer.add_edge("research", "work")
+    outer.add_edge("work", END)
+    handler = VitalCallbackHandler(Settings(flush_interval_s=0.05), sinks=[memory_sink])
+    outer.compile().invoke({"text": "hi"}, config={"callbacks": [handler]})
+    assert handler.flush()
+    nodes = {(n.subgraph, n.node) for n in memory_sink.of(NodeRun)}
+    assert nodes == {(None, "research"), ("research", "work"), (None, "work")}
+    handler.shutdown()

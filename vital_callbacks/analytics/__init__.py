@@ -50,6 +50,17 @@ from vital_callbacks.analytics.summary import (
     quality_summary_rows,
     realtime,
 )
+from vital_callbacks.analytics.traces import (
+    RecentCall,
+    Span,
+    Trace,
+    TraceScore,
+    TraceSummary,
+    recent_calls_rows,
+    tenants,
+    trace_list_rows,
+    trace_rows,
+)
 from vital_callbacks.core.money import format_usd, usd
 from vital_callbacks.store.engine import reader_engine
 
@@ -88,6 +99,11 @@ __all__ = [
     "ProjectionDay",
     "QualityScore",
     "Realtime",
+    "RecentCall",
+    "Span",
+    "Trace",
+    "TraceScore",
+    "TraceSummary",
     "UnpricedModel",
     "agent_success",
     "agent_success_rows",
@@ -116,14 +132,18 @@ __all__ = [
     "quality_summary_rows",
     "reader_engine",
     "realtime",
+    "recent_calls_rows",
     "report_total",
     "spend",
     "tabular",
+    "tenants",
     "to_frame",
     "top_spenders",
     "top_spenders_rows",
     "total_row",
     "total_saved",
+    "trace_list_rows",
+    "trace_rows",
     "unpriced_calls",
     "unpriced_calls_rows",
     "unpriced_saving_calls",

@@ -96,6 +96,8 @@ def key_label(dims: Sequence[str], keys: Sequence[str | None]) -> str | None:
     reads ``graph/node``); a missing key is empty."""
     if len(keys) <= 1:
         return keys[0] if keys else None
+    if all(k is None for k in keys):
+        return None
     return "/".join(k or "" for d, k in zip(dims, keys, strict=True) if k is not None or d != "subgraph")
 
 

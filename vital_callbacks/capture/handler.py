@@ -9,6 +9,7 @@ so a surprise payload is logged once and counted, and never reaches the user's w
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -53,6 +54,7 @@ from vital_callbacks.sinks.base import Sink
 logger = logging.getLogger("vital_callbacks")
 
 _RECENT_RUNS = 10_000
+_TOKENS = itertools.count(1)
 
 
 def _spent(cost: object, run: Run, status: Status) -> Decimal | None:
@@ -107,12 +109,14 @@ class VitalCallbackHandler(GraphCallbackHandler):
             self.raise_error = True  # so LangChain lets BudgetExceeded reach the workflow
             quiet_refusals()
         self._submit = runtime.submit
+        self._token = next(_TOKENS)
+        """This handler's key for ``last_trace_id`` (unique for the process's life, unlike ``id()``)."""
         s = runtime.settings
-        # The attribute() block the handler is built in counts as its defaults: a per-request handler
-        # built inside the block keeps the tenant for a stream consumed after it (a StreamingResponse).
-        built_in = attribution.current()
-        self._defaults = Attribution(tenant_id, user_id, session_id).merged_over(built_in).merged_over(
-            Attribution(s.tenant_id, s.user_id, s.session_id))
+        self._defaults = Attribution(tenant_id or s.tenant_id, user_id or s.user_id, session_id or s.session_id)
+        # Not taken as defaults (a handler built in one request and shared afterwards would attribute
+        # later requests to it), only to say so when a trace starts outside any attribution: the sign
+        # of a stream consumed after the block it was created in (a StreamingResponse).
+        self._built_in = attribution.current()
         self._app_spans = runtime.joins_app_trace
         self._capture = s.capture_content
         self._keep_metadata = s.metadata_keys != ["-"]
@@ -131,7 +135,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
         A run started in another context (``graph.batch``'s threads, a task created before the call)
         is not seen here: use :func:`vital_callbacks.capture_traces`, or pass your own
         ``config["run_id"]``, which becomes the trace id."""
-        return attribution.last_trace(id(self))
+        return attribution.last_trace(self._token)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
@@ -181,6 +185,8 @@ class VitalCallbackHandler(GraphCallbackHandler):
             if kind == "chain":
                 kind = run.kind = "graph"
             attr = attribution.from_metadata(metadata).merged_over(attribution.current()).merged_over(self._defaults)
+            if self._built_in is not attribution.EMPTY and attr == attribution.EMPTY:
+                attribution.warn_outside_block(self._built_in)
             run.attr = attr
             run.graph = attr.agent_id or name
             node = metadata.get("langgraph_node") if metadata and kind != "graph" else None
@@ -192,7 +198,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
             run.tags = own_tags(tags)
             if self._app_spans:
                 run.traceparent = app_traceparent()
-            attribution.note_trace(id(self), run.run_id)
+            attribution.note_trace(self._token, run.run_id)
         else:
             if parent.root is None and is_wrapper(parent.name) and parent.graph == parent.name:
                 parent.graph = name  # the trace is the graph the fallbacks wrap, not "RunnableWithFallbacks"
@@ -312,7 +318,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
                 step = metadata.get("langgraph_step") if metadata else None
                 run.step = step if isinstance(step, int) else None
                 if parent is not None:
-                    run.subgraph = subgraph_of(parent, run.graph)
+                    run.subgraph = subgraph_of(parent)
 
     @guard
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -339,7 +345,9 @@ class VitalCallbackHandler(GraphCallbackHandler):
             base["resumed"] = run.resumed
             with self._lock:  # read with the calls' own submits (see _submit_call)
                 if run.open_calls > 0:  # cancelled or failed with calls still running: they are its too
-                    base[LATE_CALLS] = run.open_calls
+                    late = self._runs.running_elsewhere(run)
+                    if late:
+                        base[LATE_CALLS] = late
                 self._submit(base)
             return
         self._submit(base)
@@ -375,6 +383,7 @@ class VitalCallbackHandler(GraphCallbackHandler):
                    kwargs: Mapping[str, Any]) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "llm"
         run = self._open("llm", run_id, self._parent(parent_run_id), name, metadata, tags)
+        run.thread = threading.get_ident()
         run.read_model_params(metadata or {}, kwargs.get("invocation_params") or {}, serialized)
         run.raw_input = raw_input
         if self._stop_budgets:
@@ -412,6 +421,15 @@ class VitalCallbackHandler(GraphCallbackHandler):
         run = self._close(run_id)
         if run is None:
             return
+        try:
+            fields = self._call_fields(run, response, status, error_type, error_message)
+        except Exception:
+            self._submit_call(run, None)  # its root must not wait for it
+            raise
+        self._submit_call(run, fields)
+
+    def _call_fields(self, run: Run, response: Any, status: Status, error_type: str | None,
+                     error_message: str | None) -> Draft:
         ttft = run.first_token - run.start_perf if run.first_token is not None else None
         output, llm_output = capture(response)
         fields = self._base(run, LLMCall, status, error_type, error_message)
@@ -435,18 +453,21 @@ class VitalCallbackHandler(GraphCallbackHandler):
             fields[ENCLOSING_TOOLS] = run.tool_ids
         if llm_output is not None:
             fields[RAW_LLM_OUTPUT] = llm_output
-        self._submit_call(run, fields)
+        return fields
 
-    def _submit_call(self, run: Run, fields: Draft) -> None:
-        """An LLM call's draft, queued ahead of its root's if the root has not ended (the lock): a root
-        that ends first says how many of its calls are still open, and the worker waits for them."""
+    def _submit_call(self, run: Run, fields: Draft | None) -> None:
+        """An LLM call's draft (``None``: none could be built), queued ahead of its root's if the root
+        has not ended (the lock): a root that ends first says how many of its calls still run on other
+        threads, and the worker waits for them."""
         root = run.root
         if root is None:
-            self._submit(fields)
+            if fields is not None:
+                self._submit(fields)
             return
         with self._lock:
             root.open_calls -= 1
-            self._submit(fields)
+            if fields is not None:
+                self._submit(fields)
 
     def _price_now(self, run: Run, result: ResultSnapshot) -> dict[str, Any]:
         """Price on the caller's thread, only under a stop budget, so the next call already sees it.

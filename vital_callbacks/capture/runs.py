@@ -57,6 +57,7 @@ class Run:
         "step",
         "subgraph",
         "tags",
+        "thread",
         "thread_id",
         "tool",
         "tool_ids",
@@ -85,6 +86,8 @@ class Run:
         """The application's OpenTelemetry span the trace started in (W3C ``traceparent``)."""
         self.open_calls = 0
         """For a root: its LLM calls not yet ended (under the handler's lock)."""
+        self.thread = 0
+        """For an LLM call: the thread it started on."""
         self.tool: str | None = None
         """The nearest tool this run executes in (an LLM call inside a tool is that tool's)."""
         self.user_metadata: Mapping[str, Any] | None = None
@@ -155,6 +158,14 @@ class OpenRuns(dict[UUID, Run]):
         self._opened += 1
         if self._opened % _SWEEP_EVERY == 0 or len(self) > self.max_open:
             self._forget_stale()
+
+    def running_elsewhere(self, root: Run) -> int:
+        """The open LLM calls of ``root``'s trace started on other threads than this one (the caller
+        holds the lock). Only those can still end: a call on this thread, open when its root ends, was
+        cancelled with it (an ``await`` cut short sends no end callback); one in a worker thread
+        (``asyncio.to_thread``, a sync graph's parallel branch) runs on. Asked only when some are open."""
+        here = threading.get_ident()
+        return sum(1 for run in self.values() if run.root is root and run.kind == "llm" and run.thread != here)
 
     def _forget_stale(self) -> None:
         cutoff = time.perf_counter() - self.timeout_s

@@ -67,12 +67,11 @@ def app_traceparent() -> str | None:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
-def subgraph_of(pregel: Run, graph: str | None) -> str | None:
-    """The graph a node runs in (``pregel``: its LangChain parent, the graph's own run) when that is not
-    the trace's graph: the subgraph's compiled name, or, for one left with LangGraph's default name,
-    the node it runs as in the enclosing graph."""
-    if pregel.kind != "chain" or pregel.name == graph:
+def subgraph_of(pregel: Run) -> str | None:
+    """The subgraph a node runs in (``pregel``: its LangChain parent, the graph's own run): a graph run
+    inside another graph's node. Its compiled name, or, for one left with LangGraph's default name,
+    the node it runs as in the enclosing graph; ``None`` at the trace's own graph (the root, or an
+    attempt of the root's fallbacks, which runs in no node)."""
+    if pregel.kind != "chain" or pregel.node is None:
         return pregel.subgraph
-    if pregel.name == _DEFAULT_GRAPH_NAME and pregel.node:
-        return pregel.node
-    return pregel.name
+    return pregel.node if pregel.name == _DEFAULT_GRAPH_NAME else pregel.name

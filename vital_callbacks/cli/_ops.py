@@ -104,5 +104,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     if not tokens:
         raise CliError("set VITAL_API_TOKENS (e.g. 'acme:<token>,*:<admin token>'); the API never runs open")
-    uvicorn.run(create_app(database_url=settings.database_url, tokens=tokens), host=args.host, port=args.port)
+    app = create_app(database_url=settings.database_url, tokens=tokens, budgets_file=settings.budgets_file,
+                     budget_redis_url=settings.budget_redis_url)
+    print(f"vital-callbacks: the UI and the API at http://{args.host}:{args.port}/ (API docs at /docs)", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

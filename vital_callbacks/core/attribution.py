@@ -175,19 +175,40 @@ def capture_traces() -> Iterator[TraceCapture]:
         _capture.reset(token)
 
 
-_last: contextvars.ContextVar[tuple[int, str] | None] = contextvars.ContextVar("vital_last_trace", default=None)
+_LAST_KEPT = 8
+"""Handlers whose last trace a context remembers (a context used with more is rare; bounded so a
+long-lived thread's context does not grow with every per-request handler)."""
+_last: contextvars.ContextVar[tuple[tuple[int, str], ...]] = contextvars.ContextVar("vital_last_trace", default=())
 
 
 def note_trace(owner: int, trace_id: str) -> None:
     """Called at a root run's start: tell the enclosing :func:`capture_traces` block, if any, and
-    remember the trace as ``owner``'s (a handler's ``id``) last one in this context."""
+    remember the trace as ``owner``'s (a handler's unique token) last one in this context."""
     found = _capture.get()
     if found is not None:
         found.trace_ids.append(trace_id)
-    _last.set((owner, trace_id))
+    kept = _last.get()
+    if kept and kept[0][0] == owner:
+        _last.set(((owner, trace_id), *kept[1:]))
+    else:
+        _last.set(((owner, trace_id), *(p for p in kept if p[0] != owner))[:_LAST_KEPT])
 
 
 def last_trace(owner: int) -> str | None:
-    """The trace ``owner`` last started in the current context (``None``: none, or another's)."""
-    last = _last.get()
-    return last[1] if last is not None and last[0] == owner else None
+    """The trace ``owner`` last started in the current context (``None``: none here)."""
+    return next((trace for who, trace in _last.get() if who == owner), None)
+
+
+_warned_outside = False
+
+
+def warn_outside_block(built_in: Attribution) -> None:
+    """Once per process: a trace started outside any attribution on a handler built inside a block."""
+    global _warned_outside
+    if _warned_outside:
+        return
+    _warned_outside = True
+    logger.warning("vital-callbacks: a trace started outside the attribute() block its handler was built in "
+                   "(tenant %r): it is stored without a tenant. A stream runs where it is read, not where it "
+                   "was created: pass the ids in config['metadata'] or VitalCallbackHandler(tenant_id=...)",
+                   built_in.tenant_id)

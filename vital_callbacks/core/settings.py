@@ -131,8 +131,8 @@ class Settings(BaseSettings):
     otel_metrics: bool | None = Field(
         default=None,
         description="GenAI metrics over OpenTelemetry. Unset: to the application's global meter provider "
-        "when it set one, else only when OTEL_METRICS_EXPORTER=otlp or OTEL_EXPORTER_OTLP_METRICS_ENDPOINT "
-        "is set; true: also to our own OTLP/HTTP exporter; false: never.",
+        "when it set one, else only when OTEL_METRICS_EXPORTER=otlp or an OTLP endpoint is set; true: to "
+        "the application's meter provider, else our own OTLP/HTTP exporter; false: never.",
     )
     logs_stream: str | None = Field(
         default=None,

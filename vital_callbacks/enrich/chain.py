@@ -65,13 +65,21 @@ class Enricher:
             return item  # type: ignore[return-value]
         for processor in self.processors:
             processor(cls, f)
-        if LATE_CALLS in f:
-            return None  # held by the roll-up; every processor has run over it
+        if f.get(LATE_CALLS):
+            self.rollup.hold(cls, f)  # only now: a processor that failed above leaves nothing held
+            return None
         return cls(**f)  # the event's one construction (see Draft)
 
     @property
     def holding(self) -> bool:
         return self.rollup.holding
+
+    @property
+    def held(self) -> int:
+        return self.rollup.held
+
+    def after_fork(self) -> None:
+        self.rollup.after_fork()
 
     def released(self, everything: bool = False) -> list[Draft]:
         """Held graph runs now complete (all of them when ``everything``), every processor run over them."""

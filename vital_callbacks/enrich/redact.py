@@ -49,7 +49,10 @@ class Redact:
             if isinstance(value, str):
                 value = self.redactor(value)
             elif not isinstance(value, (int, float, bool)) and value is not None:
-                value = self.redactor(json.dumps(value, default=str, ensure_ascii=False))
+                try:
+                    value = self.redactor(json.dumps(value, default=str, ensure_ascii=False))
+                except (ValueError, RecursionError):  # a structure that contains itself: no JSON form
+                    continue
             item = json.dumps({key: value}, ensure_ascii=False, default=str)
             if size + len(item) > METADATA_CHARS:
                 break

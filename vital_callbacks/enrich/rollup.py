@@ -52,13 +52,28 @@ class RollUp:
         if issubclass(cls, LLMCall):
             self.llm(f)
         elif issubclass(cls, GraphRun) and f.get(LATE_CALLS):
-            self._held[f["run_id"]] = _Held(cls, f, f[LATE_CALLS], time.monotonic() + LATE_CALLS_WAIT_S)
+            pass  # held by hold(), once every processor has run over it
         elif issubclass(cls, (GraphRun, ToolCall)):
             self.take(f)
+
+    def hold(self, cls: type[Event], f: dict[str, Any]) -> None:
+        """Keep a finished graph run (every processor run over it) until its late calls arrive."""
+        self._held[f["run_id"]] = _Held(cls, f, f[LATE_CALLS], time.monotonic() + LATE_CALLS_WAIT_S)
 
     @property
     def holding(self) -> bool:
         return bool(self._held or self._ready)
+
+    @property
+    def held(self) -> int:
+        """Graph runs waiting for their late calls (submitted, not yet passed on to any sink)."""
+        return len(self._held) + len(self._ready)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's open totals and held runs are the parent's to deliver."""
+        self._open.clear()
+        self._held.clear()
+        self._ready.clear()
 
     def release(self, everything: bool = False) -> list[tuple[type[Event], dict[str, Any]]]:
         """Held graph runs whose late calls have all arrived, or waited long enough (all of them when

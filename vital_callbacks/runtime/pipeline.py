@@ -64,6 +64,9 @@ class PipelineStats:
     waiting."""
     kept: dict[str, int] = field(default_factory=dict)
     """Of ``spilled``: events left in the journal at shutdown, for the next process to deliver."""
+    held: int = 0
+    """Graph runs the dispatcher holds until calls that outlived them arrive (at most a minute, or
+    the next flush): submitted, not yet given to any sink."""
 
 
 def _journal_for(sink: Sink, root: Path | None) -> Journal | None:
@@ -143,6 +146,9 @@ class Pipeline:
         closed = self._closed
         self._start()
         self._closed = closed
+        reset = getattr(self.processor, "after_fork", None)
+        if reset is not None:
+            reset()  # runs the parent held for late calls are the parent's to deliver
         for worker in self._workers:
             worker.after_fork(self._ledger, self._room)
 
@@ -220,6 +226,7 @@ class Pipeline:
                 problems=dict(ledger.problems),
                 recovered=dict(ledger.recovered),
                 kept=dict(ledger.kept),
+                held=int(getattr(self.processor, "held", 0)),
             )
 
     def _stats_mapping(self) -> Mapping[str, Any]:

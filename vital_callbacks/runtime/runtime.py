@@ -112,6 +112,7 @@ class Runtime:
             "problems": stats.problems,
             "recovered": stats.recovered,
             "kept_in_journal": stats.kept,
+            "held_for_late_calls": stats.held,
             "unpriced_calls": dict(self.enricher.prices.unpriced),
             "estimated_calls": self.enricher.estimated_calls,
             "failed_estimates": self.enricher.failed_estimates,

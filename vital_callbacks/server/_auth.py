@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from fastapi import HTTPException, status
 
 ADMIN = "*"
+COOKIE = "vital_token"
+"""The browser's copy of a token (set by the UI's sign-in, ``HttpOnly``, ``SameSite=Strict``): the
+UI's pages and the API calls its scripts make carry it instead of an ``Authorization`` header."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class TokenTable:
         return cls(pairs)
 
     def lookup(self, presented: str) -> Principal | None:
+        """The principal of a presented token; ``None`` for an unknown one."""
         candidate = presented.encode()
         found: Principal | None = None
         for tenant, token in self._entries:  # no early exit: constant work whatever matches

@@ -16,7 +16,7 @@ from decimal import Decimal
 from pydantic import BaseModel, Field
 
 from vital_callbacks import analytics
-from vital_callbacks.analytics import CostGroup, LatencyGroup, QualityScore, Realtime
+from vital_callbacks.analytics import CostGroup, LatencyGroup, QualityScore, Realtime, RecentCall
 
 
 def usd(value: Decimal | None) -> float | None:
@@ -165,6 +165,41 @@ class QualityOut(BaseModel):
     def of(cls, q: QualityScore) -> QualityOut:
         return cls(name=q.name, data_type=q.data_type, count=q.count, mean=q.mean, min=q.min, max=q.max,
                    matched=q.matched)
+
+
+class RecentCallOut(BaseModel):
+    run_id: str
+    trace_id: str
+    started_at: datetime
+    tenant_id: str | None
+    graph: str | None
+    node: str | None
+    provider: str | None
+    model: str | None
+    status: str
+    error_type: str | None
+    error_message: str | None
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None = Field(description="Null for a call without a known price (never 0).")
+    unpriced: bool
+    duration_s: float
+
+    @classmethod
+    def of(cls, r: RecentCall) -> RecentCallOut:
+        return cls(run_id=r.run_id, trace_id=r.trace_id, started_at=r.started_at, tenant_id=r.tenant_id,
+                   graph=r.graph, node=r.node, provider=r.provider, model=r.model, status=r.status,
+                   error_type=r.error_type, error_message=r.error_message, input_tokens=r.input_tokens,
+                   output_tokens=r.output_tokens, cost_usd=usd(r.cost_usd), unpriced=r.unpriced,
+                   duration_s=r.duration_s)
+
+
+class RecentCalls(BaseModel):
+    """The latest LLM calls, newest first (the live tail)."""
+
+    tenant_id: str | None
+    level: str
+    calls: list[RecentCallOut]
 
 
 class QualitySummary(BaseModel):

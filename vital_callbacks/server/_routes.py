@@ -14,16 +14,16 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Security, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from vital_callbacks import analytics
 from vital_callbacks.core.money import priced_sum
 from vital_callbacks.server import _models as m
-from vital_callbacks.server._auth import Principal, TokenTable
+from vital_callbacks.server._auth import COOKIE, Principal, TokenTable
+from vital_callbacks.server._store import Store
 
 logger = logging.getLogger("vital_callbacks")
 _T = TypeVar("_T")
@@ -42,27 +42,6 @@ HEALTH_TIMEOUT_S = 1.0
 _HEALTH = concurrent.futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="vital-healthz")
 
 
-class _Store:
-    """The engine, made on first use so that mounting the router never opens a connection."""
-
-    def __init__(self, engine: Engine | None, url: str | None) -> None:
-        self._engine, self._url = engine, url
-
-    def engine(self) -> Engine:
-        if self._engine is None:
-            self._engine = analytics.reader_engine(self._url)
-        return self._engine
-
-    def run(self, query: Callable[[Engine], _T]) -> _T:
-        try:
-            return query(self.engine())
-        except SQLAlchemyError:
-            logger.exception("vital-callbacks API: query failed")
-            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the metrics store is unavailable") from None
-        except ValueError as exc:  # an analytics precondition; parameters are validated before this
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
-
-
 def metrics_router(engine: Engine | None = None, *, database_url: str | None = None,
                    tokens: TokenTable | str | None = None,
                    clock: Callable[[], datetime] | None = None) -> APIRouter:
@@ -72,19 +51,32 @@ def metrics_router(engine: Engine | None = None, *, database_url: str | None = N
     the bearer tokens (a :class:`TokenTable` or the ``VITAL_API_TOKENS`` syntax; default: that
     setting). With no tokens configured every request but ``/healthz`` is refused.
     """
-    if tokens is None or isinstance(tokens, str):
-        if tokens is None:
-            from vital_callbacks.core.settings import Settings
+    return api_router(Store(engine, database_url), token_table(tokens), clock or utcnow)
 
-            secret = Settings().api_tokens
-            tokens = secret.get_secret_value() if secret is not None else None
-        tokens = TokenTable.parse(tokens)
-    table = tokens
-    store = _Store(engine, database_url)
-    now = clock or (lambda: datetime.now(timezone.utc))
 
-    def principal(credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Principal:
-        found = table.lookup(credentials.credentials) if credentials is not None else None
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def token_table(tokens: TokenTable | str | None) -> TokenTable:
+    """``tokens`` as a table; ``None``: ``VITAL_API_TOKENS``."""
+    if isinstance(tokens, TokenTable):
+        return tokens
+    if tokens is None:
+        from vital_callbacks.core.settings import Settings
+
+        secret = Settings().api_tokens
+        tokens = secret.get_secret_value() if secret is not None else None
+    return TokenTable.parse(tokens)
+
+
+def api_router(store: Store, table: TokenTable, now: Callable[[], datetime]) -> APIRouter:
+    """The endpoints over one store and token table (shared with the UI when both are served)."""
+
+    def principal(request: Request,
+                  credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> Principal:
+        presented = credentials.credentials if credentials is not None else request.cookies.get(COOKIE)
+        found = table.lookup(presented) if presented else None
         if found is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "a valid bearer token is required",
                                 headers={"WWW-Authenticate": "Bearer"})
@@ -170,6 +162,16 @@ def metrics_router(engine: Engine | None = None, *, database_url: str | None = N
         return m.DailyCost(tenant_id=tenant, window=m.Window(since=since, until=until),
                            days=[m.DayCost.of(g) for g in rows], total_usd=m.usd(total), unpriced_calls=unpriced,
                            cost_is_lower_bound=unpriced > 0)
+
+    @router.get("/analytics/recent-logs", response_model=m.RecentCalls, tags=["analytics"],
+                summary="The latest LLM calls (or only the failed ones), newest first")
+    def recent_logs(caller: Caller, limit: Annotated[int, Query(ge=1, le=500)] = 50,
+                    level: Annotated[Literal["all", "error"], Query()] = "all",
+                    tenant_id: TenantParam = None) -> m.RecentCalls:
+        tenant = caller.scope(tenant_id)
+        rows = store.run(lambda e: analytics.recent_calls_rows(e, limit=limit, errors_only=level == "error",
+                                                               tenant_id=tenant))
+        return m.RecentCalls(tenant_id=tenant, level=level, calls=[m.RecentCallOut.of(r) for r in rows])
 
     @router.get("/metrics/quality/summary", response_model=m.QualitySummary, tags=["metrics"],
                 summary="Evaluator and feedback scores per name")

@@ -23,7 +23,7 @@ Providers: the application's global tracer provider when one is set (its process
 deliver), else the sink's own, exporting over OTLP/HTTP as configured by the standard
 ``OTEL_EXPORTER_OTLP_*`` variables (``OTEL_TRACES_EXPORTER=none`` turns it off). Metrics go to the
 application's global meter provider when it set one; with none, they are off unless asked for
-(``OTEL_METRICS_EXPORTER=otlp``, ``OTEL_EXPORTER_OTLP_METRICS_ENDPOINT`` or ``VITAL_OTEL_METRICS``):
+(``OTEL_METRICS_EXPORTER=otlp``, an ``OTEL_EXPORTER_OTLP_[METRICS_]ENDPOINT``, ``VITAL_OTEL_METRICS``):
 an application that set up tracing alone gets no metrics pushed at ``localhost:4318``. With its own
 tracer provider the sink exports the spans of a batch itself, inside ``export``, so an unreachable
 collector reaches the pipeline's retries and drop counts. The sink's own providers are shut down by
@@ -147,9 +147,13 @@ def _signal_off(signal: str) -> bool:
 
 
 def _metrics_configured() -> bool:
-    """Whether the environment asks for OTLP metrics (with no meter provider of the application's)."""
+    """Whether the environment points OTLP metrics somewhere (with no meter provider of the
+    application's): an exporter named, or an endpoint set. The SDK's own default (``otlp`` to
+    ``localhost:4318``) is not taken as asked for: an application that set up tracing alone would get
+    our metrics pushed at nothing, with "connection refused" on every export."""
     exporters = {e.strip().lower() for e in os.environ.get("OTEL_METRICS_EXPORTER", "").split(",")}
-    return "otlp" in exporters or bool(os.environ.get("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "").strip())
+    endpoints = ("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+    return "otlp" in exporters or any(os.environ.get(name, "").strip() for name in endpoints)
 
 
 def _parse_traceparent(value: str) -> tuple[int, int, int] | None:
@@ -186,6 +190,9 @@ class OTelSink(Sink):
             meter_provider = metrics.get_meter_provider()
         if meter_provider is None:
             wanted = own_metrics if own_metrics is not None else _metrics_configured()
+            if not wanted:
+                logger.info("vital-callbacks: no OpenTelemetry metrics (the application set no meter provider "
+                            "and no OTLP endpoint is configured; VITAL_OTEL_METRICS=true exports them anyway)")
             meter_provider = self._build_meter_provider() if wanted else metrics.NoOpMeterProvider()
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider

@@ -1,0 +1,223 @@
+"""The local web UI that ``vital-callbacks serve`` shows at ``/``: overview, traces, live tail, budgets.
+
+Server-rendered HTML (Jinja2) over the same store and the same tenant-scoped tokens as the HTTP API;
+one stylesheet and one small script of our own, served from the package: no build step, no CDN, no
+third-party assets, works offline. Signing in stores the token in an ``HttpOnly``, ``SameSite=Strict``
+cookie; a tenant's token sees that tenant only, in every page, chart, link and in the API calls the
+pages make (another tenant's trace is "not found", as if it did not exist). An admin token sees all
+and picks a tenant with ``?tenant=``. Every filter is in the URL, so links can be shared.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from decimal import Decimal, InvalidOperation
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.engine import Engine
+
+from vital_callbacks import analytics
+from vital_callbacks.server._auth import COOKIE, Principal, TokenTable
+from vital_callbacks.server._store import Store
+from vital_callbacks.server.ui import _view
+from vital_callbacks.server.ui._render import environment
+
+WINDOWS = {"24h": 24, "7d": 24 * 7, "30d": 24 * 30}
+_STATIC = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; charset=utf-8"}
+_PAGE = 50
+_GROUPS = ("model", "graph", "node", "tool")
+_STATUSES = ("success", "error", "interrupted", "cancelled")
+
+
+class _SignIn(Exception):
+    """No valid token with the request: the page answers with the sign-in form instead."""
+
+
+def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
+              budgets_file: Path | None = None, budget_redis_url: str | None = None) -> APIRouter:
+    """The pages, sign-in and static files; ``budgets_file`` (``VITAL_BUDGETS_FILE``) for the budgets."""
+    env = environment()
+    router = APIRouter(include_in_schema=False)
+    guard_box: list[Any] = []
+
+    def principal(request: Request) -> Principal:
+        header = request.headers.get("authorization", "")
+        presented = header[7:] if header.lower().startswith("bearer ") else request.cookies.get(COOKIE)
+        found = table.lookup(presented) if presented else None
+        if found is None:
+            raise _SignIn()
+        return found
+
+    def tenant_of(caller: Principal, request: Request) -> str | None:
+        requested = request.query_params.get("tenant") or None
+        return caller.scope(requested)  # 403 for another tenant's
+
+    def page(name: str, request: Request, caller: Principal, tenant: str | None, **context: Any) -> HTMLResponse:
+        params = {k: v for k, v in request.query_params.items()}
+        tenants = store.run(analytics.tenants) if caller.is_admin else []
+        html = env.get_template(name).render(request=request, params=params, caller=caller, tenant=tenant,
+                                             tenants=tenants, path=request.url.path, **context)
+        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+
+    def guarded(render: Callable[[Request, Principal], Response]) -> Callable[[Request], Response]:
+        def endpoint(request: Request) -> Response:
+            try:
+                caller = principal(request)
+            except _SignIn:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+                return RedirectResponse(f"/login?next={quote(target)}", status_code=status.HTTP_303_SEE_OTHER)
+            try:
+                return render(request, caller)
+            except HTTPException as exc:
+                html = env.get_template("error.html").render(request=request, params={}, caller=caller,
+                                                             tenant=caller.tenant_id, tenants=[], path="",
+                                                             code=exc.status_code, message=exc.detail)
+                return HTMLResponse(html, status_code=exc.status_code)
+
+        return endpoint
+
+    def budget_statuses(tenant: str | None) -> list[Any]:
+        if budgets_file is None or not budgets_file.is_file():
+            return []
+        if not guard_box:
+            from vital_callbacks.budgets import BudgetGuard, load_budgets
+
+            url = store.engine().url.render_as_string(hide_password=False)
+            guard_box.append(BudgetGuard(load_budgets(budgets_file), database_url=url, refresh_s=0,
+                                         redis_url=budget_redis_url))
+        guard = guard_box[0]
+        guard.refresh()
+        return _view.visible_budgets(guard.status(now()), tenant)
+
+    # -- sign-in ---------------------------------------------------------------------------------
+    @router.get("/login", response_class=HTMLResponse)
+    def login_form(request: Request, next: str = "/", failed: int = 0) -> HTMLResponse:
+        html = env.get_template("login.html").render(request=request, params={}, caller=None, tenant=None,
+                                                     tenants=[], path="/login", next=_safe(next), failed=failed)
+        return HTMLResponse(html, status_code=401 if failed else 200)
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        token = (form.get("token") or [""])[0].strip()
+        target = _safe((form.get("next") or ["/"])[0])
+        if not token or table.lookup(token) is None:
+            return RedirectResponse(f"/login?failed=1&next={quote(target)}", status_code=status.HTTP_303_SEE_OTHER)
+        response = RedirectResponse(target, status_code=status.HTTP_303_SEE_OTHER)
+        response.set_cookie(COOKIE, token, httponly=True, samesite="strict", secure=request.url.scheme == "https",
+                            max_age=12 * 3600)
+        return response
+
+    @router.get("/logout")
+    def logout() -> Response:
+        response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
+        response.delete_cookie(COOKIE)
+        return response
+
+    @router.get("/ui/static/{name}")
+    def static(name: str) -> Response:
+        if name not in _STATIC:
+            raise HTTPException(status.HTTP_404_NOT_FOUND)
+        body = resources.files("vital_callbacks.server.ui").joinpath("static", name).read_bytes()
+        return Response(body, media_type=_STATIC[name], headers={"Cache-Control": "max-age=300"})
+
+    # -- pages -----------------------------------------------------------------------------------
+    def overview(request: Request, caller: Principal) -> Response:
+        tenant = tenant_of(caller, request)
+        window = request.query_params.get("window", "24h")
+        hours = WINDOWS.get(window, 24)
+        until = now()
+        since = until - timedelta(hours=hours)
+        midnight = until.replace(hour=0, minute=0, second=0, microsecond=0)
+        trend_since = midnight - timedelta(days=max(13, hours // 24 - 1))
+        groups = ("tenant", *_GROUPS) if tenant is None else _GROUPS
+
+        def query(e: Engine) -> dict[str, Any]:
+            return {
+                "today": analytics.total_row(e, since=midnight, until=until, tenant_id=tenant),
+                "month": analytics.month_projection(e, now=until, tenant_id=tenant),
+                "total": analytics.total_row(e, since=since, until=until, tenant_id=tenant),
+                "groups": {g: analytics.cost_by_rows(e, g, since=since, until=until, tenant_id=tenant, limit=20)
+                           for g in groups},
+                "days": _view.trend(analytics.daily_cost_rows(e, since=trend_since, until=until, tenant_id=tenant),
+                                    trend_since.date(), until.date()),
+            }
+
+        data = store.run(query)
+        return page("overview.html", request, caller, tenant, window=window, windows=WINDOWS,
+                    budgets=budget_statuses(tenant), chart=(_view.CHART_WIDTH, _view.CHART_HEIGHT), **data)
+
+    def traces(request: Request, caller: Principal) -> Response:
+        tenant = tenant_of(caller, request)
+        q = request.query_params
+        window = q.get("window", "7d")
+        until = now()
+        since = until - timedelta(hours=WINDOWS.get(window, 24 * 7))
+        state = q.get("status") or None
+        if state is not None and state not in _STATUSES:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"status must be one of {', '.join(_STATUSES)}")
+        before = _cursor(q.get("before"))
+        try:
+            min_cost = Decimal(q["min_cost"]) if q.get("min_cost") else None
+        except InvalidOperation:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "min_cost must be a number of USD") from None
+        rows = store.run(lambda e: analytics.trace_list_rows(
+            e, tenant_id=tenant, user_id=q.get("user") or None, session_id=q.get("session") or None,
+            graph=q.get("graph") or None, status=state, min_cost_usd=min_cost, since=since, until=until,
+            before=before, limit=_PAGE + 1))
+        more = len(rows) > _PAGE
+        rows = rows[:_PAGE]
+        next_cursor = f"{rows[-1].started_at.isoformat()}|{rows[-1].trace_id}" if more and rows else None
+        return page("traces.html", request, caller, tenant, rows=rows, next_cursor=next_cursor, window=window,
+                    windows=WINDOWS, statuses=_STATUSES)
+
+    def trace_page(request: Request, caller: Principal) -> Response:
+        trace_id = request.path_params["trace_id"]
+        tenant = tenant_of(caller, request) if caller.is_admin else caller.tenant_id
+        found = store.run(lambda e: analytics.trace_rows(e, trace_id, tenant_id=tenant))
+        if found is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, "no such trace")
+        return page("trace.html", request, caller, tenant, trace=found, bars=_view.waterfall(found))
+
+    def tail(request: Request, caller: Principal) -> Response:
+        tenant = tenant_of(caller, request)
+        level = "error" if request.query_params.get("level") == "error" else "all"
+        rows = store.run(lambda e: analytics.recent_calls_rows(e, limit=_PAGE, errors_only=level == "error",
+                                                               tenant_id=tenant))
+        return page("tail.html", request, caller, tenant, rows=rows, level=level)
+
+    def budgets(request: Request, caller: Principal) -> Response:
+        tenant = tenant_of(caller, request)
+        until = now()
+        scores = store.run(lambda e: analytics.quality_summary_rows(e, since=until - timedelta(days=7), until=until,
+                                                                    tenant_id=tenant))
+        return page("budgets.html", request, caller, tenant, budgets=budget_statuses(tenant), scores=scores)
+
+    router.add_api_route("/", guarded(overview), methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/traces", guarded(traces), methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/traces/{trace_id}", guarded(trace_page), methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/tail", guarded(tail), methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/budgets", guarded(budgets), methods=["GET"], response_class=HTMLResponse)
+    return router
+
+
+def _safe(target: str) -> str:
+    """Only a path on this site (no ``//host`` or scheme): a sign-in link cannot send anyone elsewhere."""
+    return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/"
+
+
+def _cursor(text: str | None) -> tuple[datetime, str] | None:
+    if not text or "|" not in text:
+        return None
+    at, _, run_id = text.partition("|")
+    try:
+        moment = datetime.fromisoformat(at)
+    except ValueError:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "before is not a page cursor") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)), run_id

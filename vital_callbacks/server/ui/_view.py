@@ -1,0 +1,78 @@
+"""What the pages draw, computed from query results: a trace's waterfall, the daily trend's bars, the
+budgets a caller may see. Plain data; the templates only lay it out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+
+from vital_callbacks.analytics import DayCost, Span, Trace
+from vital_callbacks.budgets import BudgetStatus
+
+
+@dataclass(frozen=True)
+class Bar:
+    """One row of a waterfall: a span, where it starts and how long it is, in % of the trace."""
+
+    span: Span
+    left: float
+    width: float
+    offset_s: float
+
+
+def waterfall(trace: Trace) -> list[Bar]:
+    """Every span on the trace's time axis (the root's start to the last end)."""
+    if not trace.spans:
+        return []
+    start = min(s.started_at for s in trace.spans)
+    end = max(s.started_at.timestamp() + s.duration_s for s in trace.spans)
+    total = max(end - start.timestamp(), 1e-6)
+    bars = []
+    for span in trace.spans:
+        offset = span.started_at.timestamp() - start.timestamp()
+        left = min(100.0, 100.0 * offset / total)
+        width = max(0.4, min(100.0 - left, 100.0 * span.duration_s / total))
+        bars.append(Bar(span, round(left, 3), round(width, 3), offset))
+    return bars
+
+
+@dataclass(frozen=True)
+class Column:
+    day: str
+    x: float
+    height: float
+    cost: Decimal | None
+    unpriced: int
+    calls: int
+
+
+CHART_HEIGHT = 120.0
+CHART_WIDTH = 720.0
+
+
+def trend(days: list[DayCost], first: date, last: date) -> list[Column]:
+    """The daily cost of every day from ``first`` to ``last`` as SVG columns (drawn to the highest day;
+    a day without calls is an empty column, a day with nothing priced has no height)."""
+    if not days:
+        return []
+    known = {d.day: d for d in days}
+    span = (last - first).days + 1
+    days = [known.get(day, DayCost(day, 0, 0, None, 0))
+            for day in ((first + timedelta(days=n)).isoformat() for n in range(span))]
+    top = max((d.cost_usd or Decimal(0) for d in days), default=Decimal(0))
+    step = CHART_WIDTH / len(days)
+    out = []
+    for n, d in enumerate(days):
+        cost = d.cost_usd or Decimal(0)
+        height = float(cost / top) * (CHART_HEIGHT - 10) if top > 0 else 0.0
+        out.append(Column(d.day, round(n * step, 2), round(height, 2), d.cost_usd, d.unpriced_calls, d.calls))
+    return out
+
+
+def visible_budgets(statuses: list[BudgetStatus], tenant: str | None) -> list[BudgetStatus]:
+    """An admin sees every budget; a tenant only its own tenant budgets (a user, graph or global budget
+    sums several tenants' spend, which is not the tenant's to read)."""
+    if tenant is None:
+        return statuses
+    return [s for s in statuses if s.budget.scope == "tenant" and s.key == tenant]
