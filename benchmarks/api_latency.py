@@ -26,7 +26,7 @@ import statistics
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
@@ -127,7 +127,7 @@ def _pct(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q * 100) - 1]
 
 
-def measure(cases: dict[str, Callable[[], object]], requests: int, rounds: int = 10) -> dict[str, list[float]]:
+def measure(cases: Mapping[str, Callable[[], object]], requests: int, rounds: int = 10) -> dict[str, list[float]]:
     """Per-request seconds of each case; each round runs a block of every case, order rotating."""
     names = list(cases)
     samples: dict[str, list[float]] = {name: [] for name in names}

@@ -234,7 +234,7 @@ def test_fuzzing_from_the_openapi_schema_finds_no_server_error(app: FastAPI) -> 
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result.err()  # every operation of the schema loads
         operations.append(result.ok())
-    assert len(operations) == 9
+    assert len(operations) == 10
 
     for operation, mode in itertools.product(operations, (GenerationMode.POSITIVE, GenerationMode.NEGATIVE)):
         if mode is GenerationMode.NEGATIVE and not operation.query:
@@ -248,3 +248,17 @@ def test_fuzzing_from_the_openapi_schema_finds_no_server_error(app: FastAPI) -> 
                 case.validate_response(response, checks=[not_a_server_error, response_schema_conformance])
 
         fuzz()
+
+
+def test_recent_logs_newest_first_and_scoped(client: TestClient) -> None:
+    """``/analytics/recent-logs``: the latest calls, newest first; ``level=error`` only the failed ones; a
+    tenant's token sees its own calls only and is refused another tenant's."""
+    calls = get(client, "/analytics/recent-logs", limit=500)["calls"]
+    assert calls and [c["started_at"] for c in calls] == sorted((c["started_at"] for c in calls), reverse=True)
+    assert len({c["tenant_id"] for c in calls}) > 1
+    errors = get(client, "/analytics/recent-logs", level="error")["calls"]
+    assert errors and {c["status"] for c in errors} == {"error"}
+    mine = get(client, "/analytics/recent-logs", ACME, limit=500)["calls"]
+    assert mine and {c["tenant_id"] for c in mine} == {"acme"}
+    assert client.get("/analytics/recent-logs", headers=ACME, params={"tenant_id": "globex"}).status_code == 403
+    assert get(client, "/analytics/recent-logs", limit=2)["calls"] == calls[:2]

@@ -51,10 +51,11 @@ def test_upgrade_from_empty_matches_the_models(empty_url: str) -> None:
     """From an empty database, ``upgrade`` builds exactly the schema tables.py declares (no autogenerate diff)."""
     assert db.current(empty_url) is None
     db.upgrade(empty_url)
-    assert db.current(empty_url) == db.head() == "0009"
+    assert db.current(empty_url) == db.head() == "0010"
     assert schema_diff(empty_url) == []
-    assert table_names(empty_url) == EVENT_TABLES | {"scores", "llm_cost_daily", "llm_cost_audit", "budget_spend",
-                                                     "budget_reservations", VERSION_TABLE}
+    assert table_names(empty_url) == EVENT_TABLES | {"scores", "llm_cost_daily", "llm_cost_daily_node",
+                                                     "llm_cost_audit", "budget_spend", "budget_reservations",
+                                                     VERSION_TABLE}
 
 
 def test_upgrade_from_the_first_revision(empty_url: str) -> None:
@@ -65,7 +66,8 @@ def test_upgrade_from_the_first_revision(empty_url: str) -> None:
     missing = [d for d in schema_diff(empty_url) if isinstance(d, tuple)]  # lists: 0006's type changes
     assert {d[0] for d in missing} <= {"add_table", "add_index", "add_column"}
     assert {d[1].name for d in missing if d[0] == "add_table"} == {"scores", "llm_cost_daily", "llm_cost_audit",
-                                                                  "budget_spend", "budget_reservations"}
+                                                                  "budget_spend", "budget_reservations",
+                                                                  "llm_cost_daily_node"}
     db.upgrade(empty_url)
     assert db.current(empty_url) == db.head()
     assert schema_diff(empty_url) == []
@@ -88,7 +90,7 @@ def test_upgrade_from_0004(empty_url: str) -> None:
         ("add_table", "llm_cost_audit"),
         ("add_index", "ix_llm_cost_audit_reprice_id"), ("add_index", "ix_llm_cost_audit_run_id"),
         ("add_table", "budget_spend"), ("add_table", "budget_reservations"),
-        ("add_index", "ix_budget_reservations_bucket")}
+        ("add_index", "ix_budget_reservations_bucket"), ("add_table", "llm_cost_daily_node")}
     db.upgrade(empty_url)
     assert db.current(empty_url) == db.head()
     assert schema_diff(empty_url) == []
@@ -100,7 +102,7 @@ def test_upgrade_from_0005(empty_url: str) -> None:
     db.upgrade(empty_url, "0005")
     changes = schema_diff(empty_url)
     tables_added = {d[1].name for d in changes if isinstance(d, tuple) and d[0] == "add_table"}
-    assert tables_added == {"budget_spend", "budget_reservations"}
+    assert tables_added == {"budget_spend", "budget_reservations", "llm_cost_daily_node"}
     columns_added = {(d[2], d[3].name) for d in changes if isinstance(d, tuple) and d[0] == "add_column"}
     assert {table for table, _ in columns_added} == {"graph_runs", "node_runs", "llm_calls", "tool_calls",
                                                      "retriever_calls"}  # 0008, 0009
@@ -114,7 +116,7 @@ def test_upgrade_from_0005(empty_url: str) -> None:
             *(("llm_calls", c) for c in tables.TOKEN_COLUMNS + tables.BILLING_COLUMNS),
             *(("graph_runs", c) for c in tables.TOKEN_COLUMNS)}
     db.upgrade(empty_url)
-    assert db.current(empty_url) == "0009"
+    assert db.current(empty_url) == "0010"
     assert schema_diff(empty_url) == []
 
 

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from tests.conftest import require_service
 from vital_callbacks import analytics
 from vital_callbacks.analytics import _rollup, costs
+from vital_callbacks.analytics._common import dimensions
 from vital_callbacks.core.events import Cost, LLMCall, TokenUsage
 from vital_callbacks.sinks.base import Sink
 from vital_callbacks.sinks.sql import SQLSink
@@ -43,6 +44,8 @@ def workload(n: int, seed: int = 3) -> list[LLMCall]:
         out.append(LLMCall(
             run_id=f"r{seed}-{i}", parent_run_id=None, trace_id=f"t{i // 4}",
             tenant_id=rng.choice(["acme", "globex", None]), graph=rng.choice(["agent", "helper", None]),
+            node=rng.choice(["plan", "act", None]), subgraph=rng.choice(["research", None, None]),
+            tool=rng.choice(["search", None, None]),
             provider=rng.choice(["openai", "anthropic"]), model=rng.choice(["gpt-4o-mini", "claude-haiku-4-5", None]),
             start_time=start, end_time=start + 1, duration_s=1.0,
             status="error" if rng.random() < 0.07 else "success",
@@ -81,17 +84,21 @@ def use_row_triggers(url: str) -> None:
     from sqlalchemy import create_engine
 
     from vital_callbacks.store.migrations.versions import r0004_daily_rollup as r0004
+    from vital_callbacks.store.migrations.versions.r0010_node_rollup import NODE_ROLLUP
 
     engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.begin() as conn:
-        for trigger in ("insert", "delete", "update", "truncate"):
-            conn.execute(text(f"DROP TRIGGER vital_llm_cost_daily_{trigger} ON llm_calls"))
+        for prefix in ("vital_llm_cost_daily", NODE_ROLLUP.prefix):
+            for trigger in ("insert", "delete", "update", "truncate"):
+                conn.execute(text(f"DROP TRIGGER {prefix}_{trigger} ON llm_calls"))
         with Operations.context(MigrationContext.configure(conn)):
             r0004._postgres_row_triggers()
+            NODE_ROLLUP.postgres_row_triggers()
         names = {r[0] for r in conn.execute(text(
             "SELECT tgname FROM pg_trigger WHERE tgrelid = 'llm_calls'::regclass AND NOT tgisinternal"))}
     engine.dispose()
-    assert names == {"vital_llm_cost_daily_row", "vital_llm_cost_daily_truncate"}
+    assert names == {"vital_llm_cost_daily_row", "vital_llm_cost_daily_truncate", f"{NODE_ROLLUP.prefix}_row",
+                     f"{NODE_ROLLUP.prefix}_truncate"}
 
 
 @contextmanager
@@ -135,6 +142,27 @@ def raw_by_day(engine: Engine) -> dict[Any, tuple[Any, ...]]:
         return {tuple(str(k) for k in r[:5]): _normal(r[5:]) for r in conn.execute(text(sql))}
 
 
+NODE_KEYS = "day, tenant_id, graph, subgraph, node, tool"
+
+
+def node_rollup_by_day(engine: Engine) -> dict[Any, tuple[Any, ...]]:
+    sql = f"SELECT {NODE_KEYS}, {SUMS} FROM llm_cost_daily_node GROUP BY 1, 2, 3, 4, 5, 6"
+    with engine.connect() as conn:
+        return {tuple(str(k) for k in r[:6]): _normal(r[6:]) for r in conn.execute(text(sql))}
+
+
+def raw_by_node(engine: Engine) -> dict[Any, tuple[Any, ...]]:
+    sql = (f"SELECT {_day('started_at', engine)}, coalesce(tenant_id, ''), coalesce(graph, ''), "
+           "coalesce(subgraph, ''), coalesce(node, ''), coalesce(tool, ''), count(*), sum(input_tokens), "
+           "sum(output_tokens), sum(total_tokens), sum(cache_read_tokens), sum(cache_write_tokens), "
+           "sum(reasoning_tokens), coalesce(sum(total_cost), 0), "
+           "sum(CASE WHEN total_cost IS NULL AND token_source <> 'none' THEN 1 ELSE 0 END), "
+           "sum(CASE WHEN status = 'error' THEN 1 ELSE 0 END), sum(CASE WHEN cache_hit THEN 1 ELSE 0 END), "
+           "coalesce(sum(saved_cost), 0) FROM llm_calls GROUP BY 1, 2, 3, 4, 5, 6")
+    with engine.connect() as conn:
+        return {tuple(str(k) for k in r[:6]): _normal(r[6:]) for r in conn.execute(text(sql))}
+
+
 def _normal(values: Any) -> tuple[Any, ...]:
     """Integers as they are; USD rounded to 1e-9 (SQLite stores NUMERIC as a float, summed in any order)."""
     return tuple(round(Decimal(v), 9) if isinstance(v, (float, Decimal)) else int(v) for v in values)
@@ -149,6 +177,7 @@ def test_rollup_equals_the_raw_rows_through_writes_replays_repricing_and_deletes
     raw = raw_by_day(engine)
     assert sum(v[0] for v in raw.values()) == 1500
     assert rollup_by_day(engine) == raw
+    assert node_rollup_by_day(engine) == raw_by_node(engine)  # migration 0010's, by node and tool
 
     writer = _writer(engine)  # the reader is read-only on PostgreSQL; write as an operator would
     with writer.begin() as conn:
@@ -158,6 +187,7 @@ def test_rollup_equals_the_raw_rows_through_writes_replays_repricing_and_deletes
     raw = raw_by_day(engine)
     assert sum(v[8] for v in raw.values()) == 0  # no unpriced calls left after repricing
     assert rollup_by_day(engine) == raw
+    assert node_rollup_by_day(engine) == raw_by_node(engine)
 
 
 def _writer(engine: Engine) -> Engine:
@@ -172,8 +202,9 @@ def test_cost_queries_through_the_rollup_equal_the_raw_queries(store: tuple[Sink
     sink.export(workload(2000, seed=5))
     rng = random.Random(9)
     dims_choices = [()] + [c for n in (1, 2) for c in combinations(("day", "tenant", "graph", "provider", "model"), n)]
+    dims_choices += [("node",), ("tool",), ("graph", "subgraph", "node"), ("day", "tool"), ("tenant", "node")]
     used_rollup = 0
-    for trial in range(60):
+    for trial in range(90):
         start = START + timedelta(hours=rng.randint(-30, 21 * 24))
         since: datetime | None = start
         until: datetime | None = start + timedelta(hours=rng.randint(1, 15 * 24))
@@ -194,8 +225,8 @@ def test_cost_queries_through_the_rollup_equal_the_raw_queries(store: tuple[Sink
         if dims and dims[0] not in ("day",):
             top = costs.top_spenders_rows(engine, dims[0], 2, since=since, until=until, tenant_id=tenant)
             assert [(g.keys, _sums(g)) for g in top] == [(g.keys, _sums(g)) for g in costs._raw_cost_by(
-                engine, (dims[0],), since=since, until=until, tenant_id=tenant, graph=None, limit=2)]
-    assert used_rollup >= 40  # most windows hold whole days
+                engine, dimensions(dims[0]), since=since, until=until, tenant_id=tenant, graph=None, limit=2)]
+    assert used_rollup >= 60  # most windows hold whole days
 
 
 def _as_dict(groups: list[costs.CostGroup]) -> dict[Any, tuple[Any, ...]]:

@@ -55,12 +55,22 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     database_url = f"sqlite:///{folder / 'store.db'}"
     handler = VitalCallbackHandler(Settings(database_url=database_url, sinks=["sql"], flush_interval_s=0.05))
     run_demo(handler, runs=12)
+    at = time.time() - 60
+    handler.runtime.submit(LLMCall(run_id=str(uuid.uuid4()), parent_run_id=None, trace_id=str(uuid.uuid4()),
+                                   tenant_id="acme", provider="ollama", model="our-own-llama", start_time=at,
+                                   end_time=at + 1, duration_s=1, usage=TokenUsage(800, 80, 880)))  # no price
     handler.score(handler.last_trace_id or "", "helpfulness", 0.75, comment="browser test")
     trace = handler.last_trace_id
     assert handler.flush(30) and trace
     handler.shutdown()
+    budgets = folder / "budgets.yaml"
+    budgets.write_text("budgets:\n"
+                       "  - {name: acme daily, scope: tenant, match: acme, period: day, amount_usd: 5}\n"
+                       "  - {name: globex daily, scope: tenant, match: globex, period: day, amount_usd: 5}\n"
+                       "  - {name: everyone monthly, scope: global, period: month, amount_usd: 100}\n")
     port = _free_port()
-    env = {**os.environ, "VITAL_DATABASE_URL": database_url, "VITAL_API_TOKENS": TOKENS, "VITAL_JOURNAL": "false"}
+    env = {**os.environ, "VITAL_DATABASE_URL": database_url, "VITAL_API_TOKENS": TOKENS, "VITAL_JOURNAL": "false",
+           "VITAL_BUDGETS_FILE": str(budgets)}
     command = [sys.executable, "-c", "import sys; from vital_callbacks.cli import main; sys.exit(main(sys.argv[1:]))",
                "serve", "--port", str(port)]
     server = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -148,6 +158,8 @@ def test_overview_totals_equal_the_report(browser: Any, served: Served) -> None:
     shown = {table.nth(i).locator("th").inner_text(): table.nth(i).locator("[data-cost]").inner_text()
              for i in range(table.count())}
     assert shown == {r.key: format_usd(r.cost_usd, r.unpriced_calls) for r in rows}
+    assert shown["acme"].startswith("≥ $") and "(1 unpriced)" in shown["acme"]  # never folded in as $0
+    assert "1 calls had no known price" in tab.inner_text("main")
     assert tab.locator("svg.chart rect").count() >= 14  # a column per day of the trend
     time_el = tab.locator("time").first
     assert time_el.get_attribute("title").endswith("UTC") if time_el.count() else True
@@ -206,7 +218,29 @@ def test_a_tenant_token_reaches_nothing_of_another_tenant(browser: Any, served: 
     assert api.status == 403
     mine = tab.request.get(f"{served.url}/analytics/recent-logs?limit=500").json()
     assert mine["calls"] and {c["tenant_id"] for c in mine["calls"]} == {"acme"}
+    page.open("/budgets")
+    budgets = page.tab.inner_text("main")
+    assert "acme daily" in budgets and "globex daily" not in budgets and "everyone monthly" not in budgets
     page.errors = [e for e in page.errors if "403" not in e and "404" not in e]  # the refusals themselves
+    page.close()
+
+
+def test_an_admin_switches_tenants_and_shares_filtered_links(browser: Any, served: Served) -> None:
+    page = Page(browser, served, "tok-admin")
+    page.open("/traces?window=30d")
+    page.tab.select_option("#tenant-select", "globex")
+    page.tab.wait_for_url("**tenant=globex**")
+    assert set(page.tab.locator("table.traces tbody tr td:nth-child(3)").all_inner_texts()) == {"globex"}
+    page.tab.fill("input[name=user]", "globex-user-1")
+    page.tab.click("form.filters button[type=submit]")
+    page.tab.wait_for_url("**user=globex-user-1**")
+    link = page.tab.url
+    users = set(page.tab.locator("table.traces tbody tr td:nth-child(4)").all_inner_texts())
+    assert users == {"globex-user-1"}
+    other = Page(browser, served, "tok-admin")  # the shared link, opened by someone else
+    other.open(link.removeprefix(served.url))
+    assert set(other.tab.locator("table.traces tbody tr td:nth-child(4)").all_inner_texts()) == users
+    other.close()
     page.close()
 
 
@@ -235,7 +269,8 @@ def test_budgets_quality_and_keyboard(browser: Any, served: Served) -> None:
     """The budgets page lists the scores; every page is reachable from the keyboard (skip link, nav)."""
     page = Page(browser, served, "tok-admin")
     page.open("/budgets")
-    assert "helpfulness" in page.tab.inner_text("main")
+    text = page.tab.inner_text("main")
+    assert "helpfulness" in text and all(name in text for name in ("acme daily", "globex daily", "everyone monthly"))
     page.shot("budgets")
     page.open("/")
     page.tab.keyboard.press("Tab")

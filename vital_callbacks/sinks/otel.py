@@ -335,7 +335,7 @@ class OTelSink(Sink):
 def _common(event: Event) -> dict[str, Any]:
     attributes: dict[str, Any] = {"vital.run_id": event.run_id, "vital.trace_id": event.trace_id,
                                   "vital.kind": event.kind, "vital.status": event.status}
-    for key in ("tenant_id", "user_id", "session_id", "graph", "node"):
+    for key in ("tenant_id", "user_id", "session_id", "graph", "subgraph", "node", "thread_id"):
         value = getattr(event, key)
         if value is not None:
             attributes[f"vital.{key}"] = value

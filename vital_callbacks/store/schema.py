@@ -222,6 +222,25 @@ actually inserted, so a replay adds nothing), subtract deleted ones and move upd
 analytics read whole days here and only the partial days at a window's edges from ``llm_calls``.
 Missing keys are stored as ``''`` (a primary key cannot be NULL)."""
 
+llm_cost_daily_node = Table(
+    "llm_cost_daily_node", metadata,
+    Column("day", Date, primary_key=True),
+    _key("tenant_id"),
+    _key("graph"),
+    _key("subgraph"),
+    _key("node"),
+    _key("tool"),
+    _sum("calls"),
+    *(_sum(name) for name in TOKEN_COLUMNS),
+    Column("cost_usd", Numeric(30, 12), nullable=False, default=Decimal(0)),
+    _sum("unpriced_calls"),
+    _sum("errors"),
+    _sum("cache_hits"),
+    Column("saved_usd", Numeric(30, 12), nullable=False, default=Decimal(0)),
+)
+"""The same sums per UTC day, tenant, graph, subgraph, node and tool (migration 0010), kept the same way:
+cost by node or by tool over whole days."""
+
 llm_cost_audit = Table(
     "llm_cost_audit", metadata,
     Column("audit_id", Integer, primary_key=True, autoincrement=True),
@@ -280,5 +299,5 @@ TABLES: dict[str, Table] = {**EVENT_TABLES, "score": scores}
 """Every table an event is written to, by event kind."""
 
 __all__ = ["BILLING_COLUMNS", "EVENT_TABLES", "TABLES", "TOKEN_COLUMNS", "graph_runs", "llm_calls", "llm_cost_audit",
-           "llm_cost_daily", "metadata",
+           "llm_cost_daily", "llm_cost_daily_node", "metadata",
            "node_runs", "retriever_calls", "scores", "tool_calls"]
