@@ -10,7 +10,10 @@ and picks a tenant with ``?tenant=``. Every filter is in the URL, so links can b
 
 from __future__ import annotations
 
+import functools
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal, InvalidOperation
 from importlib import resources
@@ -33,6 +36,10 @@ _STATIC = {"app.css": "text/css; charset=utf-8", "app.js": "text/javascript; cha
 _PAGE = 50
 _GROUPS = ("model", "graph", "node", "tool")
 _STATUSES = ("success", "error", "interrupted", "cancelled")
+
+
+_QUERIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vital-ui")
+"""Where a page's independent queries run side by side (bounded: the reader's pool holds 10)."""
 
 
 class _SignIn(Exception):
@@ -58,9 +65,17 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
         requested = request.query_params.get("tenant") or None
         return caller.scope(requested)  # 403 for another tenant's
 
+    tenant_list: list[Any] = [0.0, []]
+
+    def known_tenants() -> list[str]:
+        """The admin's tenant picker: asked again after 30 s (a new tenant shows up that late)."""
+        if time.monotonic() - tenant_list[0] > 30:
+            tenant_list[:] = [time.monotonic(), store.run(analytics.tenants)]
+        return list(tenant_list[1])
+
     def page(name: str, request: Request, caller: Principal, tenant: str | None, **context: Any) -> HTMLResponse:
         params = {k: v for k, v in request.query_params.items()}
-        tenants = store.run(analytics.tenants) if caller.is_admin else []
+        tenants = known_tenants() if caller.is_admin else []
         html = env.get_template(name).render(request=request, params=params, caller=caller, tenant=tenant,
                                              tenants=tenants, path=request.url.path, **context)
         return HTMLResponse(html, headers={"Cache-Control": "no-store"})
@@ -138,18 +153,21 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
         trend_since = midnight - timedelta(days=max(13, hours // 24 - 1))
         groups = ("tenant", *_GROUPS) if tenant is None else _GROUPS
 
-        def query(e: Engine) -> dict[str, Any]:
-            return {
-                "today": analytics.total_row(e, since=midnight, until=until, tenant_id=tenant),
-                "month": analytics.month_projection(e, now=until, tenant_id=tenant),
-                "total": analytics.total_row(e, since=since, until=until, tenant_id=tenant),
-                "groups": {g: analytics.cost_by_rows(e, g, since=since, until=until, tenant_id=tenant, limit=20)
-                           for g in groups},
-                "days": _view.trend(analytics.daily_cost_rows(e, since=trend_since, until=until, tenant_id=tenant),
-                                    trend_since.date(), until.date()),
-            }
-
-        data = store.run(query)
+        # Independent aggregates: asked at once, on the reader's pool (the page waits for the slowest,
+        # not for their sum).
+        asked: dict[str, Callable[[Engine], Any]] = {
+            "today": lambda e: analytics.total_row(e, since=midnight, until=until, tenant_id=tenant),
+            "month": lambda e: analytics.month_projection(e, now=until, tenant_id=tenant),
+            "total": lambda e: analytics.total_row(e, since=since, until=until, tenant_id=tenant),
+            "days": lambda e: _view.trend(
+                analytics.daily_cost_rows(e, since=trend_since, until=until, tenant_id=tenant),
+                trend_since.date(), until.date()),
+        }
+        for g in groups:
+            asked[f"by {g}"] = functools.partial(_grouped, by=g, since=since, until=until, tenant=tenant)
+        futures = {name: _QUERIES.submit(store.run, fn) for name, fn in asked.items()}
+        data = {name: future.result() for name, future in futures.items()}
+        data["groups"] = {g: data.pop(f"by {g}") for g in groups}
         return page("overview.html", request, caller, tenant, window=window, windows=WINDOWS,
                     budgets=budget_statuses(tenant), chart=(_view.CHART_WIDTH, _view.CHART_HEIGHT), **data)
 
@@ -205,6 +223,10 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
     router.add_api_route("/tail", guarded(tail), methods=["GET"], response_class=HTMLResponse)
     router.add_api_route("/budgets", guarded(budgets), methods=["GET"], response_class=HTMLResponse)
     return router
+
+
+def _grouped(engine: Engine, *, by: str, since: datetime, until: datetime, tenant: str | None) -> Any:
+    return analytics.cost_by_rows(engine, by, since=since, until=until, tenant_id=tenant, limit=20)
 
 
 def _safe(target: str) -> str:
