@@ -170,25 +170,39 @@ def _span(kind: str, r: Any) -> Span:
 
 
 def _tree(spans: list[Span]) -> list[Span]:
-    """Each span after its parent (depth first), siblings in start order; an orphan (its parent not
-    stored) hangs under the root."""
-    ids = {s.run_id for s in spans}
-    children: dict[str | None, list[Span]] = {}
-    for s in sorted(spans, key=lambda s: (s.started_at, s.run_id)):
-        parent = s.parent_run_id if s.parent_run_id in ids else None
-        children.setdefault(parent, []).append(s)
-    roots = children.get(None, [])
-    if len(roots) > 1:  # orphans: under the first root (the graph run, which starts first)
-        children.setdefault(roots[0].run_id, []).extend(roots[1:])
-        children[roots[0].run_id].sort(key=lambda s: (s.started_at, s.run_id))
-        roots = roots[:1]
+    """Each span after its parent (depth first), siblings in start order. Whatever the rows say, every
+    span is placed once: a second row with a run id already seen (rows written by two handlers, or
+    loaded by hand) is left out, and a span whose parent is not stored or that sits in a loop of
+    parents hangs under the root (the first graph run, else the earliest span)."""
+    ordered: list[Span] = []
+    seen_ids: set[str] = set()
+    for span in sorted(spans, key=lambda s: (s.started_at, s.kind != "graph", s.run_id)):
+        if span.run_id not in seen_ids:
+            seen_ids.add(span.run_id)
+            ordered.append(span)
+    if not ordered:
+        return []
+    root = next((s for s in ordered if s.kind == "graph" and s.parent_run_id not in seen_ids), ordered[0])
+    children: dict[str, list[Span]] = {}
+    for span in ordered:
+        if span is not root:
+            parent = span.parent_run_id if span.parent_run_id in seen_ids else root.run_id
+            children.setdefault(parent, []).append(span)
     out: list[Span] = []
-    stack = [(s, 0) for s in reversed(roots)]
-    while stack:
-        span, depth = stack.pop()
-        out.append(Span(**{**span.__dict__, "depth": depth}))
-        stack.extend((c, depth + 1) for c in reversed(children.get(span.run_id, [])))
-    return out
+    placed: set[str] = set()
+    stack = [(root, 0)]
+    while True:
+        while stack:
+            span, depth = stack.pop()
+            if span.run_id in placed:
+                continue
+            placed.add(span.run_id)
+            out.append(Span(**{**span.__dict__, "depth": depth}))
+            stack.extend((c, depth + 1) for c in reversed(children.get(span.run_id, [])))
+        lost = [s for s in ordered if s.run_id not in placed]  # a loop of parents never reached from the root
+        if not lost:
+            return out
+        stack = [(lost[0], 1)]
 
 
 def trace_rows(engine: Engine, trace_id: str, *, tenant_id: str | None = None) -> Trace | None:

@@ -31,7 +31,25 @@ class Store:
         try:
             return query(self.engine())
         except SQLAlchemyError:
+            behind = self._schema_behind()
+            if behind is not None:  # a store not yet upgraded: say so, once per query, no traceback
+                logger.warning("vital-callbacks API: %s", behind)
+                raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, behind) from None
             logger.exception("vital-callbacks API: query failed")
             raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the metrics store is unavailable") from None
         except ValueError as exc:  # an analytics precondition; parameters are validated before this
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, str(exc)) from None
+
+    def _schema_behind(self) -> str | None:
+        """Why a query failed when the store's schema is older than this version's (else ``None``)."""
+        from vital_callbacks.store import migrate
+
+        try:
+            url = self.engine().url.render_as_string(hide_password=False)
+            current, head = migrate.current(url), migrate.head()
+        except Exception:
+            return None
+        if current == head:
+            return None
+        return (f"the store's schema is at revision {current or 'none'}, older than this version's ({head}); "
+                "run `vital-callbacks db upgrade`")

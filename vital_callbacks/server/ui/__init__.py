@@ -11,6 +11,7 @@ and picks a tenant with ``?tenant=``. Every filter is in the URL, so links can b
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +39,15 @@ _GROUPS = ("model", "graph", "node", "tool")
 _STATUSES = ("success", "error", "interrupted", "cancelled")
 
 
+_HEADERS = {"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin",
+            "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                       "style-src 'self' 'unsafe-inline'; "
+                                       "frame-ancestors 'none'; form-action 'self'"}
+"""Our own script only (no inline script; inline style attributes place the waterfall's bars), never
+framed, no token in a referrer."""
+_MAX_LOGIN_BODY = 4096
+_MAX_SPANS = 5000
+"""Rows a trace page draws (a runaway agent's trace can hold far more; the page says how many)."""
 _QUERIES = ThreadPoolExecutor(max_workers=4, thread_name_prefix="vital-ui")
 """Where a page's independent queries run side by side (bounded: the reader's pool holds 10)."""
 
@@ -78,7 +88,7 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
         tenants = known_tenants() if caller.is_admin else []
         html = env.get_template(name).render(request=request, params=params, caller=caller, tenant=tenant,
                                              tenants=tenants, path=request.url.path, **context)
-        return HTMLResponse(html, headers={"Cache-Control": "no-store"})
+        return HTMLResponse(html, headers=_HEADERS)
 
     def guarded(render: Callable[[Request, Principal], Response]) -> Callable[[Request], Response]:
         def endpoint(request: Request) -> Response:
@@ -97,18 +107,31 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
 
         return endpoint
 
-    def budget_statuses(tenant: str | None) -> list[Any]:
-        if budgets_file is None or not budgets_file.is_file():
-            return []
-        if not guard_box:
-            from vital_callbacks.budgets import BudgetGuard, load_budgets
+    guard_lock = threading.Lock()
 
-            url = store.engine().url.render_as_string(hide_password=False)
-            guard_box.append(BudgetGuard(load_budgets(budgets_file), database_url=url, refresh_s=0,
-                                         redis_url=budget_redis_url))
-        guard = guard_box[0]
-        guard.refresh()
-        return _view.visible_budgets(guard.status(now()), tenant)
+    def budget_statuses(tenant: str | None) -> tuple[list[_view.BudgetRow], str | None]:
+        """The budgets the caller may see, with the unpriced calls each leaves out; or why there are none
+        (a file that cannot be read is said on the page, not a failed page)."""
+        if budgets_file is None or not budgets_file.is_file():
+            return [], None
+        from vital_callbacks.budgets import BudgetFileError, BudgetGuard, load_budgets
+
+        try:
+            version = budgets_file.stat().st_mtime_ns
+            with guard_lock:  # one guard per version of the file (an edit is picked up)
+                if not guard_box or guard_box[0] != version:
+                    url = store.engine().url.render_as_string(hide_password=False)
+                    old = guard_box[1] if guard_box else None
+                    guard_box[:] = [version, BudgetGuard(load_budgets(budgets_file), database_url=url, refresh_s=0,
+                                                         redis_url=budget_redis_url)]
+                    if old is not None:
+                        old.close()
+                guard = guard_box[1]
+            guard.refresh()
+            statuses = _view.visible_budgets(guard.status(now()), tenant)
+        except (BudgetFileError, OSError) as exc:
+            return [], f"VITAL_BUDGETS_FILE cannot be read: {exc}"
+        return store.run(lambda e: _view.with_unpriced(e, statuses)), None
 
     # -- sign-in ---------------------------------------------------------------------------------
     @router.get("/login", response_class=HTMLResponse)
@@ -119,7 +142,15 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
 
     @router.post("/login")
     async def login(request: Request) -> Response:
-        form = parse_qs((await request.body()).decode("utf-8", "replace"))
+        origin = request.headers.get("origin")
+        if origin is not None and origin != f"{request.url.scheme}://{request.url.netloc}":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "sign in from this site's own form")
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _MAX_LOGIN_BODY:
+                raise HTTPException(status.HTTP_413_REQUEST_ENTITY_TOO_LARGE, "a sign-in form is small")
+        form = parse_qs(body.decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0].strip()
         target = _safe((form.get("next") or ["/"])[0])
         if not token or table.lookup(token) is None:
@@ -145,8 +176,8 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
     # -- pages -----------------------------------------------------------------------------------
     def overview(request: Request, caller: Principal) -> Response:
         tenant = tenant_of(caller, request)
-        window = request.query_params.get("window", "24h")
-        hours = WINDOWS.get(window, 24)
+        window = _window(request, "24h")
+        hours = WINDOWS[window]
         until = now()
         since = until - timedelta(hours=hours)
         midnight = until.replace(hour=0, minute=0, second=0, microsecond=0)
@@ -168,15 +199,16 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
         futures = {name: _QUERIES.submit(store.run, fn) for name, fn in asked.items()}
         data = {name: future.result() for name, future in futures.items()}
         data["groups"] = {g: data.pop(f"by {g}") for g in groups}
-        return page("overview.html", request, caller, tenant, window=window, windows=WINDOWS,
-                    budgets=budget_statuses(tenant), chart=(_view.CHART_WIDTH, _view.CHART_HEIGHT), **data)
+        budgets, budget_problem = budget_statuses(tenant)
+        return page("overview.html", request, caller, tenant, window=window, windows=WINDOWS, budgets=budgets,
+                    budget_problem=budget_problem, chart=(_view.CHART_WIDTH, _view.CHART_HEIGHT), **data)
 
     def traces(request: Request, caller: Principal) -> Response:
         tenant = tenant_of(caller, request)
         q = request.query_params
-        window = q.get("window", "7d")
+        window = _window(request, "7d")
         until = now()
-        since = until - timedelta(hours=WINDOWS.get(window, 24 * 7))
+        since = until - timedelta(hours=WINDOWS[window])
         state = q.get("status") or None
         if state is not None and state not in _STATUSES:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, f"status must be one of {', '.join(_STATUSES)}")
@@ -184,7 +216,9 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
         try:
             min_cost = Decimal(q["min_cost"]) if q.get("min_cost") else None
         except InvalidOperation:
-            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "min_cost must be a number of USD") from None
+            min_cost = Decimal("NaN")
+        if min_cost is not None and not min_cost.is_finite():
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "min_cost must be a number of USD")
         rows = store.run(lambda e: analytics.trace_list_rows(
             e, tenant_id=tenant, user_id=q.get("user") or None, session_id=q.get("session") or None,
             graph=q.get("graph") or None, status=state, min_cost_usd=min_cost, since=since, until=until,
@@ -201,7 +235,8 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
         found = store.run(lambda e: analytics.trace_rows(e, trace_id, tenant_id=tenant))
         if found is None:
             raise HTTPException(status.HTTP_404_NOT_FOUND, "no such trace")
-        return page("trace.html", request, caller, tenant, trace=found, bars=_view.waterfall(found))
+        bars = _view.waterfall(found)
+        return page("trace.html", request, caller, tenant, trace=found, bars=bars[:_MAX_SPANS], spans=len(bars))
 
     def tail(request: Request, caller: Principal) -> Response:
         tenant = tenant_of(caller, request)
@@ -210,23 +245,41 @@ def ui_router(store: Store, table: TokenTable, now: Callable[[], datetime],
                                                                tenant_id=tenant))
         return page("tail.html", request, caller, tenant, rows=rows, level=level)
 
+    def tail_rows(request: Request, caller: Principal) -> Response:
+        """The live tail's newest rows as HTML, rendered as the page's own: the script only inserts them."""
+        tenant = tenant_of(caller, request)
+        errors_only = request.query_params.get("level") == "error"
+        rows = store.run(lambda e: analytics.recent_calls_rows(e, limit=_PAGE, errors_only=errors_only,
+                                                               tenant_id=tenant))
+        params = {k: v for k, v in request.query_params.items()}
+        html = env.get_template("_tail_rows.html").render(rows=rows, params=params)
+        return HTMLResponse(html, headers=_HEADERS)
+
     def budgets(request: Request, caller: Principal) -> Response:
         tenant = tenant_of(caller, request)
         until = now()
         scores = store.run(lambda e: analytics.quality_summary_rows(e, since=until - timedelta(days=7), until=until,
                                                                     tenant_id=tenant))
-        return page("budgets.html", request, caller, tenant, budgets=budget_statuses(tenant), scores=scores)
+        budget_rows, budget_problem = budget_statuses(tenant)
+        return page("budgets.html", request, caller, tenant, budgets=budget_rows, budget_problem=budget_problem,
+                    scores=scores)
 
     router.add_api_route("/", guarded(overview), methods=["GET"], response_class=HTMLResponse)
     router.add_api_route("/traces", guarded(traces), methods=["GET"], response_class=HTMLResponse)
     router.add_api_route("/traces/{trace_id}", guarded(trace_page), methods=["GET"], response_class=HTMLResponse)
     router.add_api_route("/tail", guarded(tail), methods=["GET"], response_class=HTMLResponse)
+    router.add_api_route("/tail/rows", guarded(tail_rows), methods=["GET"], response_class=HTMLResponse)
     router.add_api_route("/budgets", guarded(budgets), methods=["GET"], response_class=HTMLResponse)
     return router
 
 
 def _grouped(engine: Engine, *, by: str, since: datetime, until: datetime, tenant: str | None) -> Any:
     return analytics.cost_by_rows(engine, by, since=since, until=until, tenant_id=tenant, limit=20)
+
+
+def _window(request: Request, default: str) -> str:
+    window = request.query_params.get("window", default)
+    return window if window in WINDOWS else default
 
 
 def _safe(target: str) -> str:

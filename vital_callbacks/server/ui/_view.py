@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
+from sqlalchemy.engine import Engine
+
+from vital_callbacks import analytics
 from vital_callbacks.analytics import DayCost, Span, Trace
 from vital_callbacks.budgets import BudgetStatus
 
@@ -76,3 +79,28 @@ def visible_budgets(statuses: list[BudgetStatus], tenant: str | None) -> list[Bu
     if tenant is None:
         return statuses
     return [s for s in statuses if s.budget.scope == "tenant" and s.key == tenant]
+
+
+@dataclass(frozen=True)
+class BudgetRow:
+    """A budget's status and the calls in its period that had no price (its spend leaves them out)."""
+
+    status: BudgetStatus
+    unpriced_calls: int | None
+    """``None`` where it is not counted (a per-user budget)."""
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.status, name)
+
+
+def with_unpriced(engine: Engine, statuses: list[BudgetStatus]) -> list[BudgetRow]:
+    rows = []
+    for s in statuses:
+        scope, key = s.budget.scope, s.key
+        if scope == "user":
+            rows.append(BudgetRow(s, None))
+            continue
+        total = analytics.total_row(engine, since=s.period_start, tenant_id=key if scope == "tenant" else None,
+                                    graph=key if scope == "graph" else None)
+        rows.append(BudgetRow(s, total.unpriced_calls))
+    return rows
