@@ -60,16 +60,30 @@ class _Gen2:
             self.count += 1
 
 
-def _thread_cpu() -> dict[str, float]:
-    """CPU seconds each live thread has used so far, by a stable name (ours name their threads)."""
+def _own_threads(case: Case) -> dict[int, str]:
+    """The threads of a case's own runtime (its dispatcher, each sink's worker), by ident."""
+    out: dict[int, str] = {}
+    for handler in case.handlers:
+        pipeline = handler.runtime.pipeline
+        threads = [(pipeline._thread, "dispatcher")]
+        threads += [(w._thread, f"sink {w.name}") for w in pipeline._workers]
+        out.update({t.ident: name for t, name in threads if t.ident is not None})
+    return out
+
+
+def _thread_cpu(own: dict[int, str]) -> dict[str, float]:
+    """CPU seconds each live thread has used so far: the caller, the case's own threads by role, and
+    every other thread (the idle runtimes of the other cases, Langfuse's exporter...) as one."""
     out: dict[str, float] = {}
     for thread in threading.enumerate():
         try:
-            clock = time.pthread_getcpuclockid(thread.ident or 0)
-            used = time.clock_gettime(clock)
+            used = time.clock_gettime(time.pthread_getcpuclockid(thread.ident or 0))
         except (OSError, AttributeError):  # a thread that just ended
             continue
-        name = "caller" if thread is threading.main_thread() else thread.name
+        if thread is threading.main_thread():
+            name = "caller"
+        else:
+            name = own.get(thread.ident or 0, "other threads")
         out[name] = out.get(name, 0.0) + used
     return out
 
@@ -105,9 +119,10 @@ def measure(cases: dict[str, Case], rounds: int, n: int, seed: int = 21) -> dict
         rng.shuffle(order)
         totals: dict[str, float] = {}
         for name in order:
-            cpu_before, gen2_before = _thread_cpu(), gen2.count
+            own = _own_threads(cases[name])
+            cpu_before, gen2_before = _thread_cpu(own), gen2.count
             total, times, flush = _block(invoke, cases[name], n)
-            cpu_after = _thread_cpu()
+            cpu_after = _thread_cpu(own)
             sample = results[name]
             totals[name] = total
             sample.invoke_times += times
