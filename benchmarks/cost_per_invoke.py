@@ -80,10 +80,7 @@ def _thread_cpu(own: dict[int, str]) -> dict[str, float]:
             used = time.clock_gettime(time.pthread_getcpuclockid(thread.ident or 0))
         except (OSError, AttributeError):  # a thread that just ended
             continue
-        if thread is threading.main_thread():
-            name = "caller"
-        else:
-            name = own.get(thread.ident or 0, "other threads")
+        name = "caller" if thread is threading.main_thread() else own.get(thread.ident or 0, "other threads")
         out[name] = out.get(name, 0.0) + used
     return out
 

@@ -30,6 +30,7 @@ MODEST: dict[str, list[str]] = {
     "exit": [],
     "crash": ["--events", "5000", "--idle-ms", "300"],
     "budgets": ["--calls", "1000"],
+    "cost_per_invoke": ["--rounds", "4", "--invokes", "200"],
 }
 
 
