@@ -177,14 +177,22 @@ def test_router_mounts_under_a_prefix(app: FastAPI, tmp_path: Path) -> None:
 
 
 def test_unreadable_store_is_503_without_details(tmp_path: Path) -> None:
-    """A store that cannot be queried answers 503 with a one-line reason, and /healthz says unavailable."""
+    """A store without its tables answers 503 with a one-line reason (run the migrations); /healthz
+    still says the file opens. A store that fails otherwise says only that it is unavailable."""
     from vital_callbacks.analytics import reader_engine
 
     broken = create_app(reader_engine(f"sqlite:///{tmp_path / 'empty.db'}"), tokens=TOKENS, clock=lambda: NOW)
     with TestClient(broken, raise_server_exceptions=False) as c:
         response = c.get("/metrics/tenant/acme", headers=ACME)
-        assert response.status_code == 503 and response.json() == {"detail": "the metrics store is unavailable"}
+        assert response.status_code == 503
+        assert response.json() == {"detail": "the store's schema is at revision none, older than this version's "
+                                             "(0010); run `vital-callbacks db upgrade`"}
         assert c.get("/healthz").json()["status"] == "ok"  # the file opens; only the tables are missing
+    (tmp_path / "not-a-db").write_bytes(b"\x00garbage" * 100)
+    garbage = create_app(reader_engine(f"sqlite:///{tmp_path / 'not-a-db'}"), tokens=TOKENS, clock=lambda: NOW)
+    with TestClient(garbage, raise_server_exceptions=False) as c:
+        response = c.get("/metrics/tenant/acme", headers=ACME)
+        assert response.status_code == 503 and response.json() == {"detail": "the metrics store is unavailable"}
 
 
 def test_healthz_answers_while_the_store_hangs() -> None:

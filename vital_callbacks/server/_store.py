@@ -30,8 +30,8 @@ class Store:
     def run(self, query: Callable[[Engine], _T]) -> _T:
         try:
             return query(self.engine())
-        except SQLAlchemyError:
-            behind = self._schema_behind()
+        except SQLAlchemyError as exc:
+            behind = self._schema_behind() if _missing_schema(exc) else None
             if behind is not None:  # a store not yet upgraded: say so, once per query, no traceback
                 logger.warning("vital-callbacks API: %s", behind)
                 raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, behind) from None
@@ -53,3 +53,10 @@ class Store:
             return None
         return (f"the store's schema is at revision {current or 'none'}, older than this version's ({head}); "
                 "run `vital-callbacks db upgrade`")
+
+
+def _missing_schema(exc: SQLAlchemyError) -> bool:
+    """A table or column the query needs is not there (SQLite's "no such", PostgreSQL's "does not
+    exist"): only then is the schema version worth a look (a store that hangs gets no second query)."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    return "no such table" in text or "no such column" in text or "does not exist" in text

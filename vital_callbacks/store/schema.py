@@ -200,6 +200,14 @@ def _key(name: str, length: int = NAME) -> Column[Any]:
     return Column(name, String(length), primary_key=True, default="")
 
 
+def _rollup_sums() -> list[Column[Any]]:
+    """What a daily rollup keeps per key: the sums the cost analytics ask for."""
+    return [_sum("calls"), *(_sum(name) for name in TOKEN_COLUMNS),
+            Column("cost_usd", Numeric(30, 12), nullable=False, default=Decimal(0)),
+            _sum("unpriced_calls"), _sum("errors"), _sum("cache_hits"),
+            Column("saved_usd", Numeric(30, 12), nullable=False, default=Decimal(0))]
+
+
 llm_cost_daily = Table(
     "llm_cost_daily", metadata,
     Column("day", Date, primary_key=True),
@@ -207,13 +215,7 @@ llm_cost_daily = Table(
     _key("graph"),
     _key("provider", 128),
     _key("model"),
-    _sum("calls"),
-    *(_sum(name) for name in TOKEN_COLUMNS),
-    Column("cost_usd", Numeric(30, 12), nullable=False, default=Decimal(0)),
-    _sum("unpriced_calls"),
-    _sum("errors"),
-    _sum("cache_hits"),
-    Column("saved_usd", Numeric(30, 12), nullable=False, default=Decimal(0)),
+    *_rollup_sums(),
 )
 """LLM calls summed per UTC day, tenant, graph, provider and model (migration 0004).
 
@@ -230,13 +232,7 @@ llm_cost_daily_node = Table(
     _key("subgraph"),
     _key("node"),
     _key("tool"),
-    _sum("calls"),
-    *(_sum(name) for name in TOKEN_COLUMNS),
-    Column("cost_usd", Numeric(30, 12), nullable=False, default=Decimal(0)),
-    _sum("unpriced_calls"),
-    _sum("errors"),
-    _sum("cache_hits"),
-    Column("saved_usd", Numeric(30, 12), nullable=False, default=Decimal(0)),
+    *_rollup_sums(),
 )
 """The same sums per UTC day, tenant, graph, subgraph, node and tool (migration 0010), kept the same way:
 cost by node or by tool over whole days."""
