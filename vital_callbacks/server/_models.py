@@ -10,6 +10,7 @@ known price that it leaves out, and ``cost_is_lower_bound`` is true when there a
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from decimal import Decimal
 
@@ -187,11 +188,7 @@ class RecentCallOut(BaseModel):
 
     @classmethod
     def of(cls, r: RecentCall) -> RecentCallOut:
-        return cls(run_id=r.run_id, trace_id=r.trace_id, started_at=r.started_at, tenant_id=r.tenant_id,
-                   graph=r.graph, node=r.node, provider=r.provider, model=r.model, status=r.status,
-                   error_type=r.error_type, error_message=r.error_message, input_tokens=r.input_tokens,
-                   output_tokens=r.output_tokens, cost_usd=usd(r.cost_usd), unpriced=r.unpriced,
-                   duration_s=r.duration_s)
+        return cls(**{**dataclasses.asdict(r), "cost_usd": usd(r.cost_usd)})
 
 
 class RecentCalls(BaseModel):
