@@ -73,7 +73,7 @@ def test_under_a_stop_budget_a_call_is_read_and_priced_once(pricing_dir: Path, m
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The caller's thread reads and prices the call (the budget needs its spend at once); the worker uses
     that, so the response is read once and an unpriced model is counted once, not twice."""
-    import vital_callbacks.capture.handler as handler_module
+    import vital_callbacks.capture.llm as handler_module  # the handler's LLM hooks
     import vital_callbacks.enrich.reading as reading_module
 
     reads: list[str] = []
@@ -100,7 +100,7 @@ def test_under_a_stop_budget_a_call_is_read_and_priced_once(pricing_dir: Path, m
     assert calls["cent-model"].cost is not None and calls["cent-model"].cost.total == Decimal("0.01")
     assert calls["no-such-model"].cost is None and calls["no-such-model"].token_source == "provider"
     assert handler.stats()["unpriced_calls"] == {"no-such-model": 1}
-    assert reads == ["vital_callbacks.capture.handler"] * 2  # never again on the worker
+    assert reads == ["vital_callbacks.capture.llm"] * 2  # never again on the worker
     handler.shutdown()
 
 

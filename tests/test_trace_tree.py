@@ -404,7 +404,7 @@ def test_a_forked_child_does_not_deliver_its_parents_held_run(memory_sink: InMem
     child = os.read(read, 64).decode()
     os.close(read)
     worker.join()
-    assert child == f"1 {len(memory_sink.of(GraphRun))}" and child.endswith(" 0")
+    assert child == "1 0"  # its flush succeeded and delivered nothing of the parent's
     deadline = time.monotonic() + 5
     while not memory_sink.of(GraphRun) and time.monotonic() < deadline:
         time.sleep(0.05)
