@@ -71,10 +71,6 @@ class Enricher:
         return cls(**f)  # the event's one construction (see Draft)
 
     @property
-    def holding(self) -> bool:
-        return self.rollup.holding
-
-    @property
     def held(self) -> int:
         return self.rollup.held
 

@@ -61,10 +61,6 @@ class RollUp:
         self._held[f["run_id"]] = _Held(cls, f, f[LATE_CALLS], time.monotonic() + LATE_CALLS_WAIT_S)
 
     @property
-    def holding(self) -> bool:
-        return bool(self._held or self._ready)
-
-    @property
     def held(self) -> int:
         """Graph runs waiting for their late calls (submitted, not yet passed on to any sink)."""
         return len(self._held) + len(self._ready)

@@ -249,7 +249,7 @@ class Pipeline:
                 return
 
     def _holding(self) -> bool:
-        return bool(getattr(self.processor, "holding", False))
+        return bool(getattr(self.processor, "held", 0))
 
     def _released(self, everything: bool = False) -> list[Event | Marker]:
         """Events the processor held back (a graph run waiting for calls that outlived it) and now

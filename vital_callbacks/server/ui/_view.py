@@ -4,7 +4,7 @@ budgets a caller may see. Plain data; the templates only lay it out."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from sqlalchemy.engine import Engine
@@ -93,14 +93,26 @@ class BudgetRow:
         return getattr(self.status, name)
 
 
+_SCOPE_DIMENSION = {"tenant": "tenant", "graph": "graph", "global": None}
+"""The grouping that counts a budget's unpriced calls (a per-user budget's are not counted)."""
+
+
 def with_unpriced(engine: Engine, statuses: list[BudgetStatus]) -> list[BudgetRow]:
-    rows = []
+    """Each status with its period's unpriced calls: one grouped query per (scope, period start), not
+    one per key (a ``match: "*"`` budget has a status per tenant)."""
+    counts: dict[tuple[str, datetime], dict[str | None, int]] = {}
     for s in statuses:
-        scope, key = s.budget.scope, s.key
-        if scope == "user":
-            rows.append(BudgetRow(s, None))
-            continue
-        total = analytics.total_row(engine, since=s.period_start, tenant_id=key if scope == "tenant" else None,
-                                    graph=key if scope == "graph" else None)
-        rows.append(BudgetRow(s, total.unpriced_calls))
-    return rows
+        scope = s.budget.scope
+        group = (scope, s.period_start)
+        if scope in _SCOPE_DIMENSION and group not in counts:
+            by = _SCOPE_DIMENSION[scope]
+            rows = analytics.cost_by_rows(engine, by if by is not None else (), since=s.period_start)
+            counts[group] = {r.key: r.unpriced_calls for r in rows}
+    out = []
+    for s in statuses:
+        found = counts.get((s.budget.scope, s.period_start))
+        if found is None:
+            out.append(BudgetRow(s, None))
+        else:
+            out.append(BudgetRow(s, found.get(s.key, 0) if s.budget.scope != "global" else found.get(None, 0)))
+    return out
