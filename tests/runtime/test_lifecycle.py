@@ -283,6 +283,7 @@ def test_runs_that_never_end_are_bounded_and_counted() -> None:
     for _ in range(50):  # starts without ends
         handler.on_chat_model_start({}, [[HumanMessage("hi")]], run_id=uuid.uuid4(),
                                     metadata={"ls_provider": "openai", "ls_model_name": "gpt-4o"})
+    assert handler.flush()  # the run map is the dispatcher's: counted once it has seen the starts
     stats = handler.stats()
     assert stats["open_runs"] <= 10 and stats["evicted_runs"] == 50 - stats["open_runs"]
     ScriptedChatModel(model_name="gpt-4o").invoke("hello", config={"callbacks": [handler]})
@@ -292,6 +293,7 @@ def test_runs_that_never_end_are_bounded_and_counted() -> None:
     aged = VitalCallbackHandler(Settings(open_run_timeout_s=1e-9), sinks=[InMemorySink()])
     for _ in range(2048):
         aged.on_chat_model_start({}, [[HumanMessage("hi")]], run_id=uuid.uuid4(), metadata={})
+    assert aged.flush()
     assert aged.stats()["open_runs"] < 1024 and aged.stats()["evicted_runs"] > 1024
     handler.shutdown()
     aged.shutdown()

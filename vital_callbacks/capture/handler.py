@@ -1,10 +1,12 @@
-"""LangChain / LangGraph callbacks -> immutable events, on the caller's thread, in microseconds.
+"""LangChain / LangGraph callbacks -> immutable events; on the caller's thread, one tuple per callback.
 
-The hot path only records timestamps and identities in a small run map and, when a run ends, hands
-the run's values to the pipeline's queue as a :class:`~vital_callbacks.core.events.Draft`; the dispatcher
-builds the frozen event once, with usage and cost added. Reading usage, counting tokens and pricing
-happen on the worker (see :mod:`vital_callbacks.enrich`). Every hook goes through one error guard,
-so a surprise payload is logged once and counted, and never reaches the user's workflow.
+A hook appends what LangChain passed it (references, no copies) and a clock reading to the
+pipeline's inbox, and returns: no lock, no lookup, no event. The dispatcher thread rebuilds the run
+tree from those records (:mod:`vital_callbacks.capture.assemble`) and builds each event once, with
+usage and cost added (:mod:`vital_callbacks.enrich`). Only a stop budget does more here, since its
+reservation must be made before the call (see :mod:`vital_callbacks.capture.llm`). Every hook goes
+through one error guard, so a surprise payload is logged once and counted, and never reaches the
+user's workflow.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import itertools
 import logging
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 from uuid import UUID
@@ -22,22 +23,13 @@ from langgraph.callbacks import GraphCallbackHandler, GraphInterruptEvent, Graph
 
 from vital_callbacks.budgets import Budget, BudgetGuard
 from vital_callbacks.budgets.refusals import quiet_refusals
-from vital_callbacks.capture.llm import LLMHooks
-from vital_callbacks.capture.runs import OpenRuns, Run, error_fields, guard, score_fields
-from vital_callbacks.capture.tree import app_traceparent, context_parent, is_wrapper, own_tags, subgraph_of
+from vital_callbacks.capture.assemble import END, INTERRUPT, RESUME, SCORE, START, Assembler
+from vital_callbacks.capture.llm import BudgetScope, LLMHooks
+from vital_callbacks.capture.runs import Run, guard
+from vital_callbacks.capture.tree import app_traceparent, context_parent
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
-from vital_callbacks.core.events import (
-    LATE_CALLS,
-    USER_METADATA,
-    Draft,
-    Event,
-    GraphRun,
-    NodeRun,
-    RetrieverCall,
-    Status,
-    ToolCall,
-)
+from vital_callbacks.core.events import Event
 from vital_callbacks.core.scores import ScoreValue, make_score
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.runtime import Pipeline, Runtime, default_runtime, environment_settings, runtime_for
@@ -45,7 +37,6 @@ from vital_callbacks.sinks.base import Sink
 
 logger = logging.getLogger("vital_callbacks")
 
-_RECENT_RUNS = 10_000
 _TOKENS = itertools.count(1)
 
 
@@ -94,18 +85,22 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
         """This handler's key for ``last_trace_id`` (unique for the process's life, unlike ``id()``)."""
         s = runtime.settings
         self._defaults = Attribution(tenant_id or s.tenant_id, user_id or s.user_id, session_id or s.session_id)
-        # Not taken as defaults (a handler built in one request and shared afterwards would attribute
-        # later requests to it), only to say so when a trace starts outside any attribution: the sign
-        # of a stream consumed after the block it was created in (a StreamingResponse).
-        self._built_in = attribution.current()
+        # The attribution it is built in is not taken as defaults (a handler built in one request and
+        # shared afterwards would attribute later requests to it), only to say so when a trace starts
+        # outside any attribution: the sign of a stream consumed after the block it was created in.
         self._app_spans = runtime.joins_app_trace
         self._capture = s.capture_content
-        self._keep_metadata = s.metadata_keys != ["-"]
-        # The last ended runs, for scores, as tuples of strings: the GC stops tracking those, where
-        # 10,000 long-lived run objects would keep triggering full collections in the user's process.
-        self._recent: OrderedDict[str, tuple[str | None, ...]] = OrderedDict()
-        self._lock = threading.Lock()
-        self._runs = OpenRuns(self._lock, s.max_open_runs, s.open_run_timeout_s)
+        self._assembler = Assembler(self._defaults, attribution.current(), keep_metadata=s.metadata_keys != ["-"],
+                                    capture_content=s.capture_content, max_open=s.max_open_runs,
+                                    timeout_s=s.open_run_timeout_s)
+        """This handler's run tree, kept on the dispatcher thread from the records the hooks append."""
+        self._streamed: set[UUID] = set()
+        """LLM calls whose first token was recorded (one record per call, not one per token)."""
+        self._scopes: dict[UUID, BudgetScope] = {}
+        """Under a stop budget only: each open run's tenant, user and graph, which a reservation needs
+        on this thread, before the call."""
+        self._calls: dict[UUID, Run] = {}
+        """Under a stop budget only: the open LLM calls' reservations."""
         self._errors = 0
         self._logged_errors: set[tuple[str, type[BaseException]]] = set()
 
@@ -138,8 +133,9 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
 
     def stats(self) -> dict[str, Any]:
         """Delivery counters, problems, unpriced models and handler errors, for health checks."""
-        return {**self.runtime.stats(), "handler_errors": self._errors, "open_runs": len(self._runs),
-                "evicted_runs": self._runs.evicted}
+        open_runs, evicted = self._assembler.counts()
+        return {**self.runtime.stats(), "handler_errors": self._errors, "open_runs": open_runs,
+                "evicted_runs": evicted}
 
     @property
     def pipeline(self) -> Pipeline:
@@ -153,77 +149,24 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
             logger.warning("vital-callbacks: %s failed on an unexpected payload (%r); the run continues, "
                            "further errors of this kind are only counted", hook, exc, exc_info=True)
 
-    # -- run map -----------------------------------------------------------------------------------
-    def _open(self, kind: str, run_id: UUID, parent: Run | None, name: str,
-              metadata: Mapping[str, Any] | None, tags: list[str] | None) -> Run:
-        run = Run(kind, str(run_id), name)
-        if metadata and self._keep_metadata:
-            run.user_metadata = metadata
-        run.thread_id = attribution.thread_of(metadata) or (parent.thread_id if parent is not None else None)
-        if parent is None:
-            parent = self._context_parent()
-        if parent is None:
-            if kind == "chain":
-                kind = run.kind = "graph"
-            attr = attribution.from_metadata(metadata).merged_over(attribution.current()).merged_over(self._defaults)
-            if self._built_in is not attribution.EMPTY and attr == attribution.EMPTY:
-                attribution.warn_outside_block(self._built_in)
-            run.attr = attr
-            run.graph = attr.agent_id or name
-            node = metadata.get("langgraph_node") if metadata and kind != "graph" else None
-            if isinstance(node, str):
-                # A handler given to a model or tool at construction, inside a node: it sees no graph run,
-                # but the run's metadata says which node it ran in (and the model's class is no graph).
-                run.node = node
-                run.graph = attr.agent_id
-            run.tags = own_tags(tags)
-            if self._app_spans:
-                run.traceparent = app_traceparent()
-            attribution.note_trace(self._token, run.run_id)
-        else:
-            if parent.root is None and is_wrapper(parent.name) and parent.graph == parent.name:
-                parent.graph = name  # the trace is the graph the fallbacks wrap, not "RunnableWithFallbacks"
-            run.record_id = parent.child_parent_id()
-            run.trace_id = parent.trace_id
-            run.root = parent.root or parent
-            run.attr = parent.attr
-            run.graph = parent.graph
-            run.node = parent.node
-            run.node_ns = parent.node_ns
-            run.subgraph = parent.subgraph
-            run.traceparent = parent.traceparent
-            # Its own tags (LangChain passes the inherited ones along): a with_config(tags=[...]) on a
-            # model inside a node is on that call's row, not replaced by the root's.
-            run.tags = own_tags(tags) if tags else parent.tags
-            if parent.kind == "tool":
-                run.tool, run.tool_ids = parent.name, (*parent.tool_ids, parent.run_id)
-            else:
-                run.tool, run.tool_ids = parent.tool, parent.tool_ids
-        self._runs.add(run_id, run)
-        return run
+    # -- recording ---------------------------------------------------------------------------------
+    def _started(self, kind: str, run_id: UUID, parent_run_id: UUID | None, name: str,
+                 metadata: Mapping[str, Any] | None, tags: list[str] | None, payload: object = None) -> None:
+        """Record a run's start: its values as LangChain passed them, two clock readings and, for a
+        root only, what the caller's context knows (attribution, the enclosing run, the app's span)."""
+        root = None
+        if parent_run_id is None:
+            root = (attribution.current(), context_parent(), app_traceparent() if self._app_spans else None)
+            attribution.note_trace(self._token, str(run_id))
+        self._submit((self._assembler, START, kind, run_id, parent_run_id, name, metadata, tags, time.time(),
+                      time.perf_counter(), root, payload))
+        if self._stop_budgets:
+            self._scope_run(run_id, parent_run_id, kind, name, metadata, None if root is None else root[1])
 
-    def _context_parent(self) -> Run | None:
-        """An open run of ours that encloses a run LangChain started as a root (see ``context_parent``)."""
-        enclosing = context_parent()
-        return self._runs.get(enclosing) if enclosing is not None else None
-
-    def _parent(self, parent_run_id: UUID | None) -> Run | None:
-        return self._runs.get(parent_run_id) if parent_run_id is not None else None
-
-    def _close(self, run_id: UUID) -> Run | None:
-        with self._lock:
-            run = self._runs.pop(run_id, None)
-            if run is not None and run.kind != "chain":
-                self._recent[run.run_id] = score_fields(run)
-                if len(self._recent) > _RECENT_RUNS:
-                    self._recent.popitem(last=False)
-            return run
-
-    @staticmethod
-    def _context(run_id: str, known: tuple[str | None, ...]) -> dict[str, Any]:
-        """What a score needs to know about the run it judges."""
-        return dict(zip(("run_id", "trace_id", "tenant_id", "user_id", "session_id", "graph", "node"),
-                        (run_id, *known), strict=True))
+    def _ended(self, run_id: UUID, error: BaseException | None = None, payload: object = None) -> None:
+        self._submit((self._assembler, END, run_id, time.perf_counter(), error, payload))
+        if self._stop_budgets:
+            self._scopes.pop(run_id, None)
 
     # -- scores ------------------------------------------------------------------------------------
     def score(self, run_or_trace_id: str | UUID, name: str, value: ScoreValue, comment: str | None = None) -> str:
@@ -232,48 +175,9 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
         Works while the run is open, after it ended (its events may still be queued), and for ids this
         handler never saw (the store matches them later, or flags them unmatched).
         """
-        target = str(run_or_trace_id)
-        with self._lock:
-            known = self._recent.get(target)
-            if known is None:
-                run = next((r for r in self._runs.values() if r.run_id == target), None)
-                known = score_fields(run) if run is not None else None
-        context = self._context(target, known) if known is not None else None
-        event = make_score(target, name, value, comment=comment, context=context)
-        self._submit(event)
+        event = make_score(str(run_or_trace_id), name, value, comment=comment)
+        self._submit((self._assembler, SCORE, event))  # the run's context is added where the runs are
         return event.run_id
-
-    def _base(self, run: Run, cls: type[Event], status: Status, error_type: str | None,
-              error_message: str | None) -> Draft:
-        """The fields every event has, as the draft the hook completes and hands off."""
-        duration = time.perf_counter() - run.start_perf
-        attr = run.attr
-        draft = Draft(
-            run_id=run.run_id,
-            parent_run_id=run.record_id,
-            trace_id=run.trace_id,
-            tenant_id=attr.tenant_id,
-            user_id=attr.user_id,
-            session_id=attr.session_id,
-            graph=run.graph,
-            node=run.node,
-            tags=run.tags,
-            thread_id=run.thread_id,
-            start_time=run.start_wall,
-            end_time=run.start_wall + duration,
-            duration_s=duration,
-            status=status,
-            error_type=error_type,
-            error_message=error_message,
-        )
-        if run.user_metadata is not None:  # the run's metadata dict as LangChain passed it: filtered on the worker
-            draft[USER_METADATA] = run.user_metadata
-        if run.subgraph is not None:
-            draft["subgraph"] = run.subgraph
-        if run.traceparent is not None:
-            draft["traceparent"] = run.traceparent
-        draft.cls = cls
-        return draft
 
     # -- chains: graph runs and node runs ----------------------------------------------------------
     @guard
@@ -281,70 +185,26 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
                        parent_run_id: UUID | None = None, tags: list[str] | None = None,
                        metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "chain"
-        parent = self._runs.get(parent_run_id) if parent_run_id is not None else None
-        # The root of an invoke (or of a tree we joined half-way) is a graph run; see _open.
-        run = self._open("chain", run_id, parent, name, metadata, tags)
-        if run.kind == "graph":
-            return
-        node = metadata.get("langgraph_node") if metadata else None
-        if node is not None and node == name:
-            ns = metadata.get("langgraph_checkpoint_ns") if metadata else None
-            # A subgraph's inner root inherits the node's keys (and may even share its name): it runs
-            # in the same checkpoint namespace, a real node execution in a new one.
-            if ns != run.node_ns:
-                run.kind = "node"
-                run.node = name
-                run.node_ns = ns
-                run.checkpoint_ns = ns
-                step = metadata.get("langgraph_step") if metadata else None
-                run.step = step if isinstance(step, int) else None
-                if parent is not None:
-                    run.subgraph = subgraph_of(parent)
+        self._started("chain", run_id, parent_run_id, name, metadata, tags)
 
     @guard
     def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_chain(run_id, "success", None, None)
+        self._ended(run_id, None, threading.get_ident())  # the thread: a graph run's calls elsewhere run on
 
     @guard
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_chain(run_id, *error_fields(error))
-
-    def _end_chain(self, run_id: UUID, status: Status, error_type: str | None, error_message: str | None) -> None:
-        run = self._close(run_id)
-        if run is None or run.kind == "chain":
-            return
-        if run.kind == "node":
-            base = self._base(run, NodeRun, status, error_type, error_message)
-            base["step"] = run.step
-            base["checkpoint_ns"] = run.checkpoint_ns
-        else:
-            base = self._base(run, GraphRun, status, error_type, error_message)
-            if run.interrupts and status == "success":
-                base["status"] = "interrupted"
-            base["name"] = run.name
-            base["interrupts"] = run.interrupts
-            base["resumed"] = run.resumed
-            with self._lock:  # read with the calls' own submits (see _submit_call)
-                if run.open_calls > 0:  # cancelled or failed with calls still running: they are its too
-                    late = self._runs.running_elsewhere(run)
-                    if late:
-                        base[LATE_CALLS] = late
-                self._submit(base)
-            return
-        self._submit(base)
+        self._ended(run_id, error, threading.get_ident())
 
     # -- LangGraph lifecycle (only GraphCallbackHandler subclasses receive these) ------------------
     @guard
     def on_interrupt(self, event: GraphInterruptEvent) -> None:
-        run = self._runs.get(event.run_id) if event.run_id is not None else None
-        if run is not None:
-            (run.root or run).interrupts += len(event.interrupts) or 1
+        if event.run_id is not None:
+            self._submit((self._assembler, INTERRUPT, event.run_id, len(event.interrupts) or 1))
 
     @guard
     def on_resume(self, event: GraphResumeEvent) -> None:
-        run = self._runs.get(event.run_id) if event.run_id is not None else None
-        if run is not None:
-            (run.root or run).resumed = True
+        if event.run_id is not None:
+            self._submit((self._assembler, RESUME, event.run_id))
 
     # -- tools and retrievers ----------------------------------------------------------------------
     @guard
@@ -352,56 +212,30 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
                       parent_run_id: UUID | None = None, tags: list[str] | None = None,
                       metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "tool"
-        run = self._open("tool", run_id, self._parent(parent_run_id), name, metadata, tags)
-        if self._capture:
-            run.raw_input = input_str
+        self._started("tool", run_id, parent_run_id, name, metadata, tags, input_str if self._capture else None)
 
     @guard
     def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_tool(run_id, output, "success", None, None)
+        self._ended(run_id, None, output if self._capture else None)
 
     @guard
     def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_tool(run_id, None, *error_fields(error))
-
-    def _end_tool(self, run_id: UUID, output: Any, status: Status, error_type: str | None,
-                  error_message: str | None) -> None:
-        run = self._close(run_id)
-        if run is None:
-            return
-        fields = self._base(run, ToolCall, status, error_type, error_message)
-        fields["name"] = run.name
-        fields["input"] = run.raw_input if isinstance(run.raw_input, str) else None
-        fields["raw_output"] = output if self._capture else None
-        self._submit(fields)
+        self._ended(run_id, error)
 
     @guard
     def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
                            parent_run_id: UUID | None = None, tags: list[str] | None = None,
                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         name = kwargs.get("name") or (serialized or {}).get("name") or "retriever"
-        run = self._open("retriever", run_id, self._parent(parent_run_id), name, metadata, tags)
-        if self._capture:
-            run.raw_input = query
+        self._started("retriever", run_id, parent_run_id, name, metadata, tags, query if self._capture else None)
 
     @guard
     def on_retriever_end(self, documents: Sequence[Any], *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_retriever(run_id, len(documents) if documents is not None else 0, "success", None, None)
+        self._ended(run_id, None, len(documents) if documents is not None else 0)
 
     @guard
     def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-        self._end_retriever(run_id, 0, *error_fields(error))
-
-    def _end_retriever(self, run_id: UUID, documents: int, status: Status, error_type: str | None,
-                       error_message: str | None) -> None:
-        run = self._close(run_id)
-        if run is None:
-            return
-        fields = self._base(run, RetrieverCall, status, error_type, error_message)
-        fields["name"] = run.name
-        fields["documents"] = documents
-        fields["query"] = run.raw_input if isinstance(run.raw_input, str) else None
-        self._submit(fields)
+        self._ended(run_id, error)
 
     def submit(self, event: Event) -> None:
         """Queue an event built elsewhere (e.g. a score); same path as the callbacks'."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -20,7 +19,6 @@ from vital_callbacks.budgets import BudgetExceeded
 from vital_callbacks.core import attribution
 from vital_callbacks.core.events import Status
 from vital_callbacks.providers.billing import api_base, provider_for
-from vital_callbacks.providers.shims import install as install_shim
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -29,7 +27,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Run:
-    """What the hot path remembers about an open run (freed when the run ends)."""
+    """What the dispatcher remembers about an open run (freed when the run ends); under a stop budget,
+    the caller's thread keeps one for each LLM call too (its reservation and price)."""
 
     __slots__ = (
         "attr",
@@ -66,12 +65,12 @@ class Run:
         "user_metadata",
     )
 
-    def __init__(self, kind: str, run_id: str, name: str) -> None:
+    def __init__(self, kind: str, run_id: str, name: str, wall: float, perf: float) -> None:
         self.kind = kind
         self.run_id = run_id
         self.name = name
-        self.start_wall = time.time()
-        self.start_perf = time.perf_counter()
+        self.start_wall = wall
+        self.start_perf = perf
         self.record_id: str | None = None
         self.trace_id = run_id
         self.root: Run | None = None
@@ -85,7 +84,7 @@ class Run:
         self.traceparent: str | None = None
         """The application's OpenTelemetry span the trace started in (W3C ``traceparent``)."""
         self.open_calls = 0
-        """For a root: its LLM calls not yet ended (under the handler's lock)."""
+        """For a root: its LLM calls not yet ended."""
         self.thread = 0
         """For an LLM call: the thread it started on."""
         self.tool: str | None = None
@@ -114,9 +113,7 @@ class Run:
         """Provider, model, temperature and max tokens of an LLM run: LangChain's ``ls_*`` metadata first,
         then the model's invocation params (names differ between integrations). The provider is the
         one the request went to: ``ChatOpenAI(base_url=<OpenRouter>)`` is OpenRouter, not OpenAI."""
-        provider = md.get("ls_provider") or params.get("_type")
-        self.provider = provider if isinstance(provider, str) else None
-        install_shim(self.provider)
+        self.provider = provider_of(md, params)
         base = api_base(serialized.get("kwargs") if serialized else None)
         if base is not None:
             self.provider = provider_for(self.provider, base)
@@ -136,55 +133,56 @@ _SWEEP_EVERY = 1024
 
 
 class OpenRuns(dict[UUID, Run]):
-    """The handler's open runs, in start order, bounded: LangChain sends no end callback for a cancelled
+    """A handler's open runs, in start order, bounded: LangChain sends no end callback for a cancelled
     ``ainvoke`` (nor for a run whose stream of callbacks was cut), so such runs would stay forever. The
     oldest go first: past ``max_open``, or open longer than ``timeout_s``. Their children are still
-    recorded (as roots of their own, once their parent is gone)."""
+    recorded (as roots of their own, once their parent is gone). Used by the dispatcher thread only."""
 
-    def __init__(self, lock: threading.Lock, max_open: int, timeout_s: float) -> None:
+    def __init__(self, max_open: int, timeout_s: float) -> None:
         super().__init__()
-        self._lock = lock
-        """The handler's lock, which its ``pop`` of a closing run holds too."""
         self.max_open = max_open
         self.timeout_s = timeout_s
         self.evicted = 0
         self._opened = 0
 
     def add(self, run_id: UUID, run: Run) -> None:
-        with self._lock:
-            self[run_id] = run
-            if run.kind == "llm" and run.root is not None:
-                run.root.open_calls += 1
+        self[run_id] = run
+        if run.kind == "llm" and run.root is not None:
+            run.root.open_calls += 1
         self._opened += 1
         if self._opened % _SWEEP_EVERY == 0 or len(self) > self.max_open:
             self._forget_stale()
 
-    def running_elsewhere(self, root: Run) -> int:
-        """The open LLM calls of ``root``'s trace started on other threads than this one (the caller
-        holds the lock). Only those can still end: a call on this thread, open when its root ends, was
+    def running_elsewhere(self, root: Run, here: int | None) -> int:
+        """The open LLM calls of ``root``'s trace started on other threads than ``here`` (the one its
+        end came from). Only those can still end: a call on that thread, open when its root ends, was
         cancelled with it (an ``await`` cut short sends no end callback); one in a worker thread
         (``asyncio.to_thread``, a sync graph's parallel branch) runs on. Asked only when some are open."""
-        here = threading.get_ident()
         return sum(1 for run in self.values() if run.root is root and run.kind == "llm" and run.thread != here)
 
     def _forget_stale(self) -> None:
         cutoff = time.perf_counter() - self.timeout_s
         forgotten = 0
-        with self._lock:
-            while self:
-                run_id, run = next(iter(self.items()))
-                if len(self) <= self.max_open and run.start_perf >= cutoff:
-                    break
-                del self[run_id]
-                if run.kind == "llm" and run.root is not None:
-                    run.root.open_calls -= 1  # its end will never come: its root need not wait for it
-                forgotten += 1
+        while self:
+            run_id, run = next(iter(self.items()))
+            if len(self) <= self.max_open and run.start_perf >= cutoff:
+                break
+            del self[run_id]
+            if run.kind == "llm" and run.root is not None:
+                run.root.open_calls -= 1  # its end will never come: its root need not wait for it
+            forgotten += 1
         if forgotten:
             first = self.evicted == 0
             self.evicted += forgotten
             if first:
                 logger.warning("vital-callbacks: %d runs never ended (no end callback, e.g. a cancelled ainvoke) "
                                "and were forgotten; stats()['evicted_runs'] counts them", forgotten)
+
+
+def provider_of(md: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
+    """The LangChain integration's provider name (``ls_provider``), before any ``base_url`` says more."""
+    provider = md.get("ls_provider") or params.get("_type")
+    return provider if isinstance(provider, str) else None
 
 
 def error_fields(error: BaseException) -> tuple[Status, str | None, str | None]:

@@ -56,7 +56,8 @@ class Settings(BaseSettings):
         description="Folder with o200k_base.tiktoken / cl100k_base.tiktoken (optionally .gz) for "
         "offline token estimates; the `offline` extra ships them too.",
     )
-    queue_size: int = Field(default=100_000, ge=1, description="Events buffered per stage before counting drops.")
+    queue_size: int = Field(default=100_000, ge=1, description=(
+        "Events buffered per stage before counting drops (the inbox holds callbacks: a start and an end per run)."))
     batch_size: int = Field(
         default=512, ge=1,
         description="Events per sink export; a sink that has fallen behind and declares `coalesce` "

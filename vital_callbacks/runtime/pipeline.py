@@ -32,9 +32,18 @@ from vital_callbacks.sinks.base import INBOX_STAGE, DropReason, Sink, SinkContex
 
 logger = logging.getLogger("vital_callbacks")
 
+Item = Event | Draft | tuple[Any, ...]
+"""An event, the draft of one, or a hook record (see :data:`OPENS`)."""
 Processor = Callable[[Event | Draft], "Event | None"]
 """Runs on the dispatcher thread over every submitted item and returns the finished event (or
 ``None`` to drop it); a :class:`Draft` is built as it is when the processor fails."""
+
+OPENS, CLOSES = 0, 1
+"""The ``op`` of a hook record that opens a run and of one that closes it. A record is a tuple
+``(assembler, op, *values)`` a handler's hook appended; the dispatcher calls ``assembler(record)``
+for the draft (or event) it completes, if any. A full inbox refuses only what opens something (an
+opening refused is counted as that run's event lost; its closing record is then ignored), so the
+records that complete accepted runs always fit: at most twice the queue's size."""
 
 _DISPATCH_POLL_S = 0.05
 INBOX = INBOX_STAGE
@@ -100,7 +109,7 @@ class Pipeline:
         """The state a process owns alone: built at start, and again in a forked child."""
         self._pid = os.getpid()
         self._ledger = Ledger()
-        self._inbox: deque[Event | Draft | Marker] = deque()
+        self._inbox: deque[Item | Marker] = deque()
         self._submitted = 0
         self._processor_errors = 0
         self._inbox_dropped = 0
@@ -153,21 +162,34 @@ class Pipeline:
             worker.after_fork(self._ledger, self._room)
 
     # -- caller side -------------------------------------------------------------------------------
-    def submit(self, event: Event | Draft) -> None:
-        """Hand an event (or the hot path's draft of one) off; O(1), never blocks, never raises."""
+    def submit(self, event: Item) -> None:
+        """Hand an event, a draft or a hook record off; O(1), never blocks, never raises."""
         if self._pid != os.getpid():
             self.after_fork()
         inbox = self._inbox
         if self._closed or len(inbox) >= self._queue_size:
-            with self._ledger.lock:
-                self._inbox_dropped += 1
-            return
+            op = event[1] if isinstance(event, tuple) else None
+            if self._closed:
+                # Nothing more is delivered. An event, or a run's end, is one event lost; a start is
+                # not counted (its end will be), nor a first token or an interrupt.
+                if op is None or op == CLOSES:
+                    self._refused()
+                return
+            if op is None or op == OPENS:
+                # Full: what opens something is refused (a run's start counts as its event lost, and
+                # its end is then ignored); what completes a run accepted earlier always has room.
+                self._refused()
+                return
         inbox.append(event)
         depth = len(inbox)
         if depth == self._batch_size:
             self._wake.set()
         elif depth >= self._valve and not self._room.is_set():
             self._room.set()  # a quarter full: the dispatcher stops holding back (see _wait_for_room)
+
+    def _refused(self) -> None:
+        with self._ledger.lock:
+            self._inbox_dropped += 1
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted before this call is exported; False on timeout or loss."""
@@ -288,11 +310,27 @@ class Pipeline:
                 item.arrive()
                 out.append(item)
                 continue
+            if item.__class__ is tuple:
+                assembled = self._assemble(item)
+                if assembled is None:
+                    continue
+                item = assembled
             self._submitted += 1  # counted here, on one thread, so the count is exact
             processed = self._process(item)  # type: ignore[arg-type]
             if processed is not None:
                 out.append(processed)
         return out
+
+    def _assemble(self, record: tuple[Any, ...]) -> Event | Draft | None:
+        """The draft a hook record completes (its handler's assembler keeps the run tree), if any."""
+        try:
+            return record[0](record)  # type: ignore[no-any-return]
+        except Exception as exc:
+            self._processor_failed(exc, "the run's event dropped and counted" if record[1] == CLOSES else
+                                   "the callback was skipped")
+            if record[1] == CLOSES:
+                self._refused()
+            return None
 
     def _wait_for_room(self) -> None:
         """Hold off while every sink has its ``ahead_limit`` of events waiting.
