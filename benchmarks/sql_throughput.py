@@ -28,7 +28,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import replace
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -38,6 +37,7 @@ import asyncpg
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.utils.uuid import uuid7
+from msgspec.structs import replace
 
 from vital_callbacks import LLMCall, Settings, TokenUsage, VitalCallbackHandler
 from vital_callbacks.enrich import Enricher

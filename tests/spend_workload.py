@@ -20,7 +20,6 @@ of the SQL the analytics run.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import operator
 import random
 from collections.abc import Callable, Iterable
@@ -29,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Annotated, Any, TypedDict
 
+import msgspec
 from langchain_core.caches import InMemoryCache
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.tools import tool
@@ -219,7 +219,7 @@ def _moved(events: list[Event], to: float) -> list[Event]:
                                    "duration_s": e.duration_s * STRETCH}
         if isinstance(e, LLMCall) and e.time_to_first_token_s is not None:
             changes["time_to_first_token_s"] = e.time_to_first_token_s * STRETCH
-        out.append(dataclasses.replace(e, **changes))
+        out.append(msgspec.structs.replace(e, **changes))
     return out
 
 

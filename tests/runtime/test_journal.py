@@ -15,11 +15,11 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 from sqlalchemy import create_engine, text
 
 from tests import pg_cluster

@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import re
-from dataclasses import fields
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from msgspec.structs import fields
 
 from tests.graphs import FANOUT, INPUT, METADATA, build_graph
 from tests.sinks.conftest import Lines

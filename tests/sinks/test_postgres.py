@@ -10,12 +10,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from tests import pg_cluster
 from tests.conftest import require_service
@@ -144,7 +144,7 @@ def test_a_score_is_matched_to_the_run_stored_before_it(store: Store) -> None:
 def test_one_bad_row_does_not_lose_its_batch(store: Store) -> None:
     """A row the database refuses (NULL in a NOT NULL column) is dropped and counted; the other rows land."""
     batch: list[Event] = list(events(10))
-    bad = replace(pg_cluster.llm_call(99), token_source=None)  # type: ignore[arg-type]
+    bad = replace(pg_cluster.llm_call(99), token_source=None)
     batch.insert(5, bad)
     sink = sql_sink(store)
     try:
@@ -186,7 +186,7 @@ def test_a_bad_row_in_a_coalesced_export_sends_only_its_slice_row_by_row(
 
     monkeypatch.setattr(PostgresSink, "_row_by_row", counting)
     batch: list[Event] = list(events(450))
-    bad = replace(pg_cluster.llm_call(9999), token_source=None)  # type: ignore[arg-type]
+    bad = replace(pg_cluster.llm_call(9999), token_source=None)
     batch.insert(250, bad)
     sink = PostgresSink(pg_url, spill_dir=tmp_path)
     try:

@@ -17,8 +17,9 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from vital_callbacks.capture.runs import OpenRuns, Run, error_fields, score_fields
 from vital_callbacks.capture.tree import is_wrapper, own_tags, subgraph_of

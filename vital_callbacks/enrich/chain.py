@@ -8,8 +8,9 @@ runs it on its dispatcher thread; sinks only ever see finished, redacted events.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
 from typing import Any
+
+from msgspec.structs import asdict
 
 from vital_callbacks.budgets import BudgetGuard
 from vital_callbacks.core.events import LATE_CALLS, Draft, Event, GraphRun, LLMCall, RetrieverCall, ToolCall
@@ -60,7 +61,7 @@ class Enricher:
         if item.__class__ is Draft:
             cls, f = item.cls, item
         elif isinstance(item, (LLMCall, GraphRun, ToolCall, RetrieverCall)):
-            cls, f = type(item), {fl.name: getattr(item, fl.name) for fl in fields(item)}  # built elsewhere
+            cls, f = type(item), asdict(item)  # built elsewhere
         else:
             return item  # type: ignore[return-value]
         for processor in self.processors:

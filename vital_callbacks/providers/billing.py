@@ -16,11 +16,11 @@ import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from langchain_core.messages import BaseMessage
+from msgspec.structs import replace
 
 from vital_callbacks.core.events import TokenUsage
 from vital_callbacks.providers.names import OPENAI_COMPATIBLE, PROVIDER_ALIASES

@@ -34,10 +34,11 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import fields
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any
+
+from msgspec.structs import fields
 
 from vital_callbacks.core.events import Cost, Event, GraphRun, LLMCall
 from vital_callbacks.sinks.base import ExportResult, Sink

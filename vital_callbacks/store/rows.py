@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import fields
 from operator import attrgetter
 from typing import Any
 
+from msgspec.structs import fields
 from sqlalchemy import Boolean, DateTime, Numeric, String, Table
 from sqlalchemy.engine import Dialect
 
