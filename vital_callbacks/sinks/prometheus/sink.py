@@ -39,6 +39,8 @@ from vital_callbacks.sinks.prometheus.metrics import (
 logger = logging.getLogger("vital_callbacks")
 
 UNKNOWN = "unknown"
+_MAX_BOUND = 10_000
+"""Label children kept resolved per sink (past this, resolved again as they come)."""
 OTHER = "other"
 NO_TENANT = "none"
 
@@ -177,6 +179,8 @@ class PrometheusSink(Sink):
         self.metrics = self._state.metrics
         self._llm_series: dict[tuple[str, str, str, tuple[str, ...]], _LLMSeries] = {}
         """Resolved label children per call shape: label lookups are most of a record's cost."""
+        self._children: dict[tuple[str, ...], tuple[Any, ...]] = {}
+        """The same for nodes, tools, retrievers and graph runs, by kind and labels."""
         self._synced_dropped: dict[tuple[str, str], int] = {}
 
     @classmethod
@@ -208,31 +212,50 @@ class PrometheusSink(Sink):
 
     def record(self, event: Event) -> None:
         """Record one event (public so that a benchmark or a custom pipeline can call it directly)."""
+        key: tuple[str, ...]
         if isinstance(event, LLMCall):
             self._llm(event)
         elif isinstance(event, NodeRun):
-            graph, node = event.graph or UNKNOWN, event.node or UNKNOWN
-            self.metrics.node_executions.labels(graph, node, event.status).inc()
-            self.metrics.node_duration.labels(graph, node).observe(event.duration_s)
+            key = ("node", event.graph or UNKNOWN, event.node or UNKNOWN, event.status)
+            children = self._children.get(key) or self._bind(key, self.metrics.node_executions.labels(*key[1:]),
+                                                              self.metrics.node_duration.labels(*key[1:3]))
+            children[0].inc()
+            children[1].observe(event.duration_s)
         elif isinstance(event, ToolCall):
-            self.metrics.tool_calls.labels(event.name or UNKNOWN, event.status).inc()
-            self.metrics.tool_duration.labels(event.name or UNKNOWN).observe(event.duration_s)
+            key = ("tool", event.name or UNKNOWN, event.status)
+            children = self._children.get(key) or self._bind(key, self.metrics.tool_calls.labels(*key[1:]),
+                                                              self.metrics.tool_duration.labels(key[1]))
+            children[0].inc()
+            children[1].observe(event.duration_s)
         elif isinstance(event, RetrieverCall):
-            name = event.name or UNKNOWN
-            self.metrics.retriever_calls.labels(name, event.status).inc()
-            self.metrics.retriever_duration.labels(name).observe(event.duration_s)
+            key = ("retriever", event.name or UNKNOWN, event.status)
+            children = self._children.get(key) or self._bind(
+                key, self.metrics.retriever_calls.labels(*key[1:]), self.metrics.retriever_duration.labels(key[1]),
+                self.metrics.retriever_documents.labels(key[1]))
+            children[0].inc()
+            children[1].observe(event.duration_s)
             if event.status == "success":
-                self.metrics.retriever_documents.labels(name).observe(event.documents)
+                children[2].observe(event.documents)
         elif isinstance(event, GraphRun):
-            graph = event.name or event.graph or UNKNOWN
-            self.metrics.graph_runs.labels(graph, event.status).inc()
-            self.metrics.graph_duration.labels(graph).observe(event.duration_s)
+            key = ("graph", event.name or event.graph or UNKNOWN, event.status)
+            children = self._children.get(key) or self._bind(key, self.metrics.graph_runs.labels(*key[1:]),
+                                                              self.metrics.graph_duration.labels(key[1]))
+            children[0].inc()
+            children[1].observe(event.duration_s)
             if event.cost_usd is not None:
-                self.metrics.graph_cost.labels(graph).observe(_usd(event.cost_usd))
+                self.metrics.graph_cost.labels(key[1]).observe(_usd(event.cost_usd))
         elif event.kind == "score":  # quality scores arrive as events of their own
             value = getattr(event, "value", None)
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self.record_score(str(getattr(event, "name", UNKNOWN)), float(value), event.graph)
+
+    def _bind(self, key: tuple[str, ...], *children: Any) -> tuple[Any, ...]:
+        """The label children of one kind of event, resolved once (a ``labels()`` call takes a lock and
+        a lookup: most of what recording an event costs)."""
+        if len(self._children) >= _MAX_BOUND:
+            self._children.clear()  # names are the application's own, so this is rare: start again
+        self._children[key] = children
+        return children
 
     def _who(self, event: Event) -> tuple[str, ...]:
         tenant = self._state.tenant(event.tenant_id)
@@ -255,7 +278,8 @@ class PrometheusSink(Sink):
             if series.cost is None:
                 series.cost = self.metrics.llm_cost.labels(provider, model, *who)
             series.cost.inc(usd)
-            self.metrics.node_cost.labels(event.graph or UNKNOWN, event.node or UNKNOWN).inc(usd)
+            node: tuple[str, ...] = ("node cost", event.graph or UNKNOWN, event.node or UNKNOWN)
+            (self._children.get(node) or self._bind(node, self.metrics.node_cost.labels(*node[1:])))[0].inc(usd)
         elif event.token_source != "none":
             if series.unpriced is None:
                 series.unpriced = self.metrics.unpriced_calls.labels(provider, model, *who)
