@@ -77,3 +77,22 @@ def test_a_score_row_names_its_target_and_the_scored_run() -> None:
     row = to_row(score)
     assert row["score_id"] == score.run_id and row["run_id"] == "run-1" and row["target_id"] == "trace-1"
     assert row["value"] == 1.0 and row["data_type"] == "boolean" and row["created_at"] is not None
+
+
+def test_sqlite_timestamps_are_what_sqlalchemy_would_store() -> None:
+    """The SQLite records format ``started_at`` / ``ended_at`` from the epoch floats in C; the text is
+    exactly what SQLAlchemy's own DATETIME bind processor makes of the same UTC datetime."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import DateTime
+
+    from vital_callbacks.store.rows import sqlite_datetime
+
+    dialect = sqlite.dialect()
+    processor = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
+    assert processor is not None
+    stamps = [0.0, 1.0, 0.000001, 0.9999995, 1.7e9, 1_764_000_000.123456, 1_764_000_000.999999,
+              951_782_400.5, 4_102_444_799.999999, 253_402_300_799.0, 1_767_225_599.999_999_7]
+    stamps += [1.7e9 + i * 0.3183 for i in range(2_000)]
+    for ts in stamps:
+        assert sqlite_datetime(ts) == processor(datetime.fromtimestamp(ts, timezone.utc)), ts

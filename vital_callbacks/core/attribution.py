@@ -119,19 +119,29 @@ def from_metadata(metadata: Mapping[str, Any] | None) -> Attribution:
 
 _FRAMEWORK_PREFIXES = ("ls_", "langgraph_", "checkpoint_", "lc_", "langfuse_", "vital_")
 _FRAMEWORK_KEYS = frozenset({"thread_id", "checkpoint_ns", "checkpoint_id", "run_name", "__pregel_task_id"})
+_KNOWN_NOT_OURS = _ALL_KEYS | _FRAMEWORK_KEYS | {
+    f"ls_{key}" for key in ("provider", "model_name", "model_type", "temperature", "max_tokens", "stop",
+                            "integration")} | {
+    f"langgraph_{key}" for key in ("step", "node", "triggers", "path", "checkpoint_ns", "version", "api_url",
+                                   "request_id", "auth_user", "auth_user_id", "auth_permissions")}
+"""Keys that every run's metadata carries and none is the application's: set aside in one set
+difference (in C) before the rule above looks at what is left, usually nothing."""
 
 
 def user_metadata(metadata: Mapping[str, Any] | None, allowed: frozenset[str] | None) -> dict[str, Any] | None:
     """The application's own keys of a run's metadata (``allowed``: an allow-list; ``None``: all of them);
-    LangChain's, LangGraph's and the attribution keys are not the application's. On the caller's
-    thread: plain lookups; made JSON, redacted and bounded on the worker."""
+    LangChain's, LangGraph's and the attribution keys are not the application's. Made JSON,
+    redacted and bounded by the caller (on the dispatcher)."""
     if not metadata:
         return None
     if allowed is not None:
         found = {k: metadata[k] for k in allowed if k in metadata}
-    else:
-        found = {k: v for k, v in metadata.items() if isinstance(k, str) and k not in _ALL_KEYS
-                 and k not in _FRAMEWORK_KEYS and not k.startswith(_FRAMEWORK_PREFIXES)}
+        return found or None
+    rest = metadata.keys() - _KNOWN_NOT_OURS
+    if not rest:
+        return None
+    found = {k: v for k, v in metadata.items() if k in rest and isinstance(k, str) and k not in _ALL_KEYS
+             and k not in _FRAMEWORK_KEYS and not k.startswith(_FRAMEWORK_PREFIXES)}
     return found or None
 
 

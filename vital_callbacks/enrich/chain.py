@@ -23,7 +23,8 @@ from vital_callbacks.enrich.rollup import RollUp
 from vital_callbacks.pricing.book import PriceBook
 
 Processor = Callable[[type[Event], dict[str, Any]], None]
-"""One step: reads and completes an event's fields in place (structlog-style, but before the event is built)."""
+"""One step: reads and completes an event's fields in place (structlog-style, but before the event is
+built). Its ``kinds`` attribute names the event classes it acts on: it is run over those only."""
 
 
 class Enricher:
@@ -40,7 +41,9 @@ class Enricher:
         self.processors: list[Processor] = [
             self.reading, self.estimate, Price(prices), RecordSpend(self.budgets), self.rollup,
             Redact(redactor or Redactor(), capture_content, metadata_keys)]
-        """Run in this order over every event's fields; each looks only at the kinds it cares about."""
+        """Run in this order over every event's fields, each over the kinds it acts on."""
+        self._steps: dict[type[Event], tuple[Processor, ...]] = {}
+        """The processors that act on each event class, in order (decided once per class)."""
 
     @property
     def estimated_calls(self) -> int:
@@ -64,7 +67,11 @@ class Enricher:
             cls, f = type(item), asdict(item)  # built elsewhere
         else:
             return item  # type: ignore[return-value]
-        for processor in self.processors:
+        steps = self._steps.get(cls)
+        if steps is None:
+            steps = self._steps[cls] = tuple(p for p in self.processors
+                                             if issubclass(cls, getattr(p, "kinds", (Event,))))
+        for processor in steps:
             processor(cls, f)
         if f.get(LATE_CALLS):
             self.rollup.hold(cls, f)  # only now: a processor that failed above leaves nothing held

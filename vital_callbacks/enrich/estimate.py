@@ -16,6 +16,8 @@ logger = logging.getLogger("vital_callbacks")
 
 
 class Estimate:
+    kinds = (LLMCall,)
+
     def __init__(self) -> None:
         self.estimated_calls = 0
         self.failed_estimates = 0

@@ -17,6 +17,8 @@ _ZERO = Decimal(0)
 
 
 class Price:
+    kinds = (LLMCall,)
+
     def __init__(self, prices: PriceBook) -> None:
         self.prices = prices
 
@@ -36,6 +38,8 @@ class Price:
 
 
 class RecordSpend:
+    kinds = (LLMCall,)
+
     def __init__(self, budgets: BudgetGuard) -> None:
         self.budgets = budgets
 

@@ -16,6 +16,7 @@ _NOTHING_READ = Reading(None, None, False, None)
 
 
 class ReadResponse:
+    kinds = (LLMCall, ToolCall)
     """Fills ``usage``, ``token_source``, ``model``, ``cache_hit``, ``finish_reason`` of an LLM call;
     ``prompt`` / ``completion`` text too, when content is captured or tokens must be estimated."""
 
@@ -25,7 +26,7 @@ class ReadResponse:
         """Calls whose reported usage had counts that are not numbers (estimated instead, and flagged)."""
 
     def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
-        if issubclass(cls, LLMCall):
+        if cls is LLMCall or issubclass(cls, LLMCall):
             self.llm(f)
         elif issubclass(cls, ToolCall):
             self.tool(f)

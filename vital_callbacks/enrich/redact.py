@@ -20,15 +20,20 @@ METADATA_CHARS = 2048
 
 
 class Redact:
+    kinds = (Event,)
+
     def __init__(self, redactor: Redactor, capture_content: bool,
                  metadata_keys: frozenset[str] | None = None) -> None:
         self.redactor = redactor
         self.capture_content = capture_content
         self.metadata_keys = metadata_keys
         """The metadata keys kept (an allow-list); ``None``: every key of the application's."""
+        self._content: dict[type[Event], tuple[str, ...]] = {}
 
     def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
-        keys = next((keys for kind, keys in CONTENT if issubclass(cls, kind)), ())
+        keys = self._content.get(cls)
+        if keys is None:
+            keys = self._content[cls] = next((keys for kind, keys in CONTENT if issubclass(cls, kind)), ())
         for key in keys:
             value = f.get(key)
             if value is not None:
@@ -36,9 +41,10 @@ class Redact:
         message = f.get("error_message")
         if message:
             f["error_message"] = self.redactor(message)
-        metadata = user_metadata(f.pop(USER_METADATA, None), self.metadata_keys)
-        if metadata:
-            f["metadata"] = self.metadata_json(metadata)
+        if USER_METADATA in f:
+            metadata = user_metadata(f.pop(USER_METADATA), self.metadata_keys)
+            if metadata:
+                f["metadata"] = self.metadata_json(metadata)
 
     def metadata_json(self, metadata: dict[str, Any]) -> str | None:
         """The run's own metadata as JSON, string values redacted (they are the application's text, like

@@ -42,6 +42,8 @@ class _Held:
 
 
 class RollUp:
+    kinds = (LLMCall, GraphRun, ToolCall)
+
     def __init__(self, max_open: int = 50_000) -> None:
         self._open: OrderedDict[str, _Totals] = OrderedDict()
         self._max_open = max_open
@@ -49,7 +51,7 @@ class RollUp:
         self._ready: list[_Held] = []
 
     def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
-        if issubclass(cls, LLMCall):
+        if cls is LLMCall or issubclass(cls, LLMCall):
             self.llm(f)
         elif issubclass(cls, GraphRun) and f.get(LATE_CALLS):
             pass  # held by hold(), once every processor has run over it

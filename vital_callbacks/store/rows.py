@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from operator import attrgetter
 from typing import Any
 
 from msgspec.structs import fields
 from sqlalchemy import Boolean, DateTime, Numeric, String, Table
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 
 from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Score, ToolCall
@@ -69,6 +71,23 @@ def _tags(tags: tuple[str, ...]) -> str | None:
     return json.dumps(list(tags)) if tags else None
 
 
+_EPOCH = {"started_at": "start_time", "ended_at": "end_time"}
+"""The datetime columns and the epoch-float fields they are made from."""
+_SQLITE_DATETIME_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+
+
+def sqlite_datetime(ts: float) -> str:
+    """What SQLAlchemy's SQLite ``DATETIME`` stores for the UTC time ``ts`` (``YYYY-MM-DD HH:MM:SS.ffffff``),
+    formatted in C: its bind processor formats each field of a ``datetime`` in Python, two per row.
+    The tests check it against that processor."""
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(" ", "microseconds")[:26]
+
+
+def _stores_as_sqlite_text(impl: Any) -> bool:
+    """Whether a column stores SQLAlchemy's default SQLite datetime text (what :func:`sqlite_datetime` makes)."""
+    return isinstance(impl, sqlite.DATETIME) and getattr(impl, "_storage_format", None) == _SQLITE_DATETIME_FORMAT
+
+
 def _limit(column: Any) -> int | None:
     if not isinstance(column.type, String):
         return None
@@ -117,19 +136,30 @@ class RowMapping:
         self.missing = [self.columns[i] for i, _ in self._defaults]
         """Columns the event has no value for (tests keep this empty)."""
         self._get: Callable[[Event], tuple[Any, ...]] = attrgetter(*sources)
+        self._record_get = self._get
         self._text = [(i, limit, self.columns[i]) for i, c in enumerate(self.table.columns)
                       if (limit := _limit(c)) is not None]
         self._processors: list[tuple[int, Callable[[Any], Any]]] = []
+        self._record_processors = self._processors
         if dialect is not None:
+            fast: list[tuple[int, Callable[[Any], Any]]] = []
             for index, column in enumerate(self.table.columns):
                 if isinstance(column.type, (DateTime, Numeric, Boolean)):
-                    processor = column.type.dialect_impl(dialect).bind_processor(dialect)
+                    impl = column.type.dialect_impl(dialect)
+                    processor = impl.bind_processor(dialect)
                     if processor is not None:
                         self._processors.append((index, processor))
+                    if sources[index] in _EPOCH and _stores_as_sqlite_text(impl):
+                        sources[index] = _EPOCH[sources[index]]  # an event's record: the float, formatted in C
+                        fast.append((index, sqlite_datetime))
+                    elif processor is not None:
+                        fast.append((index, processor))
+            self._record_get = attrgetter(*sources)
+            self._record_processors = fast
 
-    def values(self, event: Event) -> list[Any]:
+    def values(self, event: Event, getter: Callable[[Event], tuple[Any, ...]] | None = None) -> list[Any]:
         """The column values in column order, as Python values (before any bind processor)."""
-        values = list(self._get(event))
+        values = list((getter or self._get)(event))
         for index, default in self._defaults:
             values[index] = default
         if self._costs:
@@ -147,7 +177,10 @@ class RowMapping:
 
     def record(self, event: Event) -> Record:
         """The row as a tuple in column order, ready for the driver."""
-        return self._processed(self.values(event))
+        values = self.values(event, self._record_get)
+        for index, processor in self._record_processors:
+            values[index] = processor(values[index])
+        return tuple(values)
 
     def row(self, event: Event) -> dict[str, Any]:
         """The row as a dict by column name (scores matched to runs, spill files, tests)."""
