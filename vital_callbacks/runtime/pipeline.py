@@ -46,6 +46,10 @@ opening refused is counted as that run's event lost; its closing record is then 
 records that complete accepted runs always fit: at most twice the queue's size."""
 
 _DISPATCH_POLL_S = 0.05
+_WAKE_AT = 64
+"""Records in the inbox that wake the dispatcher (a few invokes' worth): taken off soon, they die
+young, before the garbage collector's first pass would promote them towards a full collection of
+the application's heap."""
 INBOX = INBOX_STAGE
 """The name under which losses of the shared inbox are counted (before any sink saw the event)."""
 
@@ -95,6 +99,7 @@ class Pipeline:
         self.processor = processor
         self._queue_size = queue_size
         self._batch_size = batch_size
+        self._wake_at = min(batch_size, _WAKE_AT)
         self._valve = max(1, queue_size // 4)
         self._start()
         self._workers = [SinkWorker(s, queue_size=queue_size, batch_size=batch_size, interval_s=flush_interval_s,
@@ -182,7 +187,7 @@ class Pipeline:
                 return
         inbox.append(event)
         depth = len(inbox)
-        if depth == self._batch_size:
+        if depth == self._wake_at:
             self._wake.set()
         elif depth >= self._valve and not self._room.is_set():
             self._room.set()  # a quarter full: the dispatcher stops holding back (see _wait_for_room)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 from sqlalchemy import Table, insert
@@ -32,6 +33,10 @@ from vital_callbacks.store.scores import scores_last
 
 logger = logging.getLogger("vital_callbacks")
 
+_MAX_ROWS_PER_INSERT = 256
+_MAX_VARIABLES = 32_766
+"""SQLite's limit on a statement's parameters (``SQLITE_MAX_VARIABLE_NUMBER`` since 3.32, which the
+``sqlite3`` of every supported Python has)."""
 _ROW_ERRORS = (DBAPIError, SQLAlchemyError, ValueError, TypeError, OverflowError)
 
 
@@ -75,6 +80,11 @@ class SQLSink(Sink):
         self._statements: dict[str, Any] = {}
         self._mappings: dict[str, RowMapping] = {}
         self._driver_sql: dict[str, str] = {}
+        """Per kind (SQLite): the start of its INSERT, the placeholders of one row, and how many rows
+        one statement may take; the statements by kind and row count."""
+        self._row_marks: dict[str, str] = {}
+        self._rows_per_insert: dict[str, int] = {}
+        self._inserts: dict[tuple[str, int], str] = {}
         self._problem: str | None = None
         self.rejected_rows = 0
 
@@ -120,16 +130,17 @@ class SQLSink(Sink):
 
     def _build_statements(self, engine: Engine) -> None:
         statements = {kind: _insert(engine, table) for kind, table in TABLES.items()}
-        # SQLite: tuples straight to sqlite3's executemany, skipping SQLAlchemy's per-row dict handling
-        # (the mapping applies the same bind processors SQLAlchemy would). Scores stay dicts: they are
-        # matched to their runs first.
+        # SQLite: tuples straight to sqlite3, skipping SQLAlchemy's per-row dict handling (the mapping
+        # applies the same bind processors SQLAlchemy would), many rows per INSERT (see _insert_rows).
+        # Scores stay dicts: they are matched to their runs first.
         dialect = engine.dialect if engine.dialect.name == "sqlite" else None
         for kind, table in TABLES.items():
             self._mappings[kind] = RowMapping(kind, dialect)
             if dialect is not None and kind != "score":
                 columns = self._mappings[kind].columns
-                self._driver_sql[kind] = (f"INSERT INTO {table.name} ({', '.join(columns)}) "
-                                          f"VALUES ({', '.join('?' * len(columns))}) ON CONFLICT DO NOTHING")
+                self._driver_sql[kind] = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
+                self._row_marks[kind] = f"({', '.join('?' * len(columns))})"
+                self._rows_per_insert[kind] = max(1, min(_MAX_ROWS_PER_INSERT, _MAX_VARIABLES // len(columns)))
         self._statements = statements
 
     def _report(self, problem: str | None) -> None:
@@ -174,11 +185,28 @@ class SQLSink(Sink):
 
     def _execute(self, conn: Connection, kind: str, rows: list[Any]) -> None:
         if kind in self._driver_sql:
-            conn.exec_driver_sql(self._driver_sql[kind], rows)
+            self._insert_rows(conn, kind, rows)
             return
         if kind == "score":
             resolve_scores(conn, rows)
         conn.execute(self._statements[kind], rows)
+
+    def _insert_rows(self, conn: Connection, kind: str, rows: list[Any]) -> None:
+        """Rows as few multi-row INSERTs, in pieces of a power of two rows (so a handful of statements,
+        each prepared once and cached by sqlite3, serve every batch size). Not ``executemany``: sqlite3
+        lets go of the GIL around every row's step and must take it back each time, which, beside an
+        application thread that is busy, waits up to a switch interval per row; one statement lets go
+        once per piece."""
+        most = self._rows_per_insert[kind]
+        start = 0
+        while start < len(rows):
+            size = min(most, 1 << (len(rows) - start).bit_length() - 1)
+            statement = self._inserts.get((kind, size))
+            if statement is None:
+                statement = self._inserts[(kind, size)] = (
+                    self._driver_sql[kind] + ", ".join([self._row_marks[kind]] * size) + " ON CONFLICT DO NOTHING")
+            conn.exec_driver_sql(statement, tuple(chain.from_iterable(rows[start:start + size])))
+            start += size
 
     def _row_by_row(self, grouped: dict[str, list[Any]]) -> ExportResult:
         """Isolate the rows the database rejects so they cannot sink the rest of their batch."""
