@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from vital_callbacks.core.events import Draft, Event
+from vital_callbacks.core.turns import EVERY, let_others_run
 from vital_callbacks.runtime.journal import Journal, default_journal_dir
 from vital_callbacks.runtime.worker import Ledger, Marker, SinkWorker
 from vital_callbacks.sinks.base import INBOX_STAGE, DropReason, Sink, SinkContext
@@ -320,6 +321,8 @@ class Pipeline:
                 if assembled is None:
                     continue
                 item = assembled
+            if not len(out) % EVERY:
+                let_others_run()
             self._submitted += 1  # counted here, on one thread, so the count is exact
             processed = self._process(item)  # type: ignore[arg-type]
             if processed is not None:

@@ -41,6 +41,7 @@ from typing import IO, TYPE_CHECKING, Any
 from msgspec.structs import fields
 
 from vital_callbacks.core.events import Cost, Event, GraphRun, LLMCall
+from vital_callbacks.core.turns import taking_turns
 from vital_callbacks.sinks.base import ExportResult, Sink
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class LogSink(Sink):
 
     def export(self, batch: Sequence[Event]) -> ExportResult:
         log = self.logger
-        for event in batch:
+        for event in taking_turns(batch):
             level = logging.ERROR if event.status == "error" else logging.INFO
             if not log.isEnabledFor(level):
                 continue

@@ -50,6 +50,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, ToolCall
+from vital_callbacks.core.turns import taking_turns
 from vital_callbacks.providers.names import SEMCONV_PROVIDER_NAMES
 from vital_callbacks.sinks.base import ExportResult, Sink
 
@@ -254,7 +255,7 @@ class OTelSink(Sink):
                 self._retry = None
                 if self._collect is not None:
                     self._collect.start()
-                for event in batch:
+                for event in taking_turns(batch):
                     try:
                         self._emit(event)
                     except Exception:

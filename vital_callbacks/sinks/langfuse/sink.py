@@ -27,6 +27,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from vital_callbacks.core.events import Event, Score
 from vital_callbacks.core.redaction import Redact, Redactor
+from vital_callbacks.core.turns import taking_turns
 from vital_callbacks.sinks.base import ExportResult, Sink
 from vital_callbacks.sinks.langfuse import _observations as observations
 from vital_callbacks.sinks.langfuse._sdk import (
@@ -145,7 +146,7 @@ class LangfuseSink(Sink):
             if self.in_flight + len(batch) > _SDK_QUEUE_SIZE:
                 return ExportResult.FAILURE  # the pipeline retries with backoff, then counts the loss
         client = self._client
-        for event in batch:
+        for event in taking_turns(batch):
             if not sampled(event.trace_id, self.sample_rate):
                 self.sampled_out += 1
                 continue

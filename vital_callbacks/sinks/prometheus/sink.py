@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, ToolCall
 from vital_callbacks.core.settings import Settings
+from vital_callbacks.core.turns import taking_turns
 from vital_callbacks.sinks.base import INBOX_STAGE, DropReason, ExportResult, Sink, SinkContext
 from vital_callbacks.sinks.prometheus.metrics import (
     DROPPED_HELP,
@@ -201,7 +202,7 @@ class PrometheusSink(Sink):
 
     # -- export ------------------------------------------------------------------------------------
     def export(self, batch: Sequence[Event]) -> ExportResult:
-        for event in batch:
+        for event in taking_turns(batch):
             try:
                 self.record(event)
             except Exception:  # one odd event must not cost the rest of the batch

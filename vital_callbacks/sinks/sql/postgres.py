@@ -31,6 +31,7 @@ from sqlalchemy.engine import make_url
 
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.settings import Settings
+from vital_callbacks.core.turns import taking_turns
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 from vital_callbacks.sinks.sql.rejects import log_rejected, log_unbuildable
 from vital_callbacks.sinks.sql.spill import Rows, SpillDir, default_spill_dir
@@ -226,7 +227,7 @@ class PostgresSink(Sink):
     # -- rows -------------------------------------------------------------------------------------
     def _records(self, batch: Sequence[Event]) -> Batch:
         grouped: Batch = {}
-        for event in batch:
+        for event in taking_turns(batch):
             try:
                 kind = event.kind
                 builder = _STATEMENTS[kind].builder
@@ -238,7 +239,7 @@ class PostgresSink(Sink):
     def _rows(self, batch: Sequence[Event]) -> Rows:
         """Row dicts, for spill files (column names keep them readable across schema changes)."""
         grouped: Rows = {}
-        for event in batch:
+        for event in taking_turns(batch):
             try:
                 grouped.setdefault(event.kind, []).append(_STATEMENTS[event.kind].builder.row(event))
             except Exception as exc:

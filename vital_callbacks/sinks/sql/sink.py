@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.settings import Settings
+from vital_callbacks.core.turns import taking_turns
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 from vital_callbacks.sinks.sql.rejects import log_rejected, log_unbuildable
 from vital_callbacks.store import migrate
@@ -158,7 +159,7 @@ class SQLSink(Sink):
         if not self._open():
             return ExportResult.FAILURE
         grouped: dict[str, list[Any]] = {}
-        for event in batch:
+        for event in taking_turns(batch):
             try:
                 grouped.setdefault(event.kind, []).append(self._row_of(event))
             except Exception as exc:
