@@ -295,3 +295,28 @@ def test_a_small_queue_still_paces_the_dispatcher_instead_of_overflowing() -> No
     assert pipeline.flush(60)
     assert pipeline.stats().dropped == {} and sum(sink.sizes) == 3000
     pipeline.shutdown(2)
+
+
+def test_a_full_inbox_refuses_run_starts_only_and_the_account_balances() -> None:
+    """The inbox holds callbacks. When it is full, a run's start is refused and counted as that run's
+    event lost; the ends of runs it accepted always fit (their events are delivered), and the end of
+    the refused run is ignored, not counted twice."""
+    import uuid
+
+    from vital_callbacks import ToolCall
+
+    sink = InMemorySink()
+    handler = VitalCallbackHandler(Settings(queue_size=2), sinks=[sink])
+    pipeline = handler.runtime.pipeline
+    runs = [uuid.uuid4() for _ in range(3)]
+    with pipeline._busy:  # the dispatcher takes nothing off the inbox meanwhile
+        for run_id in runs:
+            handler.on_tool_start({}, "2 + 2", run_id=run_id, name="calculator")
+        for run_id in runs:
+            handler.on_tool_end("4", run_id=run_id)
+        assert len(pipeline._inbox) == 5
+    handler.flush(10)
+    stats = handler.stats()
+    assert len(sink.of(ToolCall)) == 2 and stats["submitted"] == 2
+    assert stats["dropped"] == {"pipeline": 1} and stats["handler_errors"] == 0
+    assert not handler.shutdown()  # the loss is in the account over the pipeline's life
