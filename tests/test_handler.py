@@ -219,3 +219,36 @@ def test_queued_events_are_delivered_at_interpreter_exit(tmp_path: Any) -> None:
     with create_engine(url).connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM llm_calls")).scalar_one() == 2
         assert conn.execute(text("SELECT count(*) FROM graph_runs")).scalar_one() == 1
+
+
+def test_a_model_given_the_handler_at_construction_inside_a_node_keeps_the_request_attribution(
+        memory_sink: InMemorySink) -> None:
+    """The handler sees the model call only, whose LangChain parent (the node) is another handler's
+    run: the call is a trace of its own with the attribution, trace id and node of the caller's
+    context, as if it had no parent."""
+
+    class S(TypedDict, total=False):
+        answer: str
+
+    handler = VitalCallbackHandler(Settings(), sinks=[memory_sink])
+    model = ScriptedChatModel(callbacks=[handler])
+
+    def agent(state: S) -> S:
+        return {"answer": str(model.invoke("hi").content)}
+
+    g = StateGraph(S)
+    g.add_node("agent", agent)
+    g.add_edge(START, "agent")
+    g.add_edge("agent", END)
+    graph = g.compile()
+    with attribute(tenant_id="acme", user_id="u1"):
+        graph.invoke({}, config={"callbacks": [VitalCallbackHandler(Settings(), sinks=[InMemorySink()])]})
+        # LangGraph runs the node in a copy of the context: the trace id is seen where the hook ran
+        run_id = uuid.uuid4()
+        handler.on_chat_model_start({}, [[]], run_id=run_id, parent_run_id=uuid.uuid4())
+        assert handler.last_trace_id == str(run_id)
+    handler.shutdown()
+    (call,) = memory_sink.of(LLMCall)
+    assert (call.tenant_id, call.user_id, call.node) == ("acme", "u1", "agent")
+    assert call.trace_id == call.run_id and call.parent_run_id is None
+    assert not memory_sink.of(GraphRun)

@@ -300,7 +300,7 @@ def test_a_small_queue_still_paces_the_dispatcher_instead_of_overflowing() -> No
 def test_a_full_inbox_refuses_run_starts_only_and_the_account_balances() -> None:
     """The inbox holds callbacks. When it is full, a run's start is refused and counted as that run's
     event lost; the ends of runs it accepted always fit (their events are delivered), and the end of
-    the refused run is ignored, not counted twice."""
+    the refused run is not sent, nor counted twice."""
     import uuid
 
     from vital_callbacks import ToolCall
@@ -314,9 +314,106 @@ def test_a_full_inbox_refuses_run_starts_only_and_the_account_balances() -> None
             handler.on_tool_start({}, "2 + 2", run_id=run_id, name="calculator")
         for run_id in runs:
             handler.on_tool_end("4", run_id=run_id)
-        assert len(pipeline._inbox) == 5
+        assert len(pipeline._inbox) == 4
     handler.flush(10)
     stats = handler.stats()
     assert len(sink.of(ToolCall)) == 2 and stats["submitted"] == 2
     assert stats["dropped"] == {"pipeline": 1} and stats["handler_errors"] == 0
     assert not handler.shutdown()  # the loss is in the account over the pipeline's life
+
+
+def test_a_full_inbox_stays_bounded_and_counts_every_refused_event() -> None:
+    """Past its size the inbox takes only the ends of runs it accepted (up to twice its size); refused
+    starts and scores are each one event lost, and the ends of refused runs are not sent at all."""
+    import uuid
+
+    from vital_callbacks import ToolCall
+
+    sink = InMemorySink()
+    handler = VitalCallbackHandler(Settings(queue_size=2), sinks=[sink])
+    pipeline = handler.runtime.pipeline
+    runs = [uuid.uuid4() for _ in range(50)]
+    with pipeline._busy:
+        for run_id in runs:
+            handler.on_tool_start({}, "2 + 2", run_id=run_id, name="calculator")
+        for run_id in runs:
+            handler.on_tool_end("4", run_id=run_id)
+        for run_id in runs:
+            handler.score(run_id, "quality", 1.0)
+        assert len(pipeline._inbox) == 4
+    handler.flush(10)
+    stats = handler.stats()
+    assert len(sink.of(ToolCall)) == 2 and stats["submitted"] == 2
+    assert stats["dropped"] == {"pipeline": 48 + 50}
+    handler.shutdown()
+
+
+def test_a_run_refused_by_a_full_inbox_is_refused_with_its_subtree() -> None:
+    """A graph run whose start the inbox refused: its node and the node's model call are refused too,
+    even once there is room again (they must not arrive as traces of their own); an internal chain of
+    it costs no count, as it would have had no row."""
+    import uuid
+
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+
+    from vital_callbacks import GraphRun, NodeRun, ToolCall
+
+    sink = InMemorySink()
+    handler = VitalCallbackHandler(Settings(queue_size=2), sinks=[sink])
+    pipeline = handler.runtime.pipeline
+    tools = [uuid.uuid4() for _ in range(2)]
+    graph, node, step, call = (uuid.uuid4() for _ in range(4))
+    node_md = {"langgraph_node": "agent", "langgraph_step": 1, "langgraph_checkpoint_ns": "agent:1"}
+    with pipeline._busy:
+        for run_id in tools:
+            handler.on_tool_start({}, "2 + 2", run_id=run_id, name="calculator")
+        handler.on_chain_start(None, {}, run_id=graph, name="LangGraph")
+        handler.on_chain_start(None, {}, run_id=node, parent_run_id=graph, name="agent", metadata=node_md)
+    handler.flush(10)
+    handler.on_chain_start(None, {}, run_id=step, parent_run_id=node, name="RunnableSequence", metadata=node_md)
+    handler.on_chat_model_start({}, [[]], run_id=call, parent_run_id=step, metadata=node_md)
+    handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=AIMessage("hi"))]]), run_id=call)
+    for run_id in (step, node, graph):
+        handler.on_chain_end({}, run_id=run_id)
+    for run_id in tools:
+        handler.on_tool_end("4", run_id=run_id)
+    handler.flush(10)
+    stats = handler.stats()
+    assert len(sink.of(ToolCall)) == 2
+    assert not sink.of(GraphRun) and not sink.of(NodeRun) and not sink.of(LLMCall)
+    assert stats["dropped"] == {"pipeline": 3}  # graph, node, model call; not the internal chain
+    assert stats["open_runs"] == 0
+    handler.shutdown()
+
+
+def test_scores_and_run_ends_after_shutdown_are_counted_lost() -> None:
+    import uuid
+
+    sink = InMemorySink()
+    handler = VitalCallbackHandler(FAST, sinks=[sink])
+    run_id = uuid.uuid4()
+    handler.on_tool_start({}, "2 + 2", run_id=run_id, name="calculator")
+    assert handler.shutdown()
+    handler.score(uuid.uuid4(), "quality", 1.0)
+    handler.on_tool_end("4", run_id=run_id)
+    handler.on_tool_start({}, "late", run_id=uuid.uuid4(), name="calculator")
+    assert handler.stats()["dropped"] == {"pipeline": 3}
+    assert not sink.events
+
+
+def test_a_run_whose_start_could_not_be_recorded_is_counted_lost() -> None:
+    """A start payload the dispatcher cannot read (tags that are no list) is a processor error; the
+    run's end then counts its event lost, so flush() says so."""
+    import uuid
+
+    sink = InMemorySink()
+    handler = VitalCallbackHandler(FAST, sinks=[sink])
+    run_id = uuid.uuid4()
+    handler.on_tool_start({}, "2 + 2", run_id=run_id, name="calculator", tags=5)  # type: ignore[arg-type]
+    handler.on_tool_end("4", run_id=run_id)
+    assert handler.flush(10) is False
+    stats = handler.stats()
+    assert stats["dropped"] == {"pipeline": 1} and stats["processor_errors"] >= 1
+    assert not sink.events
+    handler.shutdown()

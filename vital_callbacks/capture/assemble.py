@@ -67,6 +67,8 @@ class Assembler:
         # The last ended runs, for scores, as tuples of strings: the GC stops tracking those, where
         # 10,000 long-lived run objects would keep triggering full collections in the user's process.
         self.recent: OrderedDict[str, tuple[str | None, ...]] = OrderedDict()
+        self.unrecorded: OrderedDict[Any, None] = OrderedDict()
+        """Runs whose start could not be recorded (a payload the assembler could not read)."""
 
     def __call__(self, record: tuple[Any, ...]) -> Event | Draft | None:
         """The draft (or score event) a record completes, if any."""
@@ -74,7 +76,13 @@ class Assembler:
         if op == END:
             return self._end(record)
         if op == START:
-            self._start(record)
+            try:
+                self._start(record)
+            except Exception:
+                self.unrecorded[record[3]] = None  # so its end is counted as its event lost
+                if len(self.unrecorded) > _RECENT_RUNS:
+                    self.unrecorded.popitem(last=False)
+                raise
         elif op == TOKEN:
             run = self.runs.get(record[2])
             if run is not None and run.first_token is None:
@@ -181,8 +189,11 @@ class Assembler:
     def _end(self, record: tuple[Any, ...]) -> Draft | None:
         _, _, run_id, perf, error, payload = record
         run = self.runs.pop(run_id, None)
+        if run is None and self.unrecorded and run_id in self.unrecorded:
+            del self.unrecorded[run_id]
+            raise LookupError(f"the start of run {run_id} could not be recorded")
         if run is None or run.kind == "chain":
-            return None  # an internal step, or never started here (forgotten, or its start lost and counted)
+            return None  # an internal step, or never started here (forgotten, or its start refused and counted)
         self.recent[run.run_id] = score_fields(run)
         if len(self.recent) > _RECENT_RUNS:
             self.recent.popitem(last=False)

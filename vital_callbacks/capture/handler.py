@@ -25,7 +25,7 @@ from vital_callbacks.budgets import Budget, BudgetGuard
 from vital_callbacks.budgets.refusals import quiet_refusals
 from vital_callbacks.capture.assemble import END, INTERRUPT, RESUME, SCORE, START, Assembler
 from vital_callbacks.capture.llm import BudgetScope, LLMHooks
-from vital_callbacks.capture.runs import Run, guard
+from vital_callbacks.capture.runs import Run, forget_oldest, guard
 from vital_callbacks.capture.tree import app_traceparent, context_parent
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
@@ -81,6 +81,7 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
             self.raise_error = True  # so LangChain lets BudgetExceeded reach the workflow
             quiet_refusals()
         self._submit = runtime.submit
+        self._lose = runtime.pipeline.count_lost
         self._token = next(_TOKENS)
         """This handler's key for ``last_trace_id`` (unique for the process's life, unlike ``id()``)."""
         s = runtime.settings
@@ -101,6 +102,15 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
         on this thread, before the call."""
         self._calls: dict[UUID, Run] = {}
         """Under a stop budget only: the open LLM calls' reservations."""
+        self._open: dict[UUID, bool] = {}
+        """The runs this handler recorded a start of and no end yet, each with whether it makes a row
+        (a chain makes one as a graph or node run): so a run's parent is known to be recorded here
+        (else its start carries the caller's context: a handler given to a model inside a node sees
+        no graph run), and a refused run's end is counted once, only when it would have had a row."""
+        self._refused: dict[UUID, None] = {}
+        """Runs the inbox refused (full or stopped): their ends and their children's records are not
+        sent, so a subtree is refused whole rather than arriving as roots of their own."""
+        self._max_open = s.max_open_runs
         self._errors = 0
         self._logged_errors: set[tuple[str, type[BaseException]]] = set()
 
@@ -153,18 +163,42 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
     def _started(self, kind: str, run_id: UUID, parent_run_id: UUID | None, name: str,
                  metadata: Mapping[str, Any] | None, tags: list[str] | None, payload: object = None) -> None:
         """Record a run's start: its values as LangChain passed them, two clock readings and, for a
-        root only, what the caller's context knows (attribution, the enclosing run, the app's span)."""
-        root = None
-        if parent_run_id is None:
+        run whose parent was not recorded here, what the caller's context knows (attribution, the
+        enclosing run, the app's span)."""
+        opens = self._open
+        if parent_run_id is not None and (parent_run_id in opens or parent_run_id in self._refused):
+            root = None
+            rows = kind != "chain" or (metadata is not None and metadata.get("langgraph_node") == name)
+        else:
             root = (attribution.current(), context_parent(), app_traceparent() if self._app_spans else None)
-            attribution.note_trace(self._token, str(run_id))
-        self._submit((self._assembler, START, kind, run_id, parent_run_id, name, metadata, tags, time.time(),
-                      time.perf_counter(), root, payload))
+            rows = True
+        if root is None and parent_run_id not in opens:
+            self._refuse(run_id, rows)  # its parent could not be recorded: nor can it, as the parent's child
+        elif self._submit((self._assembler, START, kind, run_id, parent_run_id, name, metadata, tags, time.time(),
+                           time.perf_counter(), root, payload)):
+            opens[run_id] = rows
+            if len(opens) > self._max_open:
+                forget_oldest(opens, self._max_open)  # runs that never ended (a cancelled ainvoke)
+            if root is not None:
+                attribution.note_trace(self._token, str(run_id))
+        else:
+            self._refuse(run_id, rows)
         if self._stop_budgets:
             self._scope_run(run_id, parent_run_id, kind, name, metadata, None if root is None else root[1])
 
+    def _refuse(self, run_id: UUID, rows: bool) -> None:
+        if rows:
+            self._lose()  # the run's one event; its end, and its children's records, are not sent
+        self._refused[run_id] = None
+        if len(self._refused) > self._max_open:
+            forget_oldest(self._refused, self._max_open)
+
     def _ended(self, run_id: UUID, error: BaseException | None = None, payload: object = None) -> None:
-        self._submit((self._assembler, END, run_id, time.perf_counter(), error, payload))
+        rows = self._open.pop(run_id, None)
+        if rows is None and run_id in self._refused:
+            self._refused.pop(run_id, None)  # its start was refused, and counted then
+        elif not self._submit((self._assembler, END, run_id, time.perf_counter(), error, payload)) and rows:
+            self._lose()
         if self._stop_budgets:
             self._scopes.pop(run_id, None)
 
@@ -176,7 +210,8 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
         handler never saw (the store matches them later, or flags them unmatched).
         """
         event = make_score(str(run_or_trace_id), name, value, comment=comment)
-        self._submit((self._assembler, SCORE, event))  # the run's context is added where the runs are
+        if not self._submit((self._assembler, SCORE, event)):  # the run's context is added where the runs are
+            self._lose()
         return event.run_id
 
     # -- chains: graph runs and node runs ----------------------------------------------------------

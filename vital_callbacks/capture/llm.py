@@ -20,7 +20,7 @@ from uuid import UUID
 from vital_callbacks.budgets import BudgetExceeded, BudgetGuard
 from vital_callbacks.budgets.estimate import worst_case
 from vital_callbacks.capture.assemble import TOKEN, Assembler
-from vital_callbacks.capture.runs import Run, error_fields, guard, provider_of
+from vital_callbacks.capture.runs import Run, error_fields, forget_oldest, guard, provider_of
 from vital_callbacks.capture.tree import is_wrapper
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
@@ -52,7 +52,7 @@ def _spent(cost: object, run: Run, status: Status, streamed: bool) -> Decimal | 
 class LLMHooks:
     """Chat- and completion-model callbacks (see the module's docstring)."""
 
-    _submit: Callable[[Any], None]
+    _submit: Callable[[Any], bool]
     _assembler: Assembler
     _stop_budgets: bool
     _prices: PriceBook
@@ -135,8 +135,8 @@ class LLMHooks:
         elif parent[2] is not None and is_wrapper(parent[2]):
             parent = (parent[0], parent[1], name)  # the graph the fallbacks wrap, as the trace is named
         scopes[run_id] = parent
-        while len(scopes) > self.settings.max_open_runs:  # runs that never ended (a cancelled ainvoke)
-            del scopes[next(iter(scopes))]
+        if len(scopes) > self.settings.max_open_runs:
+            forget_oldest(scopes, self.settings.max_open_runs)  # runs that never ended (a cancelled ainvoke)
 
     def _check_budget(self, run_id: UUID, name: str, metadata: Mapping[str, Any] | None,
                       params: Mapping[str, Any] | None, serialized: Mapping[str, Any] | None,
@@ -154,6 +154,8 @@ class LLMHooks:
             self._ended(run_id, exc)  # LangChain sends no end for a run whose start raised
             raise
         self._calls[run_id] = run
+        if len(self._calls) > self.settings.max_open_runs:
+            forget_oldest(self._calls, self.settings.max_open_runs)  # its reservation expires by itself
 
     def _settle(self, run_id: UUID, output: object, llm_output: Mapping[str, Any] | None,
                 status: Status) -> dict[str, Any] | None:

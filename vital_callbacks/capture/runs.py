@@ -179,6 +179,16 @@ class OpenRuns(dict[UUID, Run]):
                                "and were forgotten; stats()['evicted_runs'] counts them", forgotten)
 
 
+def forget_oldest(table: dict[Any, Any], keep: int) -> None:
+    """Drop the oldest entries of a dict the hooks share across threads, down to ``keep``. Another
+    thread may change it meanwhile: a trim that loses that race is left to the next one."""
+    try:
+        while len(table) > keep:
+            table.pop(next(iter(table)), None)
+    except (RuntimeError, StopIteration):
+        pass
+
+
 def provider_of(md: Mapping[str, Any], params: Mapping[str, Any]) -> str | None:
     """The LangChain integration's provider name (``ls_provider``), before any ``base_url`` says more."""
     provider = md.get("ls_provider") or params.get("_type")

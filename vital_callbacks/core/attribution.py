@@ -140,8 +140,8 @@ def user_metadata(metadata: Mapping[str, Any] | None, allowed: frozenset[str] | 
     rest = metadata.keys() - _KNOWN_NOT_OURS
     if not rest:
         return None
-    found = {k: v for k, v in metadata.items() if k in rest and isinstance(k, str) and k not in _ALL_KEYS
-             and k not in _FRAMEWORK_KEYS and not k.startswith(_FRAMEWORK_PREFIXES)}
+    found = {k: v for k, v in metadata.items() if k in rest and isinstance(k, str)
+             and not k.startswith(_FRAMEWORK_PREFIXES)}
     return found or None
 
 

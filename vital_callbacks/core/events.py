@@ -292,8 +292,9 @@ class Draft(dict[str, Any]):
 
     def build(self) -> Event:
         """The event as captured, without the worker's fields (the pipeline's fallback when a
-        processor failed); values only the worker reads are left out."""
-        return self.cls(**{k: v for k, v in self.items() if k not in WORKER_KEYS})
+        processor failed); values only the worker reads are left out, the raw LangChain input and
+        output too: they are no sink's to see (nor to repr, journal or hash)."""
+        return self.cls(**{k: v for k, v in self.items() if k not in _NOT_BUILT})
 
 
 RAW_LLM_OUTPUT = "raw_llm_output"
@@ -315,3 +316,4 @@ LATE_CALLS = "late_calls"
 running: the worker holds the run until they end, so its totals include them."""
 WORKER_KEYS = frozenset({RAW_LLM_OUTPUT, BILLED_PARTS, READING, PRICED, ENCLOSING_TOOLS, USER_METADATA,
                          LATE_CALLS})
+_NOT_BUILT = WORKER_KEYS | {"raw_input", "raw_output"}

@@ -23,8 +23,6 @@ class Estimate:
         self.failed_estimates = 0
 
     def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
-        if not issubclass(cls, LLMCall):
-            return
         prompt, completion = f.get("prompt"), f.get("completion")
         if f.get("token_source") != "none" or f.get("status", "success") != "success" or not (prompt or completion):
             return

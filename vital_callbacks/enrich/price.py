@@ -23,8 +23,6 @@ class Price:
         self.prices = prices
 
     def __call__(self, cls: type[Event], f: dict[str, Any]) -> None:
-        if not issubclass(cls, LLMCall):
-            return
         parts = f.pop(BILLED_PARTS, ())
         if f.pop(PRICED, False) or f.get("cost") is not None or f.get("token_source") == "none":
             return  # priced on the caller's thread (a stop budget), or nothing to price

@@ -16,9 +16,10 @@ _NOTHING_READ = Reading(None, None, False, None)
 
 
 class ReadResponse:
-    kinds = (LLMCall, ToolCall)
     """Fills ``usage``, ``token_source``, ``model``, ``cache_hit``, ``finish_reason`` of an LLM call;
     ``prompt`` / ``completion`` text too, when content is captured or tokens must be estimated."""
+
+    kinds = (LLMCall, ToolCall)
 
     def __init__(self, capture_content: bool) -> None:
         self.capture_content = capture_content

@@ -42,9 +42,9 @@ Processor = Callable[[Event | Draft], "Event | None"]
 OPENS, CLOSES = 0, 1
 """The ``op`` of a hook record that opens a run and of one that closes it. A record is a tuple
 ``(assembler, op, *values)`` a handler's hook appended; the dispatcher calls ``assembler(record)``
-for the draft (or event) it completes, if any. A full inbox refuses only what opens something (an
-opening refused is counted as that run's event lost; its closing record is then ignored), so the
-records that complete accepted runs always fit: at most twice the queue's size."""
+for the draft (or event) it completes, if any. A full inbox refuses every record but those that
+close a run (the handler counts what a refusal loses and refuses the ends and children of a run it
+could not open), so the runs accepted earlier can still complete: up to twice the queue's size."""
 
 _DISPATCH_POLL_S = 0.05
 _WAKE_AT = 64
@@ -168,34 +168,31 @@ class Pipeline:
             worker.after_fork(self._ledger, self._room)
 
     # -- caller side -------------------------------------------------------------------------------
-    def submit(self, event: Item) -> None:
-        """Hand an event, a draft or a hook record off; O(1), never blocks, never raises."""
+    def submit(self, item: Item) -> bool:
+        """Hand an event, a draft or a hook record off; O(1), never blocks, never raises. False when
+        refused (stopped, or full): a refused event is counted lost here, a refused record by the
+        handler that made it (only it knows whether the run would have had a row)."""
         if self._pid != os.getpid():
             self.after_fork()
         inbox = self._inbox
         if self._closed or len(inbox) >= self._queue_size:
-            op = event[1] if isinstance(event, tuple) else None
-            if self._closed:
-                # Nothing more is delivered. An event, or a run's end, is one event lost; a start is
-                # not counted (its end will be), nor a first token or an interrupt.
-                if op is None or op == CLOSES:
-                    self._refused()
-                return
-            if op is None or op == OPENS:
-                # Full: what opens something is refused (a run's start counts as its event lost, and
-                # its end is then ignored); what completes a run accepted earlier always has room.
-                self._refused()
-                return
-        inbox.append(event)
+            if item.__class__ is not tuple:
+                self.count_lost()
+                return False
+            if self._closed or item[1] != CLOSES or len(inbox) >= 2 * self._queue_size:
+                return False
+        inbox.append(item)
         depth = len(inbox)
         if depth == self._wake_at:
             self._wake.set()
         elif depth >= self._valve and not self._room.is_set():
             self._room.set()  # a quarter full: the dispatcher stops holding back (see _wait_for_room)
+        return True
 
-    def _refused(self) -> None:
+    def count_lost(self, count: int = 1) -> None:
+        """Count events lost before the inbox (refused by it, or by a handler for a refused run)."""
         with self._ledger.lock:
-            self._inbox_dropped += 1
+            self._inbox_dropped += count
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until everything submitted before this call is exported; False on timeout or loss."""
@@ -309,8 +306,13 @@ class Pipeline:
 
     def _process_chunk(self) -> list[Event | Marker]:
         out: list[Event | Marker] = []
-        while self._inbox and len(out) < self._batch_size:
+        taken = 0
+        # A run is two records (its start makes nothing): bounded by records taken as well as events made.
+        while self._inbox and len(out) < self._batch_size and taken < 2 * self._batch_size:
             item = self._inbox.popleft()
+            taken += 1
+            if not taken % EVERY:
+                let_others_run()
             if item.__class__ is Marker:
                 out.extend(self._released(everything=True))  # a flush delivers what is held, as it is
                 item.arrive()
@@ -321,8 +323,6 @@ class Pipeline:
                 if assembled is None:
                     continue
                 item = assembled
-            if not len(out) % EVERY:
-                let_others_run()
             self._submitted += 1  # counted here, on one thread, so the count is exact
             processed = self._process(item)  # type: ignore[arg-type]
             if processed is not None:
@@ -337,7 +337,7 @@ class Pipeline:
             self._processor_failed(exc, "the run's event dropped and counted" if record[1] == CLOSES else
                                    "the callback was skipped")
             if record[1] == CLOSES:
-                self._refused()
+                self.count_lost()
             return None
 
     def _wait_for_room(self) -> None:
