@@ -6,13 +6,14 @@ import json
 from decimal import Decimal
 
 import pytest
+from msgspec.structs import replace
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Dialect
 
 from tests.graphs import INPUT, build_graph
 from vital_callbacks import Cost, InMemorySink, LLMCall, Settings, TokenUsage, VitalCallbackHandler
 from vital_callbacks.core.events import Event
-from vital_callbacks.store.rows import MAX_TEXT, RowMapping, mapping, to_row
+from vital_callbacks.store.rows import MAX_TEXT, RowMapping, mapping, records_by_kind, to_row
 from vital_callbacks.store.schema import TABLES
 
 ODD = LLMCall(run_id="odd", parent_run_id=None, trace_id="odd", tenant_id="t" * 300, user_id="u\x00ser",
@@ -67,6 +68,27 @@ def test_records_equal_the_row_dicts_for_every_event_kind(dialect: Dialect | Non
         record = rows.record(event)
         assert len(record) == len(rows.columns)
         assert rows.from_row(mapping(event.kind).row(event)) == record, event.kind
+
+
+@pytest.mark.parametrize("dialect", [None, sqlite.dialect(), postgresql.dialect()],  # type: ignore[no-untyped-call]
+                         ids=["plain", "sqlite", "pg"])
+def test_records_built_a_batch_at_a_time_equal_the_row_dicts(dialect: Dialect | None) -> None:
+    """A batch's records are built column by column; each equals the event's row dict through the
+    dialect's bind processors, with clean and odd values (cut, NUL, surrogate) side by side in a
+    column, and an event that cannot be a row is set aside without its batch."""
+    events = reference_events()
+    clean = replace(ODD, run_id="clean", tenant_id="t", user_id="user", graph="graph", error_message="e")
+    long_but_fitting = replace(ODD, run_id="long", tenant_id="t" * 255, error_message="x" * MAX_TEXT)
+    events += [clean, long_but_fitting, replace(ODD, run_id="odd-2")]
+    for kind in {e.kind for e in events} - {"score"}:
+        rows = RowMapping(kind, dialect)
+        batch = [e for e in events if e.kind == kind]
+        assert rows.records(batch) == [rows.from_row(mapping(kind).row(e)) for e in batch], kind
+    rejected: list[str] = []
+    broken = replace(clean, run_id="broken", tags=5)  # type: ignore[arg-type]
+    grouped = records_by_kind([clean, broken, ODD], lambda kind: RowMapping(kind, dialect),
+                              lambda event, exc: rejected.append(event.run_id))
+    assert rejected == ["broken"] and len(grouped["llm_call"]) == 2
 
 
 def test_a_score_row_names_its_target_and_the_scored_run() -> None:

@@ -38,7 +38,7 @@ from vital_callbacks.sinks.sql.spill import Rows, SpillDir, default_spill_dir
 from vital_callbacks.store import scores
 from vital_callbacks.store.engine import mask_url, normalize_url
 from vital_callbacks.store.migrate import describe_problem, upgrade_async
-from vital_callbacks.store.rows import RowMapping
+from vital_callbacks.store.rows import RowMapping, records_by_kind
 from vital_callbacks.store.schema import EVENT_TABLES, TABLES
 
 logger = logging.getLogger("vital_callbacks")
@@ -226,15 +226,7 @@ class PostgresSink(Sink):
 
     # -- rows -------------------------------------------------------------------------------------
     def _records(self, batch: Sequence[Event]) -> Batch:
-        grouped: Batch = {}
-        for event in taking_turns(batch):
-            try:
-                kind = event.kind
-                builder = _STATEMENTS[kind].builder
-                grouped.setdefault(kind, []).append(builder.row(event) if kind == "score" else builder.record(event))
-            except Exception as exc:
-                self._reject_unbuildable(event, exc)
-        return grouped
+        return records_by_kind(batch, lambda kind: _STATEMENTS[kind].builder, self._reject_unbuildable)
 
     def _rows(self, batch: Sequence[Event]) -> Rows:
         """Row dicts, for spill files (column names keep them readable across schema changes)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from collections.abc import Sequence
 from itertools import chain
 from typing import Any
@@ -22,12 +23,11 @@ from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.settings import Settings
-from vital_callbacks.core.turns import taking_turns
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 from vital_callbacks.sinks.sql.rejects import log_rejected, log_unbuildable
 from vital_callbacks.store import migrate
 from vital_callbacks.store.engine import check_url, is_memory, make_engine, mask_url, normalize_url
-from vital_callbacks.store.rows import RowMapping
+from vital_callbacks.store.rows import RowMapping, records_by_kind, rows_by_kind
 from vital_callbacks.store.schema import TABLES
 from vital_callbacks.store.scores import resolve as resolve_scores
 from vital_callbacks.store.scores import scores_last
@@ -35,9 +35,9 @@ from vital_callbacks.store.scores import scores_last
 logger = logging.getLogger("vital_callbacks")
 
 _MAX_ROWS_PER_INSERT = 256
-_MAX_VARIABLES = 32_766
-"""SQLite's limit on a statement's parameters (``SQLITE_MAX_VARIABLE_NUMBER`` since 3.32, which the
-``sqlite3`` of every supported Python has)."""
+_MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+"""SQLite's default limit on a statement's parameters (``SQLITE_MAX_VARIABLE_NUMBER``: 32,766 since
+3.32, 999 before; Python's ``sqlite3`` may be linked to an older system library)."""
 _ROW_ERRORS = (DBAPIError, SQLAlchemyError, ValueError, TypeError, OverflowError)
 
 
@@ -158,13 +158,8 @@ class SQLSink(Sink):
     def export(self, batch: Sequence[Event]) -> ExportResult:
         if not self._open():
             return ExportResult.FAILURE
-        grouped: dict[str, list[Any]] = {}
-        for event in taking_turns(batch):
-            try:
-                grouped.setdefault(event.kind, []).append(self._row_of(event))
-            except Exception as exc:
-                self._rejected(1)
-                log_unbuildable(event, exc)
+        grouped = records_by_kind(batch, self._mappings.__getitem__, self._unbuildable) if self._driver_sql else \
+            rows_by_kind(batch, self._unbuildable)
         try:
             with self.engine.begin() as conn:
                 for kind, rows in scores_last(grouped):
@@ -180,9 +175,9 @@ class SQLSink(Sink):
             # the database rejects: find it, skip it, keep the rest.
             return self._row_by_row(grouped)
 
-    def _row_of(self, event: Event) -> Any:
-        mapping = self._mappings[event.kind]
-        return mapping.row(event) if event.kind not in self._driver_sql else mapping.record(event)
+    def _unbuildable(self, event: Event, exc: Exception) -> None:
+        self._rejected(1)
+        log_unbuildable(event, exc)
 
     def _execute(self, conn: Connection, kind: str, rows: list[Any]) -> None:
         if kind in self._driver_sql:
