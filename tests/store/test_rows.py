@@ -108,7 +108,7 @@ def test_sqlite_timestamps_are_what_sqlalchemy_would_store() -> None:
 
     from sqlalchemy import DateTime
 
-    from vital_callbacks.store.rows import sqlite_datetime
+    from vital_callbacks.store.rows import sqlite_datetime, sqlite_datetimes
 
     dialect = sqlite.dialect()
     processor = DateTime(timezone=True).dialect_impl(dialect).bind_processor(dialect)
@@ -116,5 +116,7 @@ def test_sqlite_timestamps_are_what_sqlalchemy_would_store() -> None:
     stamps = [0.0, 1.0, 0.000001, 0.9999995, 1.7e9, 1_764_000_000.123456, 1_764_000_000.999999,
               951_782_400.5, 4_102_444_799.999999, 253_402_300_799.0, 1_767_225_599.999_999_7]
     stamps += [1.7e9 + i * 0.3183 for i in range(2_000)]
+    stamps += [1.7e9 + i / 8 for i in range(64)] + [n + 0.0000005 for n in range(1_700_000_000, 1_700_000_064)]
     for ts in stamps:
         assert sqlite_datetime(ts) == processor(datetime.fromtimestamp(ts, timezone.utc)), ts
+    assert sqlite_datetimes(stamps) == [sqlite_datetime(ts) for ts in stamps]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timezone
+from math import modf
 from operator import attrgetter
 from typing import Any
 
@@ -84,6 +85,34 @@ def sqlite_datetime(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(" ", "microseconds")[:26]
 
 
+def sqlite_datetimes(stamps: Iterable[float]) -> list[str]:
+    """:func:`sqlite_datetime` of each of a batch's times, the date and time of day made once per
+    second (a batch's events share a few seconds): what is left per value is its microseconds,
+    rounded half to even from the fraction as ``datetime.fromtimestamp`` rounds them. The tests check
+    it against SQLAlchemy's processor too."""
+    seconds: dict[float, str] = {}
+    out: list[str] = []
+    for ts in stamps:
+        fraction, whole = modf(ts)
+        micros = round(fraction * 1e6)
+        if micros >= 1_000_000:
+            micros -= 1_000_000
+            whole += 1
+        elif micros < 0:
+            micros += 1_000_000
+            whole -= 1
+        prefix = seconds.get(whole)
+        if prefix is None:
+            prefix = seconds[whole] = sqlite_datetime(whole)[:19]
+        out.append(f"{prefix}.{micros:06d}")
+    return out
+
+
+def _each(processor: Callable[[Any], Any]) -> Callable[[Sequence[Any]], list[Any]]:
+    """A bind processor applied over a column."""
+    return lambda column: list(map(processor, column))
+
+
 def _stores_as_sqlite_text(impl: Any) -> bool:
     """Whether a column stores SQLAlchemy's default SQLite datetime text (what :func:`sqlite_datetime` makes)."""
     return isinstance(impl, sqlite.DATETIME) and getattr(impl, "_storage_format", None) == _SQLITE_DATETIME_FORMAT
@@ -141,9 +170,10 @@ class RowMapping:
         self._text = [(i, limit, self.columns[i]) for i, c in enumerate(self.table.columns)
                       if (limit := _limit(c)) is not None]
         self._processors: list[tuple[int, Callable[[Any], Any]]] = []
-        self._record_processors = self._processors
+        self._record_processors: list[tuple[int, Callable[[Sequence[Any]], list[Any]]]] = []
+        """The same over a whole column of records (which start from the epoch floats, see below)."""
         if dialect is not None:
-            fast: list[tuple[int, Callable[[Any], Any]]] = []
+            fast = self._record_processors
             for index, column in enumerate(self.table.columns):
                 if isinstance(column.type, (DateTime, Numeric, Boolean)):
                     impl = column.type.dialect_impl(dialect)
@@ -152,11 +182,10 @@ class RowMapping:
                         self._processors.append((index, processor))
                     if sources[index] in _EPOCH and _stores_as_sqlite_text(impl):
                         sources[index] = _EPOCH[sources[index]]  # an event's record: the float, formatted in C
-                        fast.append((index, sqlite_datetime))
+                        fast.append((index, sqlite_datetimes))
                     elif processor is not None:
-                        fast.append((index, processor))
+                        fast.append((index, _each(processor)))
             self._record_get = attrgetter(*sources)
-            self._record_processors = fast
 
     def values(self, event: Event, getter: Callable[[Event], tuple[Any, ...]] | None = None) -> list[Any]:
         """The column values in column order, as Python values (before any bind processor)."""
@@ -203,8 +232,8 @@ class RowMapping:
                                                                   or max(map(len, present)) <= limit):
                     continue
             columns[index] = [self._storable(value, limit, column) for value in values]
-        for index, processor in self._record_processors:
-            columns[index] = list(map(processor, columns[index]))
+        for index, over_column in self._record_processors:
+            columns[index] = over_column(columns[index])
         return list(zip(*columns, strict=True))
 
     def _storable(self, value: Any, limit: int, column: str) -> Any:
