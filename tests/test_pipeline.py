@@ -397,9 +397,26 @@ def test_scores_and_run_ends_after_shutdown_are_counted_lost() -> None:
     assert handler.shutdown()
     handler.score(uuid.uuid4(), "quality", 1.0)
     handler.on_tool_end("4", run_id=run_id)
-    handler.on_tool_start({}, "late", run_id=uuid.uuid4(), name="calculator")
+    late = uuid.uuid4()
+    handler.on_tool_start({}, "late", run_id=late, name="calculator")
+    assert handler.last_trace_id == str(late)  # a score for it finds no run, rather than the one before
     assert handler.stats()["dropped"] == {"pipeline": 3}
     assert not sink.events
+
+
+def test_the_end_of_a_run_forgotten_on_the_callers_side_is_counted_when_refused() -> None:
+    """Past ``max_open_runs`` the hooks forget the oldest open runs (a cancelled ainvoke never ends);
+    if such a run's end then comes after shutdown, it is still counted lost, not passed over."""
+    import uuid
+
+    handler = VitalCallbackHandler(Settings(max_open_runs=1), sinks=[InMemorySink()])
+    first, second = uuid.uuid4(), uuid.uuid4()
+    handler.on_tool_start({}, "1", run_id=first, name="calculator")
+    handler.on_tool_start({}, "2", run_id=second, name="calculator")
+    handler.shutdown()
+    handler.on_tool_end("1", run_id=first)
+    handler.on_tool_end("2", run_id=second)
+    assert handler.stats()["dropped"] == {"pipeline": 2}
 
 
 def test_a_run_whose_start_could_not_be_recorded_is_counted_lost() -> None:

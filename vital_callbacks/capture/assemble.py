@@ -53,6 +53,11 @@ _RECENT_RUNS = 10_000
 _KINDS: dict[str, type[Event]] = {"tool": ToolCall, "retriever": RetrieverCall, "llm": LLMCall}
 
 
+def _names_node(metadata: Any, name: str) -> bool:
+    """Whether a chain is LangGraph's node run (else an internal step, which has no row)."""
+    return isinstance(metadata, Mapping) and metadata.get("langgraph_node") == name
+
+
 class Assembler:
     """One handler's open runs and recently ended ones (for scores), on the dispatcher thread."""
 
@@ -79,9 +84,11 @@ class Assembler:
             try:
                 self._start(record)
             except Exception:
-                self.unrecorded[record[3]] = None  # so its end is counted as its event lost
-                if len(self.unrecorded) > _RECENT_RUNS:
-                    self.unrecorded.popitem(last=False)
+                _, _, kind, run_id, parent_id, name, metadata = record[:7]
+                if kind != "chain" or parent_id is None or _names_node(metadata, name):
+                    self.unrecorded[run_id] = None  # a run that has a row: its end counts its event lost
+                    if len(self.unrecorded) > _RECENT_RUNS:
+                        self.unrecorded.popitem(last=False)
                 raise
         elif op == TOKEN:
             run = self.runs.get(record[2])

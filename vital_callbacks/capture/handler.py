@@ -116,8 +116,10 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
 
     @property
     def last_trace_id(self) -> str | None:
-        """The trace id of the last root run this handler started *in the current context* (this thread,
-        this asyncio task): with one handler shared by concurrent requests, each request sees its own.
+        """The trace id of the last trace this handler started *in the current context* (this thread,
+        this asyncio task): a root run, or a run whose parent it did not see (a model given the handler
+        at construction, inside a node); with one handler shared by concurrent requests, each request
+        sees its own.
         A run started in another context (``graph.batch``'s threads, a task created before the call)
         is not seen here: use :func:`vital_callbacks.capture_traces`, or pass your own
         ``config["run_id"]``, which becomes the trace id."""
@@ -166,21 +168,27 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
         run whose parent was not recorded here, what the caller's context knows (attribution, the
         enclosing run, the app's span)."""
         opens = self._open
-        if parent_run_id is not None and (parent_run_id in opens or parent_run_id in self._refused):
-            root = None
-            rows = kind != "chain" or (metadata is not None and metadata.get("langgraph_node") == name)
+        known: bool | None  # its parent: recorded here, refused here, or neither (a trace starts here)
+        if parent_run_id is not None and parent_run_id in opens:
+            known = True
+        elif parent_run_id is not None and parent_run_id in self._refused:
+            known = False  # its parent could not be recorded: nor can it be, as the parent's child
         else:
+            known = None
+        if known is None:
             root = (attribution.current(), context_parent(), app_traceparent() if self._app_spans else None)
             rows = True
-        if root is None and parent_run_id not in opens:
-            self._refuse(run_id, rows)  # its parent could not be recorded: nor can it, as the parent's child
+            attribution.note_trace(self._token, str(run_id))  # even if refused: a score finds no run, not another
+        else:
+            root = None
+            rows = kind != "chain" or (metadata is not None and metadata.get("langgraph_node") == name)
+        if known is False:
+            self._refuse(run_id, rows)
         elif self._submit((self._assembler, START, kind, run_id, parent_run_id, name, metadata, tags, time.time(),
                            time.perf_counter(), root, payload)):
             opens[run_id] = rows
             if len(opens) > self._max_open:
                 forget_oldest(opens, self._max_open)  # runs that never ended (a cancelled ainvoke)
-            if root is not None:
-                attribution.note_trace(self._token, str(run_id))
         else:
             self._refuse(run_id, rows)
         if self._stop_budgets:
@@ -197,8 +205,10 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
         rows = self._open.pop(run_id, None)
         if rows is None and run_id in self._refused:
             self._refused.pop(run_id, None)  # its start was refused, and counted then
-        elif not self._submit((self._assembler, END, run_id, time.perf_counter(), error, payload)) and rows:
-            self._lose()
+        else:
+            end = (self._assembler, END, run_id, time.perf_counter(), error, payload)
+            if not self._submit(end) and rows is not False:
+                self._lose()  # a run that has a row, or one forgotten here (counted: a loss must not go unsaid)
         if self._stop_budgets:
             self._scopes.pop(run_id, None)
 

@@ -3,10 +3,11 @@
 A thread that wants the GIL waits until the holder lets go, and a busy Python loop only lets go when
 the interpreter forces it, after a switch interval (5 ms by default). So the application's request
 that arrives while a sink builds rows for a batch waits up to 5 ms, whatever the batch costs in
-all. Letting go every few events bounds that wait to the time of those few events; the work done is
-the same. ``os.sched_yield`` lets go of the GIL and returns at once when no other thread wants it;
-``time.sleep(0)`` would sleep out the kernel's timer slack (50 µs and more on Linux) every time,
-which a flush, with nobody else waiting, would pay in full.
+all. Letting go every few events gives a waiting thread its turn soon after, most of the time
+(the yielding thread may win the GIL back before the waiting one wakes; then the next turn comes
+a few events later); the work done is the same. ``os.sched_yield`` returns at once when no other
+thread wants the GIL, where ``time.sleep(0)`` sleeps out the kernel's timer slack (50 µs and more
+on Linux) every time: a flush, with nobody else waiting, paid that in full.
 """
 
 from __future__ import annotations

@@ -38,6 +38,19 @@ _MAX_ROWS_PER_INSERT = 256
 _MAX_VARIABLES = 32_766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
 """SQLite's default limit on a statement's parameters (``SQLITE_MAX_VARIABLE_NUMBER``: 32,766 since
 3.32, 999 before; Python's ``sqlite3`` may be linked to an older system library)."""
+
+
+def _variable_limit(engine: Engine) -> int:
+    """The store's own limit on a statement's parameters, where the driver tells (``sqlite3`` of
+    Python 3.11 and later); else the default of its library's version."""
+    try:
+        with engine.connect() as conn:
+            driver: Any = conn.connection.driver_connection
+            return int(driver.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER))
+    except Exception:
+        return _MAX_VARIABLES
+
+
 _ROW_ERRORS = (DBAPIError, SQLAlchemyError, ValueError, TypeError, OverflowError)
 
 
@@ -135,13 +148,14 @@ class SQLSink(Sink):
         # applies the same bind processors SQLAlchemy would), many rows per INSERT (see _insert_rows).
         # Scores stay dicts: they are matched to their runs first.
         dialect = engine.dialect if engine.dialect.name == "sqlite" else None
+        most = _variable_limit(engine) if dialect is not None else _MAX_VARIABLES
         for kind, table in TABLES.items():
             self._mappings[kind] = RowMapping(kind, dialect)
             if dialect is not None and kind != "score":
                 columns = self._mappings[kind].columns
                 self._driver_sql[kind] = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES "
                 self._row_marks[kind] = f"({', '.join('?' * len(columns))})"
-                self._rows_per_insert[kind] = max(1, min(_MAX_ROWS_PER_INSERT, _MAX_VARIABLES // len(columns)))
+                self._rows_per_insert[kind] = max(1, min(_MAX_ROWS_PER_INSERT, most // len(columns)))
         self._statements = statements
 
     def _report(self, problem: str | None) -> None:
@@ -158,8 +172,10 @@ class SQLSink(Sink):
     def export(self, batch: Sequence[Event]) -> ExportResult:
         if not self._open():
             return ExportResult.FAILURE
-        grouped = records_by_kind(batch, self._mappings.__getitem__, self._unbuildable) if self._driver_sql else \
-            rows_by_kind(batch, self._unbuildable)
+        if self._driver_sql:
+            grouped = records_by_kind(batch, self._mappings.__getitem__, self._unbuildable)
+        else:
+            grouped = rows_by_kind(batch, self._unbuildable)
         try:
             with self.engine.begin() as conn:
                 for kind, rows in scores_last(grouped):
