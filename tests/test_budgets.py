@@ -353,7 +353,8 @@ def _redis_reachable() -> bool:
 def _counters(tmp_path: Path, which: int) -> Any:
     import uuid
 
-    from vital_callbacks.budgets.counter import LocalCounter, RedisCounter, SQLCounter
+    from vital_callbacks.budgets.counter import LocalCounter, SQLCounter
+    from vital_callbacks.budgets.redis_counter import RedisCounter
     from vital_callbacks.store import migrate
 
     if which == 0:

@@ -29,7 +29,6 @@ from vital_callbacks.budgets.counter import (
     Claim,
     Held,
     LocalCounter,
-    RedisCounter,
     Refusal,
     SpendCounter,
     SQLCounter,
@@ -38,6 +37,7 @@ from vital_callbacks.budgets.counter import (
 )
 from vital_callbacks.budgets.metrics import BudgetMetrics
 from vital_callbacks.budgets.model import ANY, NEAR_LIMIT_REFRESH_S, Budget, BudgetExceeded, BudgetStatus
+from vital_callbacks.budgets.redis_counter import RedisCounter
 
 logger = logging.getLogger("vital_callbacks")
 

@@ -28,7 +28,8 @@ from typing import Any
 from vital_callbacks.core.events import Draft, Event
 from vital_callbacks.core.turns import EVERY, let_others_run
 from vital_callbacks.runtime.journal import Journal, default_journal_dir
-from vital_callbacks.runtime.worker import Ledger, Marker, SinkWorker
+from vital_callbacks.runtime.ledger import Ledger, Marker
+from vital_callbacks.runtime.worker import SinkWorker
 from vital_callbacks.sinks.base import INBOX_STAGE, DropReason, Sink, SinkContext
 
 logger = logging.getLogger("vital_callbacks")
