@@ -26,7 +26,8 @@ from typing import Any
 
 from benchmarks._common import describe_machine
 from vital_callbacks import Budget, InMemorySink, Settings, VitalCallbackHandler
-from vital_callbacks.budgets.counter import LocalCounter, RedisCounter, SpendCounter, SQLCounter
+from vital_callbacks.budgets.counter import LocalCounter, SpendCounter, SQLCounter
+from vital_callbacks.budgets.redis_counter import RedisCounter
 from vital_callbacks.store import migrate
 from vital_callbacks.testing.fakes import ScriptedChatModel
 

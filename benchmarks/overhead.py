@@ -21,8 +21,9 @@ SDK to ``tests.langfuse_receiver`` running in a child process, as a real server 
 Blocks of invokes are interleaved (A B C ... then rotated) with the GC on; after each block, untimed,
 the case's background export is flushed so it cannot land in another case's block. Figures are medians
 over rounds of the per-round difference to the baseline block of the same round. So this is the latency
-the caller sees; the sustained cost, where the pipeline's threads share the GIL (and the GC) with the
-caller, is the "ms per invoke" row of ``python -m benchmarks.soak``.
+the caller sees; the whole cost, where the pipeline's threads share the GIL (and the GC) with the
+caller, is ``python -m benchmarks.cost_per_invoke`` (the same cases, each block ending with a timed
+flush, with p99, gen-2 collections and CPU by thread), and over a long run ``python -m benchmarks.soak``.
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def test_records_built_a_batch_at_a_time_equal_the_row_dicts(dialect: Dialect | 
         batch = [e for e in events if e.kind == kind]
         assert rows.records(batch) == [rows.from_row(mapping(kind).row(e)) for e in batch], kind
     rejected: list[str] = []
-    broken = replace(clean, run_id="broken", tags=5)  # type: ignore[arg-type]
+    broken = replace(clean, run_id="broken", tags=5)
     grouped = records_by_kind([clean, broken, ODD], lambda kind: RowMapping(kind, dialect),
                               lambda event, exc: rejected.append(event.run_id))
     assert rejected == ["broken"] and len(grouped["llm_call"]) == 2
