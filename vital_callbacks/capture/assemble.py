@@ -22,7 +22,7 @@ from typing import Any
 from msgspec.structs import replace
 
 from vital_callbacks.capture.runs import OpenRuns, Run, error_fields, score_fields
-from vital_callbacks.capture.tree import is_wrapper, own_tags, subgraph_of
+from vital_callbacks.capture.tree import is_wrapper, names_node, own_tags, subgraph_of
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
 from vital_callbacks.core.events import (
@@ -53,11 +53,6 @@ _RECENT_RUNS = 10_000
 _KINDS: dict[str, type[Event]] = {"tool": ToolCall, "retriever": RetrieverCall, "llm": LLMCall}
 
 
-def _names_node(metadata: Any, name: str) -> bool:
-    """Whether a chain is LangGraph's node run (else an internal step, which has no row)."""
-    return isinstance(metadata, Mapping) and metadata.get("langgraph_node") == name
-
-
 class Assembler:
     """One handler's open runs and recently ended ones (for scores), on the dispatcher thread."""
 
@@ -85,7 +80,7 @@ class Assembler:
                 self._start(record)
             except Exception:
                 _, _, kind, run_id, parent_id, name, metadata = record[:7]
-                if kind != "chain" or parent_id is None or _names_node(metadata, name):
+                if kind != "chain" or parent_id is None or names_node(metadata, name):
                     self.unrecorded[run_id] = None  # a run that has a row: its end counts its event lost
                     if len(self.unrecorded) > _RECENT_RUNS:
                         self.unrecorded.popitem(last=False)
@@ -176,8 +171,7 @@ class Assembler:
     @staticmethod
     def _chain(run: Run, parent: Run | None, metadata: Mapping[str, Any] | None) -> None:
         """A chain inside a trace is a node run when LangGraph says so, else an internal step (no row)."""
-        node = metadata.get("langgraph_node") if metadata else None
-        if node is None or node != run.name:
+        if not names_node(metadata, run.name):
             return
         ns = metadata.get("langgraph_checkpoint_ns") if metadata else None
         # A subgraph's inner root inherits the node's keys (and may even share its name): it runs in

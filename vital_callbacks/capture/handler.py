@@ -26,7 +26,7 @@ from vital_callbacks.budgets.refusals import quiet_refusals
 from vital_callbacks.capture.assemble import END, INTERRUPT, RESUME, SCORE, START, Assembler
 from vital_callbacks.capture.llm import BudgetScope, LLMHooks
 from vital_callbacks.capture.runs import Run, forget_oldest, guard
-from vital_callbacks.capture.tree import app_traceparent, context_parent
+from vital_callbacks.capture.tree import app_traceparent, context_parent, names_node
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
 from vital_callbacks.core.events import Event
@@ -181,7 +181,7 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
             attribution.note_trace(self._token, str(run_id))  # even if refused: a score finds no run, not another
         else:
             root = None
-            rows = kind != "chain" or (metadata is not None and metadata.get("langgraph_node") == name)
+            rows = kind != "chain" or names_node(metadata, name)
         if known is False:
             self._refuse(run_id, rows)
         elif self._submit((self._assembler, START, kind, run_id, parent_run_id, name, metadata, tags, time.time(),

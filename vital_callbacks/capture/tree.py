@@ -6,7 +6,7 @@ callback arguments alone do not give.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from uuid import UUID
 
@@ -43,6 +43,12 @@ def context_parent() -> UUID | None:
         return None
     parent = getattr(config.get("callbacks"), "parent_run_id", None)
     return parent if isinstance(parent, UUID) else None
+
+
+def names_node(metadata: Mapping[str, Any] | None, name: str) -> bool:
+    """Whether a chain is LangGraph's run of a node: its metadata names it as the node (else it is an
+    internal step of one, which has no row; the dispatcher also tells a subgraph's inner root apart)."""
+    return metadata is not None and metadata.get("langgraph_node") == name
 
 
 def is_wrapper(name: str) -> bool:

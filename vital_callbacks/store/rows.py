@@ -190,9 +190,10 @@ class RowMapping:
                         fast.append((index, _each(processor)))
             self._record_get = attrgetter(*sources)
 
-    def values(self, event: Event, getter: Callable[[Event], tuple[Any, ...]] | None = None) -> list[Any]:
-        """The column values in column order, as Python values (before any bind processor)."""
-        values = list((getter or self._get)(event))
+    def values(self, event: Event) -> list[Any]:
+        """The column values in column order, as Python values (before any bind processor): the
+        reference that :meth:`records` is tested against."""
+        values = list(self._get(event))
         for index, default in self._defaults:
             values[index] = default
         if self._costs:
