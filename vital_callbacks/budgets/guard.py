@@ -36,8 +36,9 @@ from vital_callbacks.budgets.counter import (
     utcnow,
 )
 from vital_callbacks.budgets.metrics import BudgetMetrics
-from vital_callbacks.budgets.model import ANY, NEAR_LIMIT_REFRESH_S, Budget, BudgetExceeded, BudgetStatus
+from vital_callbacks.budgets.model import NEAR_LIMIT_REFRESH_S, Budget, BudgetExceeded, BudgetStatus
 from vital_callbacks.budgets.redis_counter import RedisCounter
+from vital_callbacks.budgets.stored import no_tables_yet, spend_by_bucket, stored_run_ids
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -47,12 +48,6 @@ _SETTLE_RETRY_S = 1.0
 _SETTLE_ATTEMPTS = 30
 """A settle the counter refused is tried again each second, this many times (within the reservation's
 lifetime), before its reservation is left to expire."""
-
-
-def _no_tables_yet(exc: BaseException) -> bool:
-    text = str(exc)
-    return "no such table" in text or "UndefinedTable" in type(getattr(exc, "orig", exc)).__name__ or (
-        "relation" in text and "does not exist" in text)
 
 
 def _counter(database_url: str | None, redis_url: str | None, timeout_s: float, auto_migrate: bool) -> SpendCounter:
@@ -346,10 +341,10 @@ class BudgetGuard:
         try:
             # Which of our own calls the store already holds is read *before* the sums, so a row landing
             # in between is counted twice (stopping a little early) rather than not at all.
-            stored = self._stored_run_ids(list(pending))
-            base = self._sum_from_store()
+            stored = stored_run_ids(self._reader(), list(pending))
+            base = spend_by_bucket(self._reader(), self.budgets)
         except Exception as exc:
-            if _no_tables_yet(exc):  # a fresh store the sink has not migrated yet: nothing spent there
+            if no_tables_yet(exc):  # a fresh store the sink has not migrated yet: nothing spent there
                 logger.debug("vital-callbacks: no spend tables in the store yet")
                 return
             if not self._store_failing:  # once per outage: this runs every 50 ms near a limit
@@ -385,44 +380,6 @@ class BudgetGuard:
 
             self._engine = reader_engine(self._database_url or "")
         return self._engine
-
-    def _stored_run_ids(self, run_ids: list[str]) -> set[str]:
-        from sqlalchemy import select
-
-        from vital_callbacks.store.schema import llm_calls
-
-        t = llm_calls.c
-        found: set[str] = set()
-        with self._reader().connect() as conn:
-            for start in range(0, len(run_ids), 500):
-                chunk = run_ids[start:start + 500]
-                found.update(r[0] for r in conn.execute(select(t.run_id).where(t.run_id.in_(chunk))))
-        return found
-
-    def _sum_from_store(self) -> dict[tuple[int, str], Decimal]:
-        from sqlalchemy import func, select
-
-        from vital_callbacks.store.schema import llm_calls
-
-        self._reader()
-        t = llm_calls.c
-        now = datetime.now(timezone.utc)
-        out: dict[tuple[int, str], Decimal] = {}
-        with self._engine.connect() as conn:
-            for index, budget in enumerate(self.budgets):
-                start = budget.period_start(now)
-                column = {"tenant": t.tenant_id, "user": t.user_id, "graph": t.graph, "global": None}[budget.scope]
-                cost = func.coalesce(func.sum(t.total_cost), 0)
-                if column is None:
-                    stmt = select(cost).where(t.started_at >= start)
-                    out[(index, ANY)] = Decimal(str(conn.execute(stmt).scalar_one()))
-                    continue
-                stmt = select(column, cost).where(t.started_at >= start, column.is_not(None)).group_by(column)
-                if budget.match != ANY:
-                    stmt = stmt.where(column == budget.match)
-                for key, total in conn.execute(stmt):
-                    out[(index, str(key))] = Decimal(str(total))
-        return out
 
     def _refresh_loop(self) -> None:
         with self._busy:
