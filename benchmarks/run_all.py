@@ -31,6 +31,7 @@ MODEST: dict[str, list[str]] = {
     "crash": ["--events", "5000", "--idle-ms", "300"],
     "budgets": ["--calls", "1000"],
     "cost_per_invoke": ["--rounds", "4", "--invokes", "200"],
+    "stages": ["--rounds", "3", "--invokes", "500"],
 }
 
 
