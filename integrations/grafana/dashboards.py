@@ -117,17 +117,19 @@ PERFORMANCE = Dashboard("vital-performance", "Performance", (
       width=24),
 ))
 
+NODE = "{{graph}} {{subgraph}} / {{node}}"
+"""A node's legend: its graph, the subgraph it is a node of (empty at the graph's own level), its name."""
 AGENTS = Dashboard("vital-agents", "Agents & Nodes", (
     p("Graph runs by status", ("{{graph}} {{status}}",
       f"sum by (graph, status) (rate(vital_graph_runs_total[{RI}]))"), unit="ops"),
     p("Graph run latency (p95)", ("{{graph}}", quantile(0.95, "vital_graph_duration_seconds", "graph")), unit="s"),
-    p("Node executions", ("{{graph}} / {{node}}",
-      f"sum by (graph, node) (rate(vital_node_executions_total[{RI}]))"), unit="ops"),
-    p("Node latency (p95)", ("{{graph}} / {{node}}", quantile(0.95, "vital_node_duration_seconds", "graph, node")),
+    p("Node executions", (NODE,
+      f"sum by (graph, subgraph, node) (rate(vital_node_executions_total[{RI}]))"), unit="ops"),
+    p("Node latency (p95)", (NODE, quantile(0.95, "vital_node_duration_seconds", "graph, subgraph, node")),
       unit="s"),
-    p("Node cost (USD / hour)", ("{{graph}} / {{node}}",
-      f"sum by (graph, node) (rate(vital_node_cost_usd_total[{RI}])) * 3600"), unit="currencyUSD"),
-    p("Node failure rate", ("{{graph}} / {{node}}", failure_rate("vital_node_executions_total", "graph, node")),
+    p("Node cost (USD / hour)", (NODE,
+      f"sum by (graph, subgraph, node) (rate(vital_node_cost_usd_total[{RI}])) * 3600"), unit="currencyUSD"),
+    p("Node failure rate", (NODE, failure_rate("vital_node_executions_total", "graph, subgraph, node")),
       unit="percentunit"),
     p("Quality score (mean)", ("{{name}} {{graph}}",
       f"sum by (name, graph) (rate(vital_quality_score_sum[{RI}]))"

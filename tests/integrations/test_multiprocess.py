@@ -33,7 +33,8 @@ def test_two_processes_one_exposition(tmp_path: Path, monkeypatch: pytest.Monkey
         return registry.get_sample_value(name, labels) or 0.0
 
     assert sample("vital_graph_runs_total", graph="research_agent", status="success") == 5
-    assert sample("vital_node_executions_total", graph="research_agent", node="plan", status="success") == 5
+    assert sample("vital_node_executions_total", graph="research_agent", subgraph="", node="plan",
+                  status="success") == 5
     requests = {"provider": "openai", "model": "o3-mini", "status": "success"}
     assert sample("vital_llm_requests_total", **requests, tenant="acme") == 3
     assert sample("vital_llm_requests_total", **requests, tenant="globex") == 2

@@ -246,6 +246,32 @@ def test_a_model_without_a_price_has_no_cost_series(registry: CollectorRegistry)
     assert family_sum(registry, "vital_llm_cost_usd_total", model="known") == pytest.approx(0.003)
 
 
+def test_a_node_is_its_graph_subgraph_and_name(registry: CollectorRegistry) -> None:
+    """Two nodes named alike, one in the graph and one in a subgraph of it, are two series for
+    executions, latency and cost (as they are two in the SQL store): the subgraph's is not hidden."""
+    from vital_callbacks import NodeRun
+    from vital_callbacks.core.events import Cost, Status
+
+    sink = PrometheusSink(registry=registry)
+    cost = Cost(Decimal("0.001"), Decimal("0.002"), Decimal("0.003"))
+    nodes: tuple[tuple[str | None, Status], ...] = ((None, "success"), ("research", "error"))
+    for subgraph, status in nodes:
+        sink.record(NodeRun(run_id=f"n-{subgraph}", parent_run_id=None, trace_id="t", graph="agent", node="plan",
+                            subgraph=subgraph, status=status, duration_s=0.5))
+        sink.record(LLMCall(run_id=f"c-{subgraph}", parent_run_id=None, trace_id="t", graph="agent", node="plan",
+                            subgraph=subgraph, provider="p", model="m", cost=cost))
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"graph": "agent", "node": "plan", **labels})
+
+    assert value("vital_node_executions_total", subgraph="", status="success") == 1
+    assert value("vital_node_executions_total", subgraph="research", status="error") == 1
+    assert value("vital_node_executions_total", subgraph="", status="error") is None
+    assert value("vital_node_duration_seconds_count", subgraph="research") == 1
+    assert value("vital_node_cost_usd_total", subgraph="") == pytest.approx(0.003)
+    assert value("vital_node_cost_usd_total", subgraph="research") == pytest.approx(0.003)
+
+
 def test_inconsistent_usage_still_adds_up_in_the_sink(registry: CollectorRegistry) -> None:
     """A call reporting more cache reads than input tokens is recorded without a negative increment,
     and its series still sum to its input and output."""

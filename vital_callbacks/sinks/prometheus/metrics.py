@@ -124,8 +124,9 @@ def create_metrics(registry: CollectorRegistry, prefix: str = "vital_", *, user_
                                ("provider", "model", *who)),
         unpriced_calls=counter("unpriced_calls", "LLM calls with tokens but no known price (their cost is "
                                "missing from llm_cost_usd_total).", ("provider", "model", *who)),
-        node_cost=counter("node_cost_usd", "USD spent by LLM calls, by the graph node they ran in.",
-                          ("graph", "node")),
+        node_cost=counter("node_cost_usd", "USD spent by LLM calls, by the graph node they ran in (subgraph: "
+                          "the subgraph it is a node of, empty at the trace's own graph).",
+                          ("graph", "subgraph", "node")),
         tool_calls=counter("tool_calls", "Tool calls by outcome.", ("tool", "status")),
         tool_duration=histogram("tool_duration_seconds", "Tool call latency.", ("tool",), STEP_BUCKETS),
         retriever_calls=counter("retriever_calls", "Retriever calls by outcome.", ("retriever", "status")),
@@ -134,8 +135,8 @@ def create_metrics(registry: CollectorRegistry, prefix: str = "vital_", *, user_
         retriever_documents=histogram("retriever_documents", "Documents returned per retriever call.",
                                       ("retriever",), DOCUMENT_BUCKETS),
         node_executions=counter("node_executions", "LangGraph node executions by outcome.",
-                                ("graph", "node", "status")),
-        node_duration=histogram("node_duration_seconds", "LangGraph node latency.", ("graph", "node"),
+                                ("graph", "subgraph", "node", "status")),
+        node_duration=histogram("node_duration_seconds", "LangGraph node latency.", ("graph", "subgraph", "node"),
                                 STEP_BUCKETS),
         graph_runs=counter("graph_runs", "Root graph runs (invoke/stream) by outcome.", ("graph", "status")),
         graph_duration=histogram("graph_duration_seconds", "Root graph run latency.", ("graph",),

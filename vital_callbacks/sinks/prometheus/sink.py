@@ -217,9 +217,9 @@ class PrometheusSink(Sink):
         if isinstance(event, LLMCall):
             self._llm(event)
         elif isinstance(event, NodeRun):
-            key = ("node", event.graph or UNKNOWN, event.node or UNKNOWN, event.status)
+            key = ("node", event.graph or UNKNOWN, event.subgraph or "", event.node or UNKNOWN, event.status)
             children = self._children.get(key) or self._bind(key, self.metrics.node_executions.labels(*key[1:]),
-                                                              self.metrics.node_duration.labels(*key[1:3]))
+                                                              self.metrics.node_duration.labels(*key[1:4]))
             children[0].inc()
             children[1].observe(event.duration_s)
         elif isinstance(event, ToolCall):
@@ -279,7 +279,7 @@ class PrometheusSink(Sink):
             if series.cost is None:
                 series.cost = self.metrics.llm_cost.labels(provider, model, *who)
             series.cost.inc(usd)
-            node: tuple[str, ...] = ("node cost", event.graph or UNKNOWN, event.node or UNKNOWN)
+            node: tuple[str, ...] = ("node cost", event.graph or UNKNOWN, event.subgraph or "", event.node or UNKNOWN)
             (self._children.get(node) or self._bind(node, self.metrics.node_cost.labels(*node[1:])))[0].inc(usd)
         elif event.token_source != "none":
             if series.unpriced is None:
