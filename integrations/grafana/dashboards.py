@@ -117,8 +117,9 @@ PERFORMANCE = Dashboard("vital-performance", "Performance", (
       width=24),
 ))
 
-NODE = "{{graph}} {{subgraph}} / {{node}}"
-"""A node's legend: its graph, the subgraph it is a node of (empty at the graph's own level), its name."""
+NODE = "{{graph}}/{{subgraph}}/{{node}}"
+"""A node's legend, named as the CLI's reports name it: its graph, the subgraph it is a node of (empty at
+the graph's own level: ``graph//node``), its name."""
 AGENTS = Dashboard("vital-agents", "Agents & Nodes", (
     p("Graph runs by status", ("{{graph}} {{status}}",
       f"sum by (graph, status) (rate(vital_graph_runs_total[{RI}]))"), unit="ops"),

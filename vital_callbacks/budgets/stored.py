@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vital_callbacks.budgets.model import ANY, Budget
+
+if TYPE_CHECKING:  # SQLAlchemy is imported only when the store is read
+    from sqlalchemy.engine import Engine
 
 
 def no_tables_yet(exc: BaseException) -> bool:
@@ -19,7 +22,7 @@ def no_tables_yet(exc: BaseException) -> bool:
         "relation" in text and "does not exist" in text)
 
 
-def stored_run_ids(engine: Any, run_ids: list[str]) -> set[str]:
+def stored_run_ids(engine: Engine, run_ids: list[str]) -> set[str]:
     """Those of ``run_ids`` the store's ``llm_calls`` holds."""
     from sqlalchemy import select
 
@@ -34,7 +37,7 @@ def stored_run_ids(engine: Any, run_ids: list[str]) -> set[str]:
     return found
 
 
-def spend_by_bucket(engine: Any, budgets: Sequence[Budget]) -> dict[tuple[int, str], Decimal]:
+def spend_by_bucket(engine: Engine, budgets: Sequence[Budget]) -> dict[tuple[int, str], Decimal]:
     """The spend of each budget's buckets (by budget index and key) in its current period."""
     from sqlalchemy import func, select
 

@@ -80,7 +80,9 @@ class Assembler:
                 self._start(record)
             except Exception:
                 _, _, kind, run_id, parent_id, name, metadata = record[:7]
-                if kind != "chain" or parent_id is None or names_node(metadata, name):
+                has_row = kind != "chain" or parent_id is None or (
+                    isinstance(metadata, Mapping) and names_node(metadata, name))
+                if has_row:
                     self.unrecorded[run_id] = None  # a run that has a row: its end counts its event lost
                     if len(self.unrecorded) > _RECENT_RUNS:
                         self.unrecorded.popitem(last=False)
