@@ -22,7 +22,7 @@ from typing import Any
 from msgspec.structs import replace
 
 from vital_callbacks.capture.runs import OpenRuns, Run, error_fields, score_fields
-from vital_callbacks.capture.tree import is_wrapper, names_node, own_tags, subgraph_of
+from vital_callbacks.capture.tree import has_row, is_wrapper, names_node, own_tags, subgraph_of
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
 from vital_callbacks.core.events import (
@@ -80,9 +80,11 @@ class Assembler:
                 self._start(record)
             except Exception:
                 _, _, kind, run_id, parent_id, name, metadata = record[:7]
-                has_row = kind != "chain" or parent_id is None or (
-                    isinstance(metadata, Mapping) and names_node(metadata, name))
-                if has_row:
+                try:
+                    counted = has_row(kind, parent_id is None, metadata, name)
+                except Exception:  # metadata that is no mapping: counted, to be safe
+                    counted = True
+                if counted:
                     self.unrecorded[run_id] = None  # a run that has a row: its end counts its event lost
                     if len(self.unrecorded) > _RECENT_RUNS:
                         self.unrecorded.popitem(last=False)

@@ -26,7 +26,7 @@ from vital_callbacks.budgets.refusals import quiet_refusals
 from vital_callbacks.capture.assemble import END, INTERRUPT, RESUME, SCORE, START, Assembler
 from vital_callbacks.capture.llm import BudgetScope, LLMHooks
 from vital_callbacks.capture.runs import Run, forget_oldest, guard
-from vital_callbacks.capture.tree import app_traceparent, context_parent, names_node
+from vital_callbacks.capture.tree import app_traceparent, context_parent, has_row
 from vital_callbacks.core import attribution
 from vital_callbacks.core.attribution import Attribution
 from vital_callbacks.core.events import Event
@@ -177,11 +177,10 @@ class VitalCallbackHandler(LLMHooks, GraphCallbackHandler):
             known = None
         if known is None:
             root = (attribution.current(), context_parent(), app_traceparent() if self._app_spans else None)
-            rows = True
             attribution.note_trace(self._token, str(run_id))  # even if refused: a score finds no run, not another
         else:
             root = None
-            rows = kind != "chain" or names_node(metadata, name)
+        rows = has_row(kind, known is None, metadata, name)
         if known is False:
             self._refuse(run_id, rows)
         elif self._submit((self._assembler, START, kind, run_id, parent_run_id, name, metadata, tags, time.time(),

@@ -51,6 +51,13 @@ def names_node(metadata: Mapping[str, Any] | None, name: str) -> bool:
     return metadata is not None and metadata.get("langgraph_node") == name
 
 
+def has_row(kind: str, is_root: bool, metadata: Mapping[str, Any] | None, name: str) -> bool:
+    """Whether a run gets an event of its own: an LLM call, a tool or retriever run, a trace's root
+    (its graph run), a chain LangGraph runs as a node; not a chain that is an internal step. What a
+    refused or unreadable run counts as lost."""
+    return kind != "chain" or is_root or names_node(metadata, name)
+
+
 def is_wrapper(name: str) -> bool:
     return name in _WRAPPER_NAMES
 
