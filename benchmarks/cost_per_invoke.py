@@ -13,29 +13,42 @@ thread (``time.pthread_getcpuclockid``: the caller, the dispatcher, each sink's 
 
 Configurations: no callbacks (the baseline), an empty ``BaseCallbackHandler``, langchain-core's
 ``UsageMetadataCallbackHandler``, ``langfuse.langchain.CallbackHandler`` exporting to a local receiver
-(unless ``--no-langfuse``), ours with SQL + Prometheus, and ours with each of those sinks alone.
+(unless ``--no-langfuse``), ours with SQL + Prometheus (the SQL sink writing on its thread, and through
+its writer process: ``VITAL_SQL_WRITER=process``, whose CPU is read from ``/proc``), and ours with each of
+those sinks alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import random
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from benchmarks._common import describe_machine, langfuse_receiver, markdown_table
-from benchmarks.overhead import EMPTY, LANGFUSE, NONE, OURS, USAGE, Case, build_cases, build_linear_graph
+from benchmarks.overhead import (
+    EMPTY,
+    LANGFUSE,
+    NONE,
+    OURS,
+    OURS_PROCESS,
+    USAGE,
+    Case,
+    build_cases,
+    build_linear_graph,
+)
 from tests.graphs import INPUT, METADATA
 
-CONFIGS = (NONE, EMPTY, USAGE, LANGFUSE, OURS, "vital: sql", "vital: prometheus")
+CONFIGS = (NONE, EMPTY, USAGE, LANGFUSE, OURS, OURS_PROCESS, "vital: sql", "vital: prometheus")
 
 
 @dataclass
@@ -71,10 +84,33 @@ def _own_threads(case: Case) -> dict[int, str]:
     return out
 
 
-def _thread_cpu(own: dict[int, str]) -> dict[str, float]:
+def _writer_pids(case: Case) -> list[int]:
+    """The SQL writer processes of a case's sinks (``VITAL_SQL_WRITER=process``)."""
+    pids = []
+    for handler in case.handlers:
+        for sink in handler.runtime.pipeline.sinks:
+            writer = getattr(sink, "writer", None)
+            if writer is not None and writer.pid is not None:
+                pids.append(writer.pid)
+    return pids
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a child process has used so far, from ``/proc`` (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _thread_cpu(own: dict[int, str], writers: Sequence[int] = ()) -> dict[str, float]:
     """CPU seconds each live thread has used so far: the caller, the case's own threads by role, and
-    every other thread (the idle runtimes of the other cases, Langfuse's exporter...) as one."""
+    every other thread (the idle runtimes of the other cases, Langfuse's exporter...) as one; and the
+    case's SQL writer process, if it has one."""
     out: dict[str, float] = {}
+    for pid in writers:
+        out["sql writer process"] = out.get("sql writer process", 0.0) + _process_cpu(pid)
     for thread in threading.enumerate():
         try:
             used = time.clock_gettime(time.pthread_getcpuclockid(thread.ident or 0))
@@ -116,10 +152,10 @@ def measure(cases: dict[str, Case], rounds: int, n: int, seed: int = 21) -> dict
         rng.shuffle(order)
         totals: dict[str, float] = {}
         for name in order:
-            own = _own_threads(cases[name])
-            cpu_before, gen2_before = _thread_cpu(own), gen2.count
+            own, writers = _own_threads(cases[name]), _writer_pids(cases[name])
+            cpu_before, gen2_before = _thread_cpu(own, writers), gen2.count
             total, times, flush = _block(invoke, cases[name], n)
-            cpu_after = _thread_cpu(own)
+            cpu_after = _thread_cpu(own, writers)
             sample = results[name]
             totals[name] = total
             sample.invoke_times += times

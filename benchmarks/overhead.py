@@ -62,6 +62,7 @@ EMPTY = "empty BaseCallbackHandler"
 USAGE = "UsageMetadataCallbackHandler"
 LANGFUSE = "langfuse CallbackHandler"
 OURS = "vital: sql + prometheus"
+OURS_PROCESS = "vital: sql + prometheus, VITAL_SQL_WRITER=process"
 HOP = "vital: sql + prometheus, run_inline=False"
 USAGE_MD = UsageMetadata(input_tokens=1200, output_tokens=350, total_tokens=1550)
 
@@ -137,8 +138,9 @@ def build_cases(tmp: Path, receiver_url: str | None) -> Iterator[dict[str, Case]
     files = iter(range(1_000))
 
     def sink(kind: str) -> Any:
-        if kind == "sql":
-            return SQLSink(f"sqlite:///{tmp / f'bench-{next(files)}.db'}")
+        if kind in ("sql", "sql-process"):
+            return SQLSink(f"sqlite:///{tmp / f'bench-{next(files)}.db'}",
+                           writer="process" if kind == "sql-process" else "thread")
         if kind == "prometheus":
             return PrometheusSink(registry=CollectorRegistry())
         if kind == "otel":
@@ -179,6 +181,7 @@ def build_cases(tmp: Path, receiver_url: str | None) -> Iterator[dict[str, Case]
         if kind != "langfuse" or receiver_url is not None:
             cases[f"vital: {kind}"] = ours(kind)
     cases[OURS] = ours("sql", "prometheus")
+    cases[OURS_PROCESS] = ours("sql-process", "prometheus")
     if receiver_url is not None:
         cases["vital: sql + prometheus + langfuse"] = ours("sql", "prometheus", "langfuse")
     cases[HOP] = ours("sql", "prometheus", cls=_HoppingHandler, async_only=True)

@@ -33,8 +33,8 @@ from benchmarks._common import describe_machine, markdown_table
 from benchmarks.overhead import build_linear_graph
 from tests.graphs import INPUT, METADATA
 from vital_callbacks import Settings, VitalCallbackHandler
+from vital_callbacks.core.codec import encode
 from vital_callbacks.core.events import Event
-from vital_callbacks.runtime.journal import encode
 from vital_callbacks.sinks.prometheus import PrometheusSink
 from vital_callbacks.sinks.sql import SQLSink
 

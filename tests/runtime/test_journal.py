@@ -24,8 +24,9 @@ from sqlalchemy import create_engine, text
 
 from tests import pg_cluster
 from vital_callbacks import InMemorySink, Settings, VitalCallbackHandler
+from vital_callbacks.core.codec import decode, encode
 from vital_callbacks.core.events import Cost, Event, GraphRun, LLMCall, TokenUsage
-from vital_callbacks.runtime.journal import Journal, decode, default_journal_dir, encode, waiting_events
+from vital_callbacks.runtime.journal import Journal, default_journal_dir, waiting_events
 from vital_callbacks.runtime.pipeline import Pipeline
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 from vital_callbacks.store import migrate

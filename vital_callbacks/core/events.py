@@ -266,6 +266,9 @@ class Score(Event, frozen=True, kw_only=True, gc=False):
 
 
 AnyEvent = GraphRun | NodeRun | LLMCall | ToolCall | RetrieverCall | Score
+EVENT_CLASSES: dict[str, type[Event]] = {cls.kind: cls for cls in (GraphRun, NodeRun, LLMCall, ToolCall,
+                                                                    RetrieverCall, Score)}
+"""Every event class by its ``kind``."""
 
 
 class Draft(dict[str, Any]):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     )
     database_auto_migrate: bool | None = Field(
         default=None, description="Create or upgrade the schema on first use (default: on for SQLite)."
+    )
+    sql_writer: Literal["thread", "process"] = Field(
+        default="thread",
+        description="Where the SQL sink builds and inserts its rows: on its thread in this process, or in a "
+        "child process of its own (its Python work then no longer shares the GIL with the application).",
     )
     capture_content: bool = Field(default=False, description="Store prompt / response / tool text.")
     metadata_keys: CommaList | None = Field(

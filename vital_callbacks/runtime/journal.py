@@ -10,7 +10,7 @@ idempotent, so events that had been delivered already count nothing twice) and d
 Segments are held under an exclusive ``flock`` by the process writing them, so processes sharing a
 folder (gunicorn workers, replicas on one host) replay only the segments of processes that ended.
 A segment is created under a dot-name and renamed once locked, so nobody can claim it in between.
-Events are encoded with msgspec (C, a few µs per event) as ``[[kind, event], ...]`` per line.
+Events are encoded by :mod:`vital_callbacks.core.codec` (msgspec, C, a few µs per event), a line each batch.
 The files are not fsynced: they survive the process, not a power loss.
 """
 
@@ -28,7 +28,8 @@ from pathlib import Path
 
 import msgspec
 
-from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Score, ToolCall
+from vital_callbacks.core.codec import decode, encode
+from vital_callbacks.core.events import Event
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -41,31 +42,6 @@ _HEADER = b'{"format":"vital-callbacks-journal","version":1}\n'
 _SUFFIX = ".journal"
 SEGMENT_BYTES = 16 * 1024 * 1024
 """A segment is closed (and a new one opened) past this size, so acknowledged events free their disk."""
-
-EVENT_CLASSES: dict[str, type[Event]] = {cls.kind: cls for cls in (GraphRun, NodeRun, LLMCall, ToolCall,
-                                                                    RetrieverCall, Score)}
-
-
-def _unencodable(value: object) -> None:
-    """Worker-only leftovers (the raw LangChain objects of an event passed on as captured) are not
-    part of what a sink stores: written as null."""
-    return None
-
-
-_encoder = msgspec.json.Encoder(enc_hook=_unencodable)
-_line_decoder = msgspec.json.Decoder(list[tuple[str, msgspec.Raw]])
-_decoders = {kind: msgspec.json.Decoder(cls) for kind, cls in EVENT_CLASSES.items()}
-
-
-def encode(events: Sequence[Event]) -> bytes:
-    """One journal line: the event count, then the events with their kinds."""
-    return b"%d " % len(events) + _encoder.encode([(event.kind, event) for event in events]) + b"\n"
-
-
-def decode(line: bytes) -> list[Event]:
-    """The events of one journal line; raises ``msgspec.DecodeError`` (a ``ValueError``) when damaged."""
-    return [_decoders[kind].decode(raw) for kind, raw in _line_decoder.decode(line)]
-
 
 def default_journal_dir(root: Path, key: str) -> Path:
     """``<root>/<hash of key>``: one folder per destination (the masked database URL), so a process

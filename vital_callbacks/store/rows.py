@@ -22,7 +22,7 @@ from sqlalchemy import Boolean, DateTime, Numeric, String, Table
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 
-from vital_callbacks.core.events import Event, GraphRun, LLMCall, NodeRun, RetrieverCall, Score, ToolCall
+from vital_callbacks.core.events import EVENT_CLASSES, Event, Score
 from vital_callbacks.core.turns import EVERY, let_others_run, taking_turns
 from vital_callbacks.store.schema import TABLES
 
@@ -31,9 +31,6 @@ logger = logging.getLogger("vital_callbacks")
 Record = tuple[Any, ...]
 MAX_TEXT = 1_000_000
 """Longest text an unbounded column keeps."""
-
-EVENT_CLASSES: dict[str, type[Event]] = {
-    cls.kind: cls for cls in (GraphRun, NodeRun, LLMCall, ToolCall, RetrieverCall, Score)}
 
 _USAGE = {"input_tokens": "input", "output_tokens": "output", "total_tokens": "total",
           "cache_read_tokens": "cache_read", "cache_write_tokens": "cache_write", "reasoning_tokens": "reasoning",

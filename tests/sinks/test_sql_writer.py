@@ -1,0 +1,246 @@
+"""The SQL sink with its writer process (``VITAL_SQL_WRITER=process``): the same rows and the same account
+as on its thread, through a real child process, when it is killed, cannot start, or its parent forks or dies."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from tests.graphs import INPUT, METADATA, build_graph
+from vital_callbacks import LLMCall, Settings, VitalCallbackHandler
+from vital_callbacks.sinks.base import DropReason
+from vital_callbacks.sinks.sql import SQLSink
+
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="the writer process is for POSIX systems")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def count(path: Path, table: str, where: str = "1=1") -> int:
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text(f"SELECT count(*) FROM {table} WHERE {where}")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def rows_of(path: Path) -> dict[str, list[tuple[object, ...]]]:
+    """Every table's rows, sorted."""
+    engine = create_engine(f"sqlite:///{path}")
+    try:
+        with engine.connect() as conn:
+            return {table: sorted((tuple(row) for row in conn.execute(text(f"SELECT * FROM {table}"))), key=repr)
+                    for table in ("graph_runs", "node_runs", "llm_calls", "tool_calls", "retriever_calls")}
+    finally:
+        engine.dispose()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie (our own child, not yet waited for) has ended too
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def wait_until(predicate: object, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_the_same_rows_as_on_the_sinks_thread(tmp_path: Path) -> None:
+    """One handler, the reference graph, two SQL sinks: one writing on its thread, one through its writer
+    process. Every row of every table is the same in both stores, every event exported, and the writer is
+    a process of its own that ends with the sink."""
+    here = SQLSink(f"sqlite:///{tmp_path / 'thread.db'}", writer="thread")
+    there = SQLSink(f"sqlite:///{tmp_path / 'process.db'}", writer="process")
+    handler = VitalCallbackHandler(Settings(), sinks=[here, there])
+    graph = build_graph()
+    for _ in range(20):
+        graph.invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
+    assert handler.flush(60)
+    stats = handler.stats()
+    assert not stats["dropped"] and not stats["problems"], stats
+    assert stats["exported"]["sql"] > 100
+    assert here.writer is None
+    assert there.writer is not None and there.writer.pid is not None and there.writer.pid != os.getpid()
+    pid = there.writer.pid
+    assert handler.shutdown()
+    assert wait_until(lambda: not alive(pid))
+    rows = rows_of(tmp_path / "process.db")
+    assert rows == rows_of(tmp_path / "thread.db")
+    assert len(rows["graph_runs"]) == 20 and len(rows["llm_calls"]) > 20
+
+
+def test_a_row_the_store_rejects_is_counted_and_logged_here(tmp_path: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    """One row the database rejects, in the writer process: the rest of its batch stored, the one counted as
+    dropped (rejected by the store) in this process's account and logged through this process's logging."""
+    db = tmp_path / "reject.db"
+    sink = SQLSink(f"sqlite:///{db}", writer="process")
+    handler = VitalCallbackHandler(Settings(), sinks=[sink])
+    handler.submit(LLMCall(run_id="warm", parent_run_id=None, trace_id="warm", model="ok"))
+    assert handler.flush(60)  # the store exists and is migrated
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TRIGGER reject BEFORE INSERT ON llm_calls WHEN NEW.model = 'poison' "
+                          "BEGIN SELECT RAISE(ABORT, 'rejected'); END"))
+    engine.dispose()
+    with caplog.at_level(logging.WARNING, logger="vital_callbacks"):
+        for i in range(3):
+            handler.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i),
+                                   model="poison" if i == 1 else "ok"))
+        assert not handler.flush(60)  # something was lost, so flush says so
+    stats = handler.stats()
+    assert stats["dropped_reasons"] == {"sql": {DropReason.REJECTED: 1}}
+    assert stats["exported"] == {"sql": 3}
+    assert sink.rejected_rows == 1
+    assert count(db, "llm_calls") == 3  # warm, 0 and 2
+    assert any("rejected" in r.getMessage() and r.name == "vital_callbacks" for r in caplog.records)
+    handler.shutdown()
+
+
+def test_a_killed_writer_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
+    """``kill -9`` of the writer between batches: the next batch fails, is retried through a new writer
+    process, and every event is stored once."""
+    db = tmp_path / "killed.db"
+    sink = SQLSink(f"sqlite:///{db}", writer="process")
+    handler = VitalCallbackHandler(Settings(retry_backoff_s=0.05), sinks=[sink])
+    graph = build_graph()
+    for _ in range(5):
+        graph.invoke(INPUT, config={"callbacks": [handler]})
+    assert handler.flush(60)
+    assert sink.writer is not None
+    first = sink.writer.pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    assert wait_until(lambda: not alive(first))
+    for _ in range(5):
+        graph.invoke(INPUT, config={"callbacks": [handler]})
+    assert handler.flush(60)
+    stats = handler.stats()
+    assert not stats["dropped"], stats
+    assert stats["failed_exports"].get("sql", 0) >= 1  # the batch the dead writer could not take, then retried
+    assert sink.writer.pid not in (None, first)
+    assert count(db, "graph_runs") == 10
+    handler.shutdown()
+
+
+def test_a_writer_that_cannot_start_leaves_the_writing_to_this_process(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """An embedding server's ``sys.executable`` is not Python: the child ends before its first reply, the
+    sink says so once and writes on its own thread; nothing is lost."""
+    monkeypatch.setattr(sys, "executable", "/bin/false")
+    db = tmp_path / "fallback.db"
+    sink = SQLSink(f"sqlite:///{db}", writer="process")
+    with caplog.at_level(logging.WARNING, logger="vital_callbacks"):
+        handler = VitalCallbackHandler(Settings(), sinks=[sink])
+        for _ in range(3):
+            build_graph().invoke(INPUT, config={"callbacks": [handler]})
+        assert handler.flush(60)
+    assert sink.writer is not None and not sink.writer.usable
+    assert count(db, "graph_runs") == 3
+    notes = [r.getMessage() for r in caplog.records if "writer process is not used" in r.getMessage()]
+    assert len(notes) == 1, notes
+    handler.shutdown()
+
+
+def test_the_setting_chooses_the_writer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``VITAL_SQL_WRITER=process`` gives the SQL sink a writer process; an in-memory store keeps its thread
+    (another process could not see it)."""
+    monkeypatch.setenv("VITAL_SQL_WRITER", "process")
+    on_file = SQLSink.from_settings(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+    in_memory = SQLSink.from_settings(Settings(database_url="sqlite://"))
+    assert isinstance(on_file, SQLSink) and on_file.writer is not None
+    assert isinstance(in_memory, SQLSink) and in_memory.writer is None
+    monkeypatch.delenv("VITAL_SQL_WRITER")
+    assert SQLSink.from_settings(Settings(database_url=f"sqlite:///{tmp_path / 'y.db'}")).writer is None  # type: ignore[attr-defined]
+
+
+def run(source: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    preamble = textwrap.dedent("""
+        import os, sys
+        from langchain_core.messages.ai import UsageMetadata
+        from vital_callbacks import Settings, VitalCallbackHandler
+        from vital_callbacks.testing.fakes import ScriptedChatModel
+
+        usage = UsageMetadata(input_tokens=10, output_tokens=5, total_tokens=15)
+        llm = ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"], usage=usage)
+    """)
+    done = subprocess.run([sys.executable, "-c", preamble + textwrap.dedent(source)], cwd=ROOT, text=True,
+                          capture_output=True, timeout=timeout, env={**os.environ, "VITAL_SQL_WRITER": "process"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_a_forked_child_starts_its_own_writer_and_both_deliver(tmp_path: Path) -> None:
+    """``os.fork()`` after the writer started: the child's calls go through a writer of its own (another
+    pid), the parent's through its first one, each stored once, and both writers end with their process."""
+    db = tmp_path / "fork.db"
+    done = run(f"""
+        handler = VitalCallbackHandler(Settings(database_url="sqlite:///{db}", sinks=["sql"]))
+        sink = handler.runtime.pipeline.sinks[0]
+        for _ in range(20):
+            llm.invoke("before", config={{"callbacks": [handler], "metadata": {{"tenant_id": "parent"}}}})
+        assert handler.flush(60)
+        parents = sink.writer.pid
+        pid = os.fork()
+        who = "child" if pid == 0 else "parent"
+        for _ in range(200):
+            llm.invoke("hi", config={{"callbacks": [handler], "metadata": {{"tenant_id": who}}}})
+        assert handler.flush(60)
+        print(who, sink.writer.pid, parents, flush=True)
+        if pid == 0:
+            sys.exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0, status
+    """)
+    pids = {line.split()[0]: (int(line.split()[1]), int(line.split()[2])) for line in done.stdout.splitlines()}
+    assert pids["parent"][0] == pids["parent"][1]  # the parent kept its writer
+    assert pids["child"][0] != pids["child"][1]  # the child started its own
+    assert count(db, "llm_calls", "tenant_id = 'child'") == 200
+    assert count(db, "llm_calls", "tenant_id = 'parent'") == 220
+    assert wait_until(lambda: not any(alive(p) for p in (pids["child"][0], pids["parent"][0])))
+
+
+def test_the_writer_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
+    """``kill -9`` of the application after a flush: its writer process sees the end of its stdin and ends
+    too (no orphan); what was flushed is stored."""
+    db = tmp_path / "orphan.db"
+    script = textwrap.dedent(f"""
+        import os, signal
+        from langchain_core.messages.ai import UsageMetadata
+        from vital_callbacks import Settings, VitalCallbackHandler
+        from vital_callbacks.testing.fakes import ScriptedChatModel
+        usage = UsageMetadata(input_tokens=10, output_tokens=5, total_tokens=15)
+        llm = ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"], usage=usage)
+        handler = VitalCallbackHandler(Settings(database_url="sqlite:///{db}", sinks=["sql"]))
+        for _ in range(50):
+            llm.invoke("hi", config={{"callbacks": [handler]}})
+        assert handler.flush(60)
+        print(handler.runtime.pipeline.sinks[0].writer.pid, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+    """)
+    killed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, text=True, capture_output=True, timeout=120,
+                            env={**os.environ, "VITAL_SQL_WRITER": "process"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    writer = int(killed.stdout.split()[0])
+    assert wait_until(lambda: not alive(writer))
+    assert count(db, "llm_calls") == 50
