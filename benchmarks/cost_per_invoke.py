@@ -13,9 +13,9 @@ thread (``time.pthread_getcpuclockid``: the caller, the dispatcher, each sink's 
 
 Configurations: no callbacks (the baseline), an empty ``BaseCallbackHandler``, langchain-core's
 ``UsageMetadataCallbackHandler``, ``langfuse.langchain.CallbackHandler`` exporting to a local receiver
-(unless ``--no-langfuse``), ours with SQL + Prometheus (the SQL sink writing on its thread, and through
-its writer process: ``VITAL_SQL_WRITER=process``, whose CPU is read from ``/proc``), and ours with each of
-those sinks alone.
+(unless ``--no-langfuse``), ours with SQL + Prometheus (the SQL sink on its thread, and in a process of
+its own: ``VITAL_SINK_PROCESSES=sql``, that process's CPU read from ``/proc``), and ours with each of those
+sinks alone.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ from benchmarks.overhead import (
     build_linear_graph,
 )
 from tests.graphs import INPUT, METADATA
+from vital_callbacks.runtime.sink_process import ProcessSink
 
 CONFIGS = (NONE, EMPTY, USAGE, LANGFUSE, OURS, OURS_PROCESS, "vital: sql", "vital: prometheus")
 
@@ -85,14 +86,9 @@ def _own_threads(case: Case) -> dict[int, str]:
 
 
 def _writer_pids(case: Case) -> list[int]:
-    """The SQL writer processes of a case's sinks (``VITAL_SQL_WRITER=process``)."""
-    pids = []
-    for handler in case.handlers:
-        for sink in handler.runtime.pipeline.sinks:
-            writer = getattr(sink, "writer", None)
-            if writer is not None and writer.pid is not None:
-                pids.append(writer.pid)
-    return pids
+    """The processes a case's sinks run in (``VITAL_SINK_PROCESSES``)."""
+    return [sink.child.pid for handler in case.handlers for sink in handler.runtime.pipeline.sinks
+            if isinstance(sink, ProcessSink) and sink.child.pid is not None]
 
 
 def _process_cpu(pid: int) -> float:
@@ -107,10 +103,10 @@ def _process_cpu(pid: int) -> float:
 def _thread_cpu(own: dict[int, str], writers: Sequence[int] = ()) -> dict[str, float]:
     """CPU seconds each live thread has used so far: the caller, the case's own threads by role, and
     every other thread (the idle runtimes of the other cases, Langfuse's exporter...) as one; and the
-    case's SQL writer process, if it has one."""
+    process of the case's SQL sink, if it has one."""
     out: dict[str, float] = {}
     for pid in writers:
-        out["sql writer process"] = out.get("sql writer process", 0.0) + _process_cpu(pid)
+        out["sql sink's process"] = out.get("sql sink's process", 0.0) + _process_cpu(pid)
     for thread in threading.enumerate():
         try:
             used = time.clock_gettime(time.pthread_getcpuclockid(thread.ident or 0))

@@ -62,7 +62,7 @@ EMPTY = "empty BaseCallbackHandler"
 USAGE = "UsageMetadataCallbackHandler"
 LANGFUSE = "langfuse CallbackHandler"
 OURS = "vital: sql + prometheus"
-OURS_PROCESS = "vital: sql + prometheus, VITAL_SQL_WRITER=process"
+OURS_PROCESS = "vital: sql + prometheus, VITAL_SINK_PROCESSES=sql"
 HOP = "vital: sql + prometheus, run_inline=False"
 USAGE_MD = UsageMetadata(input_tokens=1200, output_tokens=350, total_tokens=1550)
 
@@ -129,6 +129,7 @@ def build_cases(tmp: Path, receiver_url: str | None) -> Iterator[dict[str, Case]
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from prometheus_client import CollectorRegistry
 
+    from vital_callbacks.runtime.factory import build_sinks
     from vital_callbacks.sinks.logs import LogSink
     from vital_callbacks.sinks.otel import OTelSink
     from vital_callbacks.sinks.prometheus import PrometheusSink
@@ -138,9 +139,12 @@ def build_cases(tmp: Path, receiver_url: str | None) -> Iterator[dict[str, Case]
     files = iter(range(1_000))
 
     def sink(kind: str) -> Any:
-        if kind in ("sql", "sql-process"):
-            return SQLSink(f"sqlite:///{tmp / f'bench-{next(files)}.db'}",
-                           writer="process" if kind == "sql-process" else "thread")
+        if kind == "sql":
+            return SQLSink(f"sqlite:///{tmp / f'bench-{next(files)}.db'}")
+        if kind == "sql-process":  # built as the settings build it, in a process of its own
+            (elsewhere,) = build_sinks(Settings(sinks=["sql"], sink_processes=["sql"],
+                                                database_url=f"sqlite:///{tmp / f'bench-{next(files)}.db'}"))
+            return elsewhere
         if kind == "prometheus":
             return PrometheusSink(registry=CollectorRegistry())
         if kind == "otel":

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -35,13 +35,14 @@ class Settings(BaseSettings):
         default="sqlite:///vital_callbacks.db",
         description="SQLAlchemy URL of the SQL store; postgresql:// URLs use asyncpg.",
     )
+    sink_processes: CommaList | None = Field(
+        default=None,
+        description="Comma-separated sinks to run each in a child process of its own (sql), so their Python "
+        "work stops sharing the GIL with the application; sinks that report into this process (prometheus, "
+        "otel, logs) always run here.",
+    )
     database_auto_migrate: bool | None = Field(
         default=None, description="Create or upgrade the schema on first use (default: on for SQLite)."
-    )
-    sql_writer: Literal["thread", "process"] = Field(
-        default="thread",
-        description="Where the SQL sink builds and inserts its rows: on its thread in this process, or in a "
-        "child process of its own (its Python work then no longer shares the GIL with the application).",
     )
     capture_content: bool = Field(default=False, description="Store prompt / response / tool text.")
     metadata_keys: CommaList | None = Field(
@@ -160,7 +161,7 @@ class Settings(BaseSettings):
         "makes an admin token that sees every tenant, e.g. 'acme:s3cret,*:adm1n'.",
     )
 
-    _split = field_validator("sinks", "metadata_keys", mode="before")(_split_commas)
+    _split = field_validator("sinks", "metadata_keys", "sink_processes", mode="before")(_split_commas)
 
     def resolved_sinks(self) -> list[str]:
         """The sink names to load: explicit ``VITAL_SINKS``, else defaults by what is configured."""

@@ -9,6 +9,7 @@ so the account still balances and the workflow runs.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 
@@ -18,6 +19,7 @@ from vital_callbacks.core.redaction import WITHHELD, Redactor, load_hook
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.enrich import Enricher
 from vital_callbacks.pricing.book import PriceBook
+from vital_callbacks.runtime.sink_process import ProcessSink
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink, SinkContext
 
 logger = logging.getLogger("vital_callbacks")
@@ -71,14 +73,33 @@ class UnavailableSink(Sink):
 
 def build_sinks(settings: Settings) -> list[Sink]:
     sinks: list[Sink] = []
+    elsewhere = set(settings.sink_processes or ())
     for name in settings.resolved_sinks():
         try:
-            sinks.append(sink_class(name).from_settings(settings))
+            sink = sink_class(name).from_settings(settings)
         except Exception as exc:
             problem = describe_build_error(name, exc)
             logger.error("vital-callbacks: %s; its events are counted as dropped", problem)
             sinks.append(UnavailableSink(name, problem))
+            continue
+        if name in elsewhere:
+            sink = in_child_process(sink, name, settings)
+        sinks.append(sink)
+    unknown = elsewhere - set(settings.resolved_sinks())
+    if unknown:
+        logger.warning("vital-callbacks: VITAL_SINK_PROCESSES names %s, not among the sinks in use", sorted(unknown))
     return sinks
+
+
+def in_child_process(sink: Sink, name: str, settings: Settings) -> Sink:
+    """``sink`` run in a child process of its own where it can be (a sink that says it can, on POSIX);
+    else ``sink`` itself, and a log line saying why."""
+    if not sink.can_run_in_child_process or os.name != "posix":
+        logger.warning("vital-callbacks: sink %r runs in this process, not in one of its own (VITAL_SINK_PROCESSES): "
+                       "%s", name, "not on this system" if os.name != "posix" else
+                       "what it writes to is only in this process (a metrics registry, an in-memory store...)")
+        return sink
+    return ProcessSink(sink, name, settings)
 
 
 def build_guard(settings: Settings, budgets: Sequence[Budget] = (), *, shared_store: bool = True) -> BudgetGuard:

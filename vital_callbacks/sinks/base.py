@@ -115,6 +115,10 @@ class Sink(abc.ABC):
     joins_app_trace: bool = False
     """Whether the sink nests a trace under the application's OpenTelemetry span it ran in: the
     handler then reads that span at each trace's start (``Event.traceparent``)."""
+    can_run_in_child_process: bool = False
+    """Whether the sink works the same when built, from the settings, in a child process of its own
+    (``VITAL_SINK_PROCESSES``): true of a sink that only writes to a destination it opens itself; false
+    of one that reports into this process (a metrics registry, the application's tracer or logging)."""
     journal_key: str | None = None
     """Where this sink delivers (a masked database URL), for a sink that stores each run id once, so an
     event delivered twice counts once: the pipeline then keeps a journal for it (``VITAL_JOURNAL``),

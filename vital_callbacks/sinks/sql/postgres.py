@@ -107,6 +107,7 @@ class PostgresSink(Sink):
     """Rows in PostgreSQL (or TimescaleDB) through asyncpg; selected by a ``postgresql://`` URL."""
 
     name = "sql"
+    can_run_in_child_process = True
     coalesce = 8
     """Behind, one export is up to 8 batches in one ``COPY`` per table (see ``Sink.coalesce``): each
     round trip costs the worker a wait for the GIL, so fewer, larger ones catch up faster (the figures

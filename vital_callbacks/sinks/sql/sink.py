@@ -15,18 +15,16 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from itertools import chain
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import Table, insert
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
-from vital_callbacks.core.codec import encode
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 from vital_callbacks.sinks.sql.rejects import log_rejected, log_unbuildable
-from vital_callbacks.sinks.sql.remote import WriterProcess
 from vital_callbacks.store import migrate
 from vital_callbacks.store.engine import check_url, is_memory, make_engine, mask_url, normalize_url
 from vital_callbacks.store.rows import RowMapping, records_by_kind, rows_by_kind
@@ -86,12 +84,13 @@ class SQLSink(Sink):
     :class:`~vital_callbacks.sinks.sql.postgres.PostgresSink` from :meth:`from_settings`."""
 
     name = "sql"
+    can_run_in_child_process = True
 
-    def __init__(self, url: str = "sqlite:///vital_callbacks.db", *, auto_migrate: bool = True,
-                 writer: Literal["thread", "process"] = "thread") -> None:
+    def __init__(self, url: str = "sqlite:///vital_callbacks.db", *, auto_migrate: bool = True) -> None:
         self.url = url
         self.masked_url = mask_url(url)
         self.journal_key = _journal_key(url)
+        self.can_run_in_child_process = not is_memory(url)  # another process could not see an in-memory store
         self._auto_migrate = auto_migrate
         self._engine: Engine | None = None
         self._statements: dict[str, Any] = {}
@@ -104,11 +103,6 @@ class SQLSink(Sink):
         self._inserts: dict[tuple[str, int], str] = {}
         self._problem: str | None = None
         self.rejected_rows = 0
-        self.writer: WriterProcess | None = None
-        """With ``writer="process"`` (not for an in-memory store, nor where there is no ``fork``): the
-        child process that builds and inserts the rows (see :mod:`vital_callbacks.sinks.sql.remote`)."""
-        if writer == "process" and not is_memory(url) and os.name == "posix":
-            self.writer = WriterProcess(url, auto_migrate=auto_migrate)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sink:
@@ -118,7 +112,7 @@ class SQLSink(Sink):
             from vital_callbacks.sinks.sql.postgres import PostgresSink
 
             return PostgresSink.from_settings(settings)
-        return cls(url, auto_migrate=settings.auto_migrate(), writer=settings.sql_writer)
+        return cls(url, auto_migrate=settings.auto_migrate())
 
     @property
     def engine(self) -> Engine:
@@ -129,10 +123,7 @@ class SQLSink(Sink):
 
     # -- opening the store, on the worker ---------------------------------------------------------
     def prepare(self) -> None:
-        if self.writer is not None:
-            self.writer.start()
-        else:
-            self._open()
+        self._open()
 
     def _open(self) -> bool:
         """Make the engine, migrate, build the statements; False (reported once) when the store is
@@ -181,8 +172,6 @@ class SQLSink(Sink):
 
     # -- writing ----------------------------------------------------------------------------------
     def export(self, batch: Sequence[Event]) -> ExportResult:
-        if self.writer is not None and self.writer.usable:
-            return self._export_through_writer(batch)
         if not self._open():
             return ExportResult.FAILURE
         if self._driver_sql:
@@ -203,21 +192,6 @@ class SQLSink(Sink):
             # A value the driver cannot bind (an int over 2**63 in SQLite) fails the same way as a row
             # the database rejects: find it, skip it, keep the rest.
             return self._row_by_row(grouped)
-
-    def _export_through_writer(self, batch: Sequence[Event]) -> ExportResult:
-        assert self.writer is not None
-        reply = self.writer.export(encode(batch), self.context.deadline())
-        if reply is None:
-            return self.export(batch) if not self.writer.usable else ExportResult.FAILURE
-        for level, text in reply.logs:
-            logger.log(level, "%s", text)
-        for count, reason in reply.dropped:
-            if reason == DropReason.REJECTED:
-                self.rejected_rows += count
-            self.context.dropped(count, reason)
-        self.context.problem(reply.problem)
-        self._problem = reply.problem
-        return ExportResult.SUCCESS if reply.ok else ExportResult.FAILURE
 
     def _unbuildable(self, event: Event, exc: Exception) -> None:
         self._rejected(1)
@@ -268,13 +242,9 @@ class SQLSink(Sink):
         self.context.dropped(count, DropReason.REJECTED)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        if self.writer is not None:
-            self.writer.close(timeout_s)
         if self._engine is not None:
             self._engine.dispose()
 
     def after_fork(self) -> None:
-        if self.writer is not None:
-            self.writer.forget()  # the parent's writer process stays the parent's; this child starts its own
         if self._engine is not None:
             self._engine.dispose(close=False)  # the parent's connections stay the parent's

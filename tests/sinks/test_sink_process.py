@@ -1,5 +1,5 @@
-"""The SQL sink with its writer process (``VITAL_SQL_WRITER=process``): the same rows and the same account
-as on its thread, through a real child process, when it is killed, cannot start, or its parent forks or dies."""
+"""The SQL sink in a process of its own (``VITAL_SINK_PROCESSES=sql``): the same rows and the same account as
+on its thread, through a real child process, when it is killed, cannot start, or its parent forks or dies."""
 
 from __future__ import annotations
 
@@ -15,13 +15,30 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from tests import pg_cluster
 from tests.graphs import INPUT, METADATA, build_graph
-from vital_callbacks import LLMCall, Settings, VitalCallbackHandler
-from vital_callbacks.sinks.base import DropReason
+from tests.sinks.conftest import Store
+from vital_callbacks import InMemorySink, LLMCall, Runtime, Settings, VitalCallbackHandler
+from vital_callbacks.runtime.factory import build_sinks
+from vital_callbacks.runtime.sink_process import ProcessSink
+from vital_callbacks.sinks.base import DropReason, Sink
 from vital_callbacks.sinks.sql import SQLSink
+from vital_callbacks.store import migrate
 
-pytestmark = pytest.mark.skipif(os.name != "posix", reason="the writer process is for POSIX systems")
+pytestmark = pytest.mark.skipif(os.name != "posix", reason="sink processes are for POSIX systems")
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def sql_sink(db: Path, *, own_process: bool = True) -> Sink:
+    """The SQL sink as the settings build it, in a process of its own or not."""
+    settings = Settings(sinks=["sql"], database_url=f"sqlite:///{db}", sink_processes=["sql"] if own_process else None)
+    (sink,) = build_sinks(settings)
+    return sink
+
+
+def child_pid(sink: Sink) -> int:
+    assert isinstance(sink, ProcessSink) and sink.child.pid is not None
+    return sink.child.pid
 
 
 def count(path: Path, table: str, where: str = "1=1") -> int:
@@ -68,8 +85,8 @@ def test_the_same_rows_as_on_the_sinks_thread(tmp_path: Path) -> None:
     """One handler, the reference graph, two SQL sinks: one writing on its thread, one through its writer
     process. Every row of every table is the same in both stores, every event exported, and the writer is
     a process of its own that ends with the sink."""
-    here = SQLSink(f"sqlite:///{tmp_path / 'thread.db'}", writer="thread")
-    there = SQLSink(f"sqlite:///{tmp_path / 'process.db'}", writer="process")
+    here = sql_sink(tmp_path / "thread.db", own_process=False)
+    there = sql_sink(tmp_path / "process.db")
     handler = VitalCallbackHandler(Settings(), sinks=[here, there])
     graph = build_graph()
     for _ in range(20):
@@ -78,9 +95,9 @@ def test_the_same_rows_as_on_the_sinks_thread(tmp_path: Path) -> None:
     stats = handler.stats()
     assert not stats["dropped"] and not stats["problems"], stats
     assert stats["exported"]["sql"] > 100
-    assert here.writer is None
-    assert there.writer is not None and there.writer.pid is not None and there.writer.pid != os.getpid()
-    pid = there.writer.pid
+    assert isinstance(here, SQLSink)
+    pid = child_pid(there)
+    assert pid != os.getpid()
     assert handler.shutdown()
     assert wait_until(lambda: not alive(pid))
     rows = rows_of(tmp_path / "process.db")
@@ -93,7 +110,7 @@ def test_a_row_the_store_rejects_is_counted_and_logged_here(tmp_path: Path,
     """One row the database rejects, in the writer process: the rest of its batch stored, the one counted as
     dropped (rejected by the store) in this process's account and logged through this process's logging."""
     db = tmp_path / "reject.db"
-    sink = SQLSink(f"sqlite:///{db}", writer="process")
+    sink = sql_sink(db)
     handler = VitalCallbackHandler(Settings(), sinks=[sink])
     handler.submit(LLMCall(run_id="warm", parent_run_id=None, trace_id="warm", model="ok"))
     assert handler.flush(60)  # the store exists and is migrated
@@ -110,7 +127,6 @@ def test_a_row_the_store_rejects_is_counted_and_logged_here(tmp_path: Path,
     stats = handler.stats()
     assert stats["dropped_reasons"] == {"sql": {DropReason.REJECTED: 1}}
     assert stats["exported"] == {"sql": 3}
-    assert sink.rejected_rows == 1
     assert count(db, "llm_calls") == 3  # warm, 0 and 2
     assert any("rejected" in r.getMessage() and r.name == "vital_callbacks" for r in caplog.records)
     handler.shutdown()
@@ -120,15 +136,13 @@ def test_a_killed_writer_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None
     """``kill -9`` of the writer between batches: the next batch fails, is retried through a new writer
     process, and every event is stored once."""
     db = tmp_path / "killed.db"
-    sink = SQLSink(f"sqlite:///{db}", writer="process")
+    sink = sql_sink(db)
     handler = VitalCallbackHandler(Settings(retry_backoff_s=0.05), sinks=[sink])
     graph = build_graph()
     for _ in range(5):
         graph.invoke(INPUT, config={"callbacks": [handler]})
     assert handler.flush(60)
-    assert sink.writer is not None
-    first = sink.writer.pid
-    assert first is not None
+    first = child_pid(sink)
     os.kill(first, signal.SIGKILL)
     assert wait_until(lambda: not alive(first))
     for _ in range(5):
@@ -137,7 +151,7 @@ def test_a_killed_writer_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None
     stats = handler.stats()
     assert not stats["dropped"], stats
     assert stats["failed_exports"].get("sql", 0) >= 1  # the batch the dead writer could not take, then retried
-    assert sink.writer.pid not in (None, first)
+    assert child_pid(sink) != first
     assert count(db, "graph_runs") == 10
     handler.shutdown()
 
@@ -149,29 +163,31 @@ def test_a_writer_that_cannot_start_leaves_the_writing_to_this_process(tmp_path:
     sink says so once and writes on its own thread; nothing is lost."""
     monkeypatch.setattr(sys, "executable", "/bin/false")
     db = tmp_path / "fallback.db"
-    sink = SQLSink(f"sqlite:///{db}", writer="process")
+    sink = sql_sink(db)
     with caplog.at_level(logging.WARNING, logger="vital_callbacks"):
         handler = VitalCallbackHandler(Settings(), sinks=[sink])
         for _ in range(3):
             build_graph().invoke(INPUT, config={"callbacks": [handler]})
         assert handler.flush(60)
-    assert sink.writer is not None and not sink.writer.usable
+    assert isinstance(sink, ProcessSink) and not sink.child.usable
     assert count(db, "graph_runs") == 3
-    notes = [r.getMessage() for r in caplog.records if "writer process is not used" in r.getMessage()]
+    notes = [r.getMessage() for r in caplog.records if "does not run in a process of its own" in r.getMessage()]
     assert len(notes) == 1, notes
     handler.shutdown()
 
 
-def test_the_setting_chooses_the_writer(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """``VITAL_SQL_WRITER=process`` gives the SQL sink a writer process; an in-memory store keeps its thread
-    (another process could not see it)."""
-    monkeypatch.setenv("VITAL_SQL_WRITER", "process")
-    on_file = SQLSink.from_settings(Settings(database_url=f"sqlite:///{tmp_path / 'x.db'}"))
-    in_memory = SQLSink.from_settings(Settings(database_url="sqlite://"))
-    assert isinstance(on_file, SQLSink) and on_file.writer is not None
-    assert isinstance(in_memory, SQLSink) and in_memory.writer is None
-    monkeypatch.delenv("VITAL_SQL_WRITER")
-    assert SQLSink.from_settings(Settings(database_url=f"sqlite:///{tmp_path / 'y.db'}")).writer is None  # type: ignore[attr-defined]
+def test_the_setting_chooses_which_sinks_run_elsewhere(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """``VITAL_SINK_PROCESSES=sql,prometheus``: the SQL sink in a process of its own; Prometheus (whose
+    registry is this process's) and an in-memory store stay here, each with a log line saying why."""
+    with caplog.at_level(logging.WARNING, logger="vital_callbacks"):
+        on_file = build_sinks(Settings(sinks=["sql", "prometheus"], sink_processes="sql,prometheus",  # type: ignore[arg-type]
+                                       database_url=f"sqlite:///{tmp_path / 'x.db'}"))
+        in_memory = build_sinks(Settings(sinks=["sql"], sink_processes=["sql"], database_url="sqlite://"))
+    assert [type(s).__name__ for s in on_file] == ["ProcessSink", "PrometheusSink"]
+    assert on_file[0].name == "sql" and on_file[0].journal_key == SQLSink(f"sqlite:///{tmp_path / 'x.db'}").journal_key
+    assert type(in_memory[0]) is SQLSink
+    assert len([r for r in caplog.records if "runs in this process" in r.getMessage()]) == 2
+    assert type(build_sinks(Settings(sinks=["sql"], database_url=f"sqlite:///{tmp_path / 'y.db'}"))[0]) is SQLSink
 
 
 def run(source: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -185,7 +201,7 @@ def run(source: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         llm = ScriptedChatModel(model_name="gpt-4o-mini", provider="openai", responses=["ok"], usage=usage)
     """)
     done = subprocess.run([sys.executable, "-c", preamble + textwrap.dedent(source)], cwd=ROOT, text=True,
-                          capture_output=True, timeout=timeout, env={**os.environ, "VITAL_SQL_WRITER": "process"})
+                          capture_output=True, timeout=timeout, env={**os.environ, "VITAL_SINK_PROCESSES": "sql"})
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -196,17 +212,17 @@ def test_a_forked_child_starts_its_own_writer_and_both_deliver(tmp_path: Path) -
     db = tmp_path / "fork.db"
     done = run(f"""
         handler = VitalCallbackHandler(Settings(database_url="sqlite:///{db}", sinks=["sql"]))
-        sink = handler.runtime.pipeline.sinks[0]
+        sink = handler.runtime.pipeline.sinks[0].child
         for _ in range(20):
             llm.invoke("before", config={{"callbacks": [handler], "metadata": {{"tenant_id": "parent"}}}})
         assert handler.flush(60)
-        parents = sink.writer.pid
+        parents = sink.pid
         pid = os.fork()
         who = "child" if pid == 0 else "parent"
         for _ in range(200):
             llm.invoke("hi", config={{"callbacks": [handler], "metadata": {{"tenant_id": who}}}})
         assert handler.flush(60)
-        print(who, sink.writer.pid, parents, flush=True)
+        print(who, sink.pid, parents, flush=True)
         if pid == 0:
             sys.exit(0)
         _, status = os.waitpid(pid, 0)
@@ -235,12 +251,65 @@ def test_the_writer_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
         for _ in range(50):
             llm.invoke("hi", config={{"callbacks": [handler]}})
         assert handler.flush(60)
-        print(handler.runtime.pipeline.sinks[0].writer.pid, flush=True)
+        print(handler.runtime.pipeline.sinks[0].child.pid, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
     """)
     killed = subprocess.run([sys.executable, "-c", script], cwd=ROOT, text=True, capture_output=True, timeout=120,
-                            env={**os.environ, "VITAL_SQL_WRITER": "process"})
+                            env={**os.environ, "VITAL_SINK_PROCESSES": "sql"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     writer = int(killed.stdout.split()[0])
     assert wait_until(lambda: not alive(writer))
     assert count(db, "llm_calls") == 50
+
+
+def test_postgresql_in_its_own_process_stores_what_its_thread_would(store: Store) -> None:
+    """On SQLite and PostgreSQL (asyncpg in the child): the reference graph's events, as an in-memory sink
+    beside it saw them, are the store's rows, each once, with the same costs."""
+    memory = InMemorySink()
+    (sink,) = build_sinks(store.settings(sink_processes=["sql"]))
+    assert isinstance(sink, ProcessSink)
+    handler = VitalCallbackHandler(Settings(), sinks=[sink, memory])
+    graph = build_graph()
+    for _ in range(10):
+        graph.invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
+    assert handler.flush(60)
+    assert not handler.stats()["dropped"]
+    handler.shutdown()
+    calls = [e for e in memory.events if isinstance(e, LLMCall)]
+    rows = store.rows("llm_calls")
+    assert sorted(r["run_id"] for r in rows) == sorted(e.run_id for e in calls)
+    assert sum(r["total_cost"] or 0 for r in rows) == sum(e.cost.total for e in calls if e.cost is not None)
+    assert store.count("graph_runs") == 10
+
+
+def test_a_postgresql_restart_mid_run_loses_and_duplicates_nothing(cluster: pg_cluster.PrivateCluster,
+                                                                   tmp_path: Path) -> None:
+    """The PostgreSQL sink in its own process, 2,000 calls while the server stops and restarts: exactly
+    2,000 rows after flush(); what could not be written meanwhile was spilled here and replayed by the child."""
+    with pg_cluster.fresh_database(cluster.url) as url:
+        migrate.upgrade(url)
+        settings = Settings(database_url=url, sinks=["sql"], sink_processes=["sql"], spill_dir=tmp_path / "spill",
+                            batch_size=128, flush_interval_s=0.05, max_retries=1, retry_backoff_s=0.05)
+        handler = VitalCallbackHandler(runtime=Runtime(settings))
+        assert isinstance(handler.pipeline.sinks[0], ProcessSink)
+
+        def submit(event: LLMCall) -> None:
+            handler.pipeline.submit(event)
+
+        try:
+            pg_cluster.produce(submit, 100, 8, 0.002)
+            assert handler.flush(60)
+            cluster.stop()
+            pg_cluster.produce(submit, 100, 8, 0.002)
+            handler.flush(30)  # False: the server is down; the batches go to the spill after their retries
+            cluster.start()
+            pg_cluster.produce(submit, 50, 8, 0.002)
+            handler.flush(120)
+            assert handler.flush(30)
+            stats = handler.stats()
+        finally:
+            handler.runtime.shutdown()
+        row = pg_cluster.query(url, "SELECT COUNT(*) AS n, COUNT(DISTINCT run_id) AS d FROM llm_calls")[0]
+    assert stats["dropped"] == {}, stats
+    assert stats["spilled"].get("sql", 0) > 0 and stats["recovered"]["sql"] == stats["spilled"]["sql"]
+    assert (int(row["n"]), int(row["d"])) == (2000, 2000)
