@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from typing import BinaryIO
 
@@ -28,24 +29,46 @@ import msgspec
 from vital_callbacks.core.codec import decode
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.runtime.factory import sink_class
-from vital_callbacks.runtime.sink_wire import EXPORT, FLUSH, Reply, Setup, frame, parse_request, read_frame
+from vital_callbacks.runtime.sink_wire import EXPORT, FLUSH, SHUTDOWN, Reply, Setup, frame, parse_request, read_frame
 from vital_callbacks.sinks.base import ExportResult, SinkContext
 
 logger = logging.getLogger("vital_callbacks")
 
 
-class _Collect(logging.Handler):
-    """Keeps the library's log records for the reply (the parent's logging formats and routes them)."""
+class _Told(logging.Handler):
+    """What the sink tells its context and logs, from any thread, until the next reply takes it."""
 
-    def __init__(self, replies: list[Reply]) -> None:
+    def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self._replies = replies
+        self._lock = threading.Lock()
+        self._reply = Reply()
+        self.problem: str | None = None
+
+    def dropped(self, count: int, reason: str) -> None:
+        with self._lock:
+            self._reply.dropped.append((count, reason))
+
+    def recovered(self, delivered: int, damaged: int, reason: str) -> None:
+        with self._lock:
+            self._reply.recovered.append((delivered, damaged, reason))
+
+    def report(self, problem: str | None) -> None:
+        self.problem = problem
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
         if record.exc_info:
             text += "\n" + logging.Formatter().formatException(record.exc_info)
-        self._replies[0].logs.append((record.levelno, text))
+        with self._lock:
+            self._reply.logs.append((record.levelno, text))
+
+    def take(self, ok: bool) -> Reply:
+        """The reply to send now: ``ok``, and everything told since the last one."""
+        with self._lock:
+            reply, self._reply = self._reply, Reply()
+        reply.ok = ok
+        reply.problem = self.problem
+        return reply
 
 
 def serve(inp: BinaryIO, out: BinaryIO) -> int:
@@ -53,19 +76,13 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     if setup_frame is None:
         return 0
     setup = msgspec.json.decode(setup_frame, type=Setup)
-    current = [Reply()]
-    problem: list[str | None] = [None]
+    told = _Told()
     deadline: list[float | None] = [None]
-
-    def report(message: str | None) -> None:
-        problem[0] = message
-
-    logger.addHandler(_Collect(current))
+    logger.addHandler(told)
     logger.setLevel(logging.INFO)
     logger.propagate = False
     sink = sink_class(setup.sink).from_settings(Settings.model_validate(setup.settings))
-    sink.bind(SinkContext(dropped=lambda n, why: current[0].dropped.append((n, why)), problem=report,
-                          recovered=lambda n, bad, why: current[0].recovered.append((n, bad, why)),
+    sink.bind(SinkContext(dropped=told.dropped, problem=told.report, recovered=told.recovered,
                           deadline=lambda: deadline[0]))
     try:
         sink.prepare()
@@ -74,28 +91,27 @@ def serve(inp: BinaryIO, out: BinaryIO) -> int:
     encoder = msgspec.json.Encoder()
     while True:
         data = read_frame(inp)
-        if data is None:
-            break
+        if data is None:  # the parent is gone, or closed our stdin without asking us to shut down
+            sink.shutdown(1.0)
+            return 0
         op, seconds, payload = parse_request(data)
-        reply = current[0]  # carries what was logged since the last reply (at the start: while preparing)
         deadline[0] = None if seconds is None else time.monotonic() + seconds
+        ok = False
         try:
             if op == EXPORT:
                 _, _, line = payload.partition(b" ")
-                reply.ok = sink.export(decode(line)) is ExportResult.SUCCESS
+                ok = sink.export(decode(line)) is ExportResult.SUCCESS
             elif op == FLUSH:
-                reply.ok = bool(sink.force_flush(10.0 if seconds is None else seconds))
-            else:
-                reply.ok = False
+                ok = bool(sink.force_flush(10.0 if seconds is None else seconds))
+            elif op == SHUTDOWN:
+                sink.shutdown(10.0 if seconds is None else seconds)
+                ok = True
         except Exception:
             logger.exception("vital-callbacks: sink %r raised in its child process", setup.sink)
-            reply.ok = False
-        reply.problem = problem[0]
-        out.write(frame(encoder.encode(reply)))
+        out.write(frame(encoder.encode(told.take(ok))))
         out.flush()
-        current[0] = Reply()
-    sink.shutdown()
-    return 0
+        if op == SHUTDOWN:
+            return 0
 
 
 def main() -> int:

@@ -29,7 +29,7 @@ import msgspec
 from vital_callbacks.core.codec import encode
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.settings import Settings
-from vital_callbacks.runtime.sink_wire import EXPORT, FLUSH, Reply, Setup, frame, request
+from vital_callbacks.runtime.sink_wire import EXPORT, FLUSH, SHUTDOWN, Reply, Setup, frame, request
 from vital_callbacks.sinks.base import ExportResult, Sink, SinkContext
 
 logger = logging.getLogger("vital_callbacks")
@@ -245,9 +245,13 @@ class ProcessSink(Sink):
         return self.inner.spill(batch)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
-        started = time.monotonic()
-        self.child.close(timeout_s)
-        self.inner.shutdown(max(0.0, timeout_s - (time.monotonic() - started)))
+        deadline = time.monotonic() + timeout_s
+        if self.child.pid is not None:
+            reply = self.child.ask(SHUTDOWN, b"", deadline)  # the sink's last counts (an SDK's queue left)
+            if reply is not None:
+                self._apply(reply)
+        self.child.close(max(0.0, deadline - time.monotonic()))
+        self.inner.shutdown(max(0.0, deadline - time.monotonic()))
 
     def after_fork(self) -> None:
         self.child.forget()  # the parent's process stays the parent's; this child starts its own

@@ -7,6 +7,10 @@ then its payload; the child answers each with one :class:`Reply` (JSON).
 * ``E``: export a batch. An 8-byte float, the seconds left before the shutdown deadline (negative: no
   deadline), then the batch as :func:`vital_callbacks.core.codec.encode` writes it.
 * ``F``: force a flush of what the sink buffers itself. An 8-byte float, the seconds it may take.
+* ``S``: shut the sink down (its last counts come back in the reply), then end. The same float.
+
+A reply carries what the sink told its context since the previous reply, from any of its threads (an
+SDK's exporter may count its losses later, on its own): nothing is told twice, nothing is left out.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from typing import Any, BinaryIO
 
 import msgspec
 
-EXPORT, FLUSH = b"E", b"F"
+EXPORT, FLUSH, SHUTDOWN = b"E", b"F", b"S"
 _SECONDS = struct.Struct(">d")
 
 
