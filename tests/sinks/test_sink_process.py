@@ -61,15 +61,15 @@ def rows_of(path: Path) -> dict[str, list[tuple[object, ...]]]:
         engine.dispose()
 
 
-def alive(pid: int) -> bool:
+def alive(pid: int, *, zombie_ended: bool = False) -> bool:
+    """Whether ``pid`` still exists. A zombie (ended, not yet waited for) counts as alive unless
+    ``zombie_ended``: a child of this process that the library stopped must also have been waited for;
+    an orphan is its new parent's to wait for."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
         return False
-    try:  # a zombie (our own child, not yet waited for) has ended too
-        return os.waitpid(pid, os.WNOHANG) == (0, 0)
-    except ChildProcessError:
-        return True
+    return not (zombie_ended and state == "Z")
 
 
 def wait_until(predicate: object, timeout: float = 20.0) -> bool:
@@ -144,7 +144,7 @@ def test_a_killed_writer_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None
     assert handler.flush(60)
     first = child_pid(sink)
     os.kill(first, signal.SIGKILL)
-    assert wait_until(lambda: not alive(first))
+    assert wait_until(lambda: not alive(first, zombie_ended=True))
     for _ in range(5):
         graph.invoke(INPUT, config={"callbacks": [handler]})
     assert handler.flush(60)
@@ -152,6 +152,7 @@ def test_a_killed_writer_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None
     assert not stats["dropped"], stats
     assert stats["failed_exports"].get("sql", 0) >= 1  # the batch the dead writer could not take, then retried
     assert child_pid(sink) != first
+    assert not alive(first)  # the library waited for the child it found dead
     assert count(db, "graph_runs") == 10
     handler.shutdown()
 
@@ -233,7 +234,7 @@ def test_a_forked_child_starts_its_own_writer_and_both_deliver(tmp_path: Path) -
     assert pids["child"][0] != pids["child"][1]  # the child started its own
     assert count(db, "llm_calls", "tenant_id = 'child'") == 200
     assert count(db, "llm_calls", "tenant_id = 'parent'") == 220
-    assert wait_until(lambda: not any(alive(p) for p in (pids["child"][0], pids["parent"][0])))
+    assert wait_until(lambda: not any(alive(p, zombie_ended=True) for p in (pids["child"][0], pids["parent"][0])))
 
 
 def test_the_writer_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
@@ -258,7 +259,7 @@ def test_the_writer_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
                             env={**os.environ, "VITAL_SINK_PROCESSES": "sql"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     writer = int(killed.stdout.split()[0])
-    assert wait_until(lambda: not alive(writer))
+    assert wait_until(lambda: not alive(writer, zombie_ended=True))
     assert count(db, "llm_calls") == 50
 
 
@@ -313,3 +314,115 @@ def test_a_postgresql_restart_mid_run_loses_and_duplicates_nothing(cluster: pg_c
     assert stats["dropped"] == {}, stats
     assert stats["spilled"].get("sql", 0) > 0 and stats["recovered"]["sql"] == stats["spilled"]["sql"]
     assert (int(row["n"]), int(row["d"])) == (2000, 2000)
+
+
+def test_a_hung_child_never_holds_a_shutdown_past_its_deadline(tmp_path: Path) -> None:
+    """The child stopped (SIGSTOP) with batches to write: ``shutdown(2)`` returns in about 2 s, what was not
+    written stays in the journal, and the next process on the store delivers all of it."""
+    db = tmp_path / "hung.db"
+    settings = Settings(database_url=f"sqlite:///{db}", sinks=["sql"], sink_processes=["sql"],
+                        journal_dir=tmp_path / "journal", flush_interval_s=0.05)
+    handler = VitalCallbackHandler(runtime=Runtime(settings))
+    graph = build_graph()
+    for _ in range(3):
+        graph.invoke(INPUT, config={"callbacks": [handler]})
+    assert handler.flush(60)
+    pid = child_pid(handler.pipeline.sinks[0])
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(5):
+            graph.invoke(INPUT, config={"callbacks": [handler]})
+        started = time.monotonic()
+        handler.runtime.shutdown(2.0)  # True or False: what it could not write is kept, not lost
+        took = time.monotonic() - started
+        stats = handler.stats()
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert took < 3.5, took
+    assert stats["kept_in_journal"].get("sql", 0) > 0 and not stats["dropped"], stats
+    after = VitalCallbackHandler(runtime=Runtime(settings.model_copy(update={"sink_processes": None})))
+    assert after.flush(60)
+    after.runtime.shutdown()
+    assert count(db, "graph_runs") == 8
+
+
+def test_a_flush_before_the_child_answers_does_not_give_it_up(tmp_path: Path) -> None:
+    """A child slow to start (stopped before it said anything): a short flush returns False and leaves the
+    child alone; once it runs, the same child delivers everything."""
+    db = tmp_path / "slow.db"
+    sink = sql_sink(db)
+    handler = VitalCallbackHandler(Settings(), sinks=[sink])
+    assert wait_until(lambda: isinstance(sink, ProcessSink) and sink.child.pid is not None)
+    pid = child_pid(sink)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for _ in range(3):
+            build_graph().invoke(INPUT, config={"callbacks": [handler]})
+        assert not handler.flush(1.5)
+        assert isinstance(sink, ProcessSink) and sink.child.usable and sink.child.pid == pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert handler.flush(60)
+    assert child_pid(sink) == pid and count(db, "graph_runs") == 3
+    assert not handler.stats()["dropped"]
+    handler.shutdown()
+
+
+def test_what_the_child_prints_at_start_never_reaches_the_answers(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A ``sitecustomize`` on the path that prints at every interpreter start: the answers travel apart
+    from the child's stdout, so the events are delivered all the same."""
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text("print('hello from sitecustomize')\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    db = tmp_path / "printed.db"
+    handler = VitalCallbackHandler(Settings(), sinks=[sql_sink(db)])
+    for _ in range(3):
+        build_graph().invoke(INPUT, config={"callbacks": [handler]})
+    assert handler.flush(60)
+    handler.shutdown()
+    assert count(db, "graph_runs") == 3
+
+
+def test_no_python_to_start_leaves_the_sink_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sys.executable`` empty (an embedded interpreter): the sink runs in this process, nothing lost."""
+    monkeypatch.setattr(sys, "executable", "")
+    db = tmp_path / "embedded.db"
+    sink = sql_sink(db)
+    handler = VitalCallbackHandler(Settings(), sinks=[sink])
+    build_graph().invoke(INPUT, config={"callbacks": [handler]})
+    assert handler.flush(60)
+    assert isinstance(sink, ProcessSink) and not sink.child.usable
+    handler.shutdown()
+    assert count(db, "graph_runs") == 1
+
+
+def test_a_relative_store_is_the_one_named_where_the_sink_was_built(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sqlite:///rel.db`` built in one folder, the child started after a ``chdir`` elsewhere: the rows are
+    in the first folder's file, the one the journal is keyed to."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    (sink,) = build_sinks(Settings(sinks=["sql"], sink_processes=["sql"], database_url="sqlite:///rel.db"))
+    monkeypatch.chdir(tmp_path / "b")
+    handler = VitalCallbackHandler(Settings(), sinks=[sink])
+    build_graph().invoke(INPUT, config={"callbacks": [handler]})
+    assert handler.flush(60)
+    handler.shutdown()
+    assert count(tmp_path / "a" / "rel.db", "graph_runs") == 1
+    assert not (tmp_path / "b" / "rel.db").exists()
+
+
+def test_an_event_json_cannot_carry_is_counted_and_the_rest_stored(tmp_path: Path) -> None:
+    """An infinite duration (JSON has no infinity) cannot reach the child: that event is counted as
+    rejected, the others of its batch are stored."""
+    db = tmp_path / "inf.db"
+    handler = VitalCallbackHandler(Settings(), sinks=[sql_sink(db)])
+    for i in range(3):
+        handler.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i), model="ok",
+                               duration_s=float("inf") if i == 1 else 0.5))
+    assert not handler.flush(60)
+    assert handler.stats()["dropped_reasons"] == {"sql": {DropReason.REJECTED: 1}}
+    handler.shutdown()
+    assert count(db, "llm_calls") == 2

@@ -34,3 +34,17 @@ def decode(body: bytes) -> list[Event]:
     """The events of a line's body (what follows the count); raises ``msgspec.DecodeError`` (a
     ``ValueError``) when damaged."""
     return [_decoders[kind].decode(raw) for kind, raw in _line_decoder.decode(body)]
+
+
+def decode_each(body: bytes) -> tuple[list[Event], int]:
+    """The events of a line's body one at a time: those that decode, and how many do not (a value JSON
+    cannot carry, such as an infinite float, written as null where a number must be). Raises
+    ``msgspec.DecodeError`` when the line itself is damaged."""
+    events: list[Event] = []
+    bad = 0
+    for kind, raw in _line_decoder.decode(body):
+        try:
+            events.append(_decoders[kind].decode(raw))
+        except (msgspec.DecodeError, KeyError):
+            bad += 1
+    return events, bad

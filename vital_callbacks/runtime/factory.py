@@ -94,10 +94,14 @@ def build_sinks(settings: Settings) -> list[Sink]:
 def in_child_process(sink: Sink, name: str, settings: Settings) -> Sink:
     """``sink`` run in a child process of its own where it can be (a sink that says it can, on POSIX);
     else ``sink`` itself, and a log line saying why."""
-    if not sink.can_run_in_child_process or os.name != "posix":
+    why = ("not on this system" if os.name != "posix" else
+           "what it writes to is only in this process (a metrics registry, an in-memory store...)"
+           if not sink.can_run_in_child_process else
+           f"its settings are a {type(settings).__name__}, which the child could not rebuild"
+           if type(settings) is not Settings else None)
+    if why is not None:
         logger.warning("vital-callbacks: sink %r runs in this process, not in one of its own (VITAL_SINK_PROCESSES): "
-                       "%s", name, "not on this system" if os.name != "posix" else
-                       "what it writes to is only in this process (a metrics registry, an in-memory store...)")
+                       "%s", name, why)
         return sink
     return ProcessSink(sink, name, settings)
 

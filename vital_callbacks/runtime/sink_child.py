@@ -1,129 +1,192 @@
 """The child process that runs one sink for an application (``VITAL_SINK_PROCESSES``).
 
-    python -m vital_callbacks.runtime.sink_child   (started by ``runtime.sink_process.ProcessSink``)
+    python -m vital_callbacks.runtime.sink_child FD   (started by ``runtime.sink_process.ProcessSink``)
 
 Turning events into rows or requests is Python work that holds the GIL, which the application's threads
 then wait for; here it holds this process's own. The sink is built here from the parent's settings, by
 its entry-point name, and runs as it would on its worker: each request (see
-:mod:`vital_callbacks.runtime.sink_wire`) is one ``export`` or ``force_flush``, and its reply carries
-the result and whatever the sink told its context (dropped, recovered, its problem) and logged, which
-the parent counts and logs as its own.
+:mod:`vital_callbacks.runtime.sink_wire`) is one ``export``, ``force_flush`` or ``shutdown``. What the
+sink tells its context (dropped, recovered, its problem) and logs goes to the parent the moment it
+happens, which counts and logs it as its own.
 
-It ends at the end of its stdin: when the parent closes it, or dies. It ignores SIGINT and SIGTERM,
-which a terminal or a process manager sends to the whole group: the parent decides when it is done,
-after its own shutdown flush.
+It ends at the end of its socket (the parent closed it, or died), after a shutdown request, or within
+a second of finding itself an orphan (its parent gone while it works). It runs in a session of its own,
+so a terminal's Ctrl-C or a signal to the application's group does not reach it: the parent decides when
+it is done, after its own shutdown flush.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import signal
+import socket
 import sys
 import threading
 import time
-from typing import BinaryIO
 
 import msgspec
 
-from vital_callbacks.core.codec import decode
+from vital_callbacks.core.codec import decode_each
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.runtime.factory import sink_class
-from vital_callbacks.runtime.sink_wire import EXPORT, FLUSH, SHUTDOWN, Reply, Setup, frame, parse_request, read_frame
-from vital_callbacks.sinks.base import ExportResult, SinkContext
+from vital_callbacks.runtime.sink_wire import (
+    ALIVE,
+    EXPORT,
+    FLUSH,
+    MAX_FRAME,
+    QUIT,
+    RESULT,
+    SETUP,
+    TOLD,
+    Result,
+    Setup,
+    Told,
+    frame,
+    parse_request,
+)
+from vital_callbacks.sinks.base import DropReason, ExportResult, Sink, SinkContext
 
 logger = logging.getLogger("vital_callbacks")
+_encode = msgspec.json.Encoder().encode
+
+
+class _Channel:
+    """This end of the socket: whole frames out, from any thread; frames in, on the main thread."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._reader = sock.makefile("rb")
+        self._lock = threading.Lock()
+        self.busy = False
+        """Set while a request (or the sink's preparation) runs: the heartbeat says so every second."""
+
+    def send(self, kind: bytes, body: bytes = b"") -> None:
+        with self._lock:
+            self._sock.sendall(frame(kind, body))
+
+    def receive(self) -> tuple[bytes, bytes] | None:
+        header = self._reader.read(4)
+        if len(header) < 4:
+            return None
+        size = int.from_bytes(header, "big")
+        if not 0 < size <= MAX_FRAME:
+            return None
+        data = self._reader.read(size)
+        return (data[:1], data[1:]) if len(data) == size else None
 
 
 class _Told(logging.Handler):
-    """What the sink tells its context and logs, from any thread, until the next reply takes it."""
+    """Sends what the sink tells its context, and the library's log records, as they happen."""
 
-    def __init__(self) -> None:
-        super().__init__(logging.INFO)
-        self._lock = threading.Lock()
-        self._reply = Reply()
-        self.problem: str | None = None
+    def __init__(self, channel: _Channel, level: int) -> None:
+        super().__init__(level)
+        self._channel = channel
+        self._sending = threading.local()
+
+    def _send(self, told: Told) -> None:
+        if getattr(self._sending, "now", False):
+            return  # a failure to send, logged: not sent again
+        self._sending.now = True
+        try:
+            self._channel.send(TOLD, _encode(told))
+        except OSError:
+            pass  # the parent is gone: nobody to tell
+        finally:
+            self._sending.now = False
 
     def dropped(self, count: int, reason: str) -> None:
-        with self._lock:
-            self._reply.dropped.append((count, reason))
+        self._send(Told(dropped=[(count, reason)]))
 
     def recovered(self, delivered: int, damaged: int, reason: str) -> None:
-        with self._lock:
-            self._reply.recovered.append((delivered, damaged, reason))
+        self._send(Told(recovered=[(delivered, damaged, reason)]))
 
-    def report(self, problem: str | None) -> None:
-        self.problem = problem
+    def problem(self, message: str | None) -> None:
+        self._send(Told(problem=[message]))
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
         if record.exc_info:
             text += "\n" + logging.Formatter().formatException(record.exc_info)
-        with self._lock:
-            self._reply.logs.append((record.levelno, text))
-
-    def take(self, ok: bool) -> Reply:
-        """The reply to send now: ``ok``, and everything told since the last one."""
-        with self._lock:
-            reply, self._reply = self._reply, Reply()
-        reply.ok = ok
-        reply.problem = self.problem
-        return reply
+        self._send(Told(logs=[(record.levelno, text)]))
 
 
-def serve(inp: BinaryIO, out: BinaryIO) -> int:
-    setup_frame = read_frame(inp)
-    if setup_frame is None:
+def _heartbeat(channel: _Channel, parent: int) -> None:
+    """Every second: say it is alive while it works; end the process when it is an orphan."""
+    while True:
+        time.sleep(1.0)
+        if os.getppid() != parent:
+            os._exit(0)  # what it was writing is rolled back by the store; the journal replays it
+        if channel.busy:
+            try:
+                channel.send(ALIVE)
+            except OSError:
+                os._exit(0)
+
+
+def _export(sink: Sink, told: _Told, body: bytes) -> bool:
+    _, _, line = body.partition(b" ")
+    events, bad = decode_each(line)
+    if bad:
+        logger.error("vital-callbacks: %d events could not be carried to the %s sink's process (a value JSON "
+                     "cannot hold); counted as rejected", bad, sink.name)
+        told.dropped(bad, DropReason.REJECTED)
+    return not events or sink.export(events) is ExportResult.SUCCESS
+
+
+def serve(sock: socket.socket, parent: int) -> int:
+    channel = _Channel(sock)
+    channel.send(ALIVE)  # it started: from here on, an end is a crash to restart, not a Python that cannot run
+    first = channel.receive()
+    if first is None or first[0] != SETUP:
         return 0
-    setup = msgspec.json.decode(setup_frame, type=Setup)
-    told = _Told()
-    deadline: list[float | None] = [None]
+    setup = msgspec.json.decode(first[1], type=Setup)
+    told = _Told(channel, setup.log_level)
     logger.addHandler(told)
-    logger.setLevel(logging.INFO)
+    logger.setLevel(setup.log_level)
     logger.propagate = False
+    threading.Thread(target=_heartbeat, args=(channel, parent), name="vital-sink-heartbeat", daemon=True).start()
+    channel.busy = True
     sink = sink_class(setup.sink).from_settings(Settings.model_validate(setup.settings))
-    sink.bind(SinkContext(dropped=told.dropped, problem=told.report, recovered=told.recovered,
+    deadline: list[float | None] = [None]
+    sink.bind(SinkContext(dropped=told.dropped, problem=told.problem, recovered=told.recovered,
                           deadline=lambda: deadline[0]))
     try:
         sink.prepare()
     except Exception:
         logger.exception("vital-callbacks: sink %r failed to prepare; its first export tries again", setup.sink)
-    encoder = msgspec.json.Encoder()
+    channel.busy = False
     while True:
-        data = read_frame(inp)
-        if data is None:  # the parent is gone, or closed our stdin without asking us to shut down
+        received = channel.receive()
+        if received is None:  # the parent closed the socket without a shutdown request, or died
             sink.shutdown(1.0)
             return 0
-        op, seconds, payload = parse_request(data)
+        kind, payload = received
+        seq, seconds, body = parse_request(payload)
         deadline[0] = None if seconds is None else time.monotonic() + seconds
+        channel.busy = True
         ok = False
         try:
-            if op == EXPORT:
-                _, _, line = payload.partition(b" ")
-                ok = sink.export(decode(line)) is ExportResult.SUCCESS
-            elif op == FLUSH:
+            if kind == EXPORT:
+                ok = _export(sink, told, body)
+            elif kind == FLUSH:
                 ok = bool(sink.force_flush(10.0 if seconds is None else seconds))
-            elif op == SHUTDOWN:
+            elif kind == QUIT:
                 sink.shutdown(10.0 if seconds is None else seconds)
                 ok = True
         except Exception:
-            logger.exception("vital-callbacks: sink %r raised in its child process", setup.sink)
-        out.write(frame(encoder.encode(told.take(ok))))
-        out.flush()
-        if op == SHUTDOWN:
+            logger.exception("vital-callbacks: sink %r raised in its process", setup.sink)
+        channel.busy = False
+        channel.send(RESULT, _encode(Result(seq, ok)))
+        if kind == QUIT:
             return 0
 
 
 def main() -> int:
-    for name in ("SIGINT", "SIGTERM"):
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), signal.SIG_IGN)
-    # The replies get a descriptor of their own; what anything else prints goes to stderr, not into them.
-    out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    parent = os.getppid()
+    sock = socket.socket(fileno=int(sys.argv[1]))
     try:
-        return serve(sys.stdin.buffer, out)
-    except BrokenPipeError:  # the parent is gone: nobody is waiting for the reply
+        return serve(sock, parent)
+    except OSError:  # the parent is gone: nobody is waiting for the reply
         return 0
 
 

@@ -1,69 +1,66 @@
 """What a sink's worker and the child process running that sink say to each other (``VITAL_SINK_PROCESSES``).
 
-Over the child's stdin and stdout, frames: a 4-byte big-endian length, then that many bytes. The first
-frame to the child is its :class:`Setup` (JSON). Each later one is a request: one byte for what it asks,
-then its payload; the child answers each with one :class:`Reply` (JSON).
+One Unix socket pair between the two (a socket, so a write to a child that died fails instead of
+raising SIGPIPE in the application, and the child's stdout stays free for whatever prints there).
+Frames: a 4-byte big-endian length, a 1-byte type, then the payload.
 
-* ``E``: export a batch. An 8-byte float, the seconds left before the shutdown deadline (negative: no
-  deadline), then the batch as :func:`vital_callbacks.core.codec.encode` writes it.
-* ``F``: force a flush of what the sink buffers itself. An 8-byte float, the seconds it may take.
-* ``S``: shut the sink down (its last counts come back in the reply), then end. The same float.
+To the child: ``s`` its :class:`Setup` (JSON), first; then requests, each a 4-byte sequence number, an
+8-byte float (the seconds the child may take: the shutdown deadline, or a flush's timeout; negative for
+none) and a payload: ``E`` export a batch (the payload as :func:`vital_callbacks.core.codec.encode`
+writes it), ``F`` force a flush, ``Q`` shut the sink down and end.
 
-A reply carries what the sink told its context since the previous reply, from any of its threads (an
-SDK's exporter may count its losses later, on its own): nothing is told twice, nothing is left out.
+From the child: ``H`` it is alive (at once, then every second while it works: a migration may take
+long, a hung child is one that says nothing); ``T`` what the sink told its context or logged (JSON
+:class:`Told`), sent the moment it happens, from any thread, so a child killed later has lost none of
+it; ``R`` the :class:`Result` of one request, by its sequence number.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, BinaryIO
+from typing import Any
 
 import msgspec
 
-EXPORT, FLUSH, SHUTDOWN = b"E", b"F", b"S"
-_SECONDS = struct.Struct(">d")
+SETUP, EXPORT, FLUSH, QUIT = b"s", b"E", b"F", b"Q"
+ALIVE, TOLD, RESULT = b"H", b"T", b"R"
+MAX_FRAME = 256 * 1024 * 1024
+"""A longer length is not a frame: the stream is damaged."""
+_REQUEST = struct.Struct(">Id")
 
 
 class Setup(msgspec.Struct, frozen=True):
-    """Which sink to build, from which settings (sent on stdin: a password never shows in ``ps``)."""
+    """Which sink to build, from which settings (sent over the socket: a password never shows in ``ps``)."""
 
     sink: str
     settings: dict[str, Any]
+    log_level: int = 20
 
 
-class Reply(msgspec.Struct):
-    """The answer to one request: the sink's result, and everything it told its context meanwhile."""
+class Told(msgspec.Struct):
+    """``SinkContext`` calls and log records of the sink in the child."""
 
-    ok: bool = True
     dropped: list[tuple[int, str]] = []
-    """``SinkContext.dropped`` calls: events lost after an export (rows the store rejected)."""
     recovered: list[tuple[int, int, str]] = []
-    """``SinkContext.recovered`` calls: events read back from the sink's own disk (spill files)."""
-    problem: str | None = None
-    """What stops the sink now, as it last reported it."""
+    problem: list[str | None] = []
+    """The sink's ``problem`` reports, in order (``None``: solved)."""
     logs: list[tuple[int, str]] = []
-    """The sink's log records (level, text), for the parent's logging."""
 
 
-def frame(body: bytes) -> bytes:
-    return len(body).to_bytes(4, "big") + body
+class Result(msgspec.Struct, frozen=True):
+    seq: int
+    ok: bool
 
 
-def request(op: bytes, seconds: float | None, body: bytes = b"") -> bytes:
-    return frame(op + _SECONDS.pack(-1.0 if seconds is None else seconds) + body)
+def frame(kind: bytes, body: bytes = b"") -> bytes:
+    return (len(body) + 1).to_bytes(4, "big") + kind + body
 
 
-def parse_request(data: bytes) -> tuple[bytes, float | None, bytes]:
-    """A request's op, its seconds (``None``: no deadline) and its payload."""
-    (seconds,) = _SECONDS.unpack_from(data, 1)
-    return data[:1], None if seconds < 0 else seconds, data[1 + _SECONDS.size:]
+def request(kind: bytes, seq: int, seconds: float | None, body: bytes = b"") -> bytes:
+    return frame(kind, _REQUEST.pack(seq, -1.0 if seconds is None else seconds) + body)
 
 
-def read_frame(stream: BinaryIO) -> bytes | None:
-    """The next frame from a blocking stream, or ``None`` at its end."""
-    header = stream.read(4)
-    if len(header) < 4:
-        return None
-    size = int.from_bytes(header, "big")
-    body = stream.read(size)
-    return body if len(body) == size else None
+def parse_request(payload: bytes) -> tuple[int, float | None, bytes]:
+    """A request's sequence number, its seconds (``None``: no limit) and its body."""
+    seq, seconds = _REQUEST.unpack_from(payload)
+    return seq, None if seconds < 0 else seconds, payload[_REQUEST.size:]
