@@ -30,7 +30,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import msgspec
-from sqlalchemy.engine import make_url
 
 from vital_callbacks.core.codec import encode
 from vital_callbacks.core.events import Event
@@ -73,6 +72,8 @@ _TIMEOUT = (b"", b"")
 def child_settings(settings: Settings) -> dict[str, object]:
     """The settings as the child must read them: without secrets no sink needs, and with every path
     absolute (the child may start after the application changed its working directory)."""
+    from sqlalchemy.engine import make_url  # here: importing the runtime must not import SQLAlchemy
+
     values = settings.model_dump(mode="json", exclude=set(SECRET_SETTINGS))
     for name, value in values.items():
         if isinstance(getattr(settings, name), Path):
