@@ -153,6 +153,7 @@ def test_a_killed_writer_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None
     assert stats["failed_exports"].get("sql", 0) >= 1  # the batch the dead writer could not take, then retried
     assert child_pid(sink) != first
     assert not alive(first)  # the library waited for the child it found dead
+    assert not stats["problems"], stats  # the notice of the restart went once the new child answered
     assert count(db, "graph_runs") == 10
     handler.shutdown()
 
@@ -238,7 +239,7 @@ def test_a_forked_child_starts_its_own_writer_and_both_deliver(tmp_path: Path) -
 
 
 def test_the_writer_ends_when_its_parent_is_killed(tmp_path: Path) -> None:
-    """``kill -9`` of the application after a flush: its writer process sees the end of its stdin and ends
+    """``kill -9`` of the application after a flush: its sink's process sees the end of its socket and ends
     too (no orphan); what was flushed is stored."""
     db = tmp_path / "orphan.db"
     script = textwrap.dedent(f"""
@@ -336,9 +337,11 @@ def test_a_hung_child_never_holds_a_shutdown_past_its_deadline(tmp_path: Path) -
         handler.runtime.shutdown(2.0)  # True or False: what it could not write is kept, not lost
         took = time.monotonic() - started
         stats = handler.stats()
+        assert not alive(pid)  # stopped and waited for by the library, within the shutdown
     finally:
-        os.kill(pid, signal.SIGKILL)
-    assert took < 3.5, took
+        if alive(pid, zombie_ended=True):
+            os.kill(pid, signal.SIGKILL)
+    assert took < 3.0, took
     assert stats["kept_in_journal"].get("sql", 0) > 0 and not stats["dropped"], stats
     after = VitalCallbackHandler(runtime=Runtime(settings.model_copy(update={"sink_processes": None})))
     assert after.flush(60)
@@ -426,3 +429,22 @@ def test_an_event_json_cannot_carry_is_counted_and_the_rest_stored(tmp_path: Pat
     assert handler.stats()["dropped_reasons"] == {"sql": {DropReason.REJECTED: 1}}
     handler.shutdown()
     assert count(db, "llm_calls") == 2
+
+
+def test_a_server_with_many_open_files_still_talks_to_its_sink_process(tmp_path: Path) -> None:
+    """1,100 descriptors open before the sink starts, so its socket's number is past 1,024 (where
+    ``select()`` fails): the events are delivered all the same."""
+    opened = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        db = tmp_path / "fds.db"
+        sink = sql_sink(db)
+        handler = VitalCallbackHandler(Settings(), sinks=[sink])
+        for _ in range(3):
+            build_graph().invoke(INPUT, config={"callbacks": [handler]})
+        assert handler.flush(60)
+        assert isinstance(sink, ProcessSink) and sink.child.usable and sink.child.pid is not None
+        handler.shutdown()
+    finally:
+        for fd in opened:
+            os.close(fd)
+    assert count(db, "graph_runs") == 3

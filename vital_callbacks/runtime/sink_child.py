@@ -64,6 +64,21 @@ class _Channel:
         with self._lock:
             self._sock.sendall(frame(kind, body))
 
+    def beat(self) -> None:
+        """A heartbeat that never waits: skipped when the parent is not reading (its buffer full)."""
+        if not self._lock.acquire(blocking=False):
+            return  # a frame is being sent: that says it is alive
+        try:
+            data = frame(ALIVE)
+            try:
+                sent = self._sock.send(data, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+            if sent < len(data):
+                self._sock.sendall(data[sent:])  # a frame is never left half-sent
+        finally:
+            self._lock.release()
+
     def receive(self) -> tuple[bytes, bytes] | None:
         header = self._reader.read(4)
         if len(header) < 4:
@@ -82,10 +97,13 @@ class _Told(logging.Handler):
         super().__init__(level)
         self._channel = channel
         self._sending = threading.local()
+        self.seq = 0
+        """The request being worked on (0 between requests)."""
 
     def _send(self, told: Told) -> None:
         if getattr(self._sending, "now", False):
             return  # a failure to send, logged: not sent again
+        told.seq = self.seq
         self._sending.now = True
         try:
             self._channel.send(TOLD, _encode(told))
@@ -111,14 +129,14 @@ class _Told(logging.Handler):
 
 
 def _heartbeat(channel: _Channel, parent: int) -> None:
-    """Every second: say it is alive while it works; end the process when it is an orphan."""
+    """Every second: end the process when it is an orphan; say it is alive while it works."""
     while True:
         time.sleep(1.0)
         if os.getppid() != parent:
             os._exit(0)  # what it was writing is rolled back by the store; the journal replays it
         if channel.busy:
             try:
-                channel.send(ALIVE)
+                channel.beat()
             except OSError:
                 os._exit(0)
 
@@ -135,7 +153,6 @@ def _export(sink: Sink, told: _Told, body: bytes) -> bool:
 
 def serve(sock: socket.socket, parent: int) -> int:
     channel = _Channel(sock)
-    channel.send(ALIVE)  # it started: from here on, an end is a crash to restart, not a Python that cannot run
     first = channel.receive()
     if first is None or first[0] != SETUP:
         return 0
@@ -144,12 +161,13 @@ def serve(sock: socket.socket, parent: int) -> int:
     logger.addHandler(told)
     logger.setLevel(setup.log_level)
     logger.propagate = False
-    threading.Thread(target=_heartbeat, args=(channel, parent), name="vital-sink-heartbeat", daemon=True).start()
-    channel.busy = True
     sink = sink_class(setup.sink).from_settings(Settings.model_validate(setup.settings))
     deadline: list[float | None] = [None]
     sink.bind(SinkContext(dropped=told.dropped, problem=told.problem, recovered=told.recovered,
                           deadline=lambda: deadline[0]))
+    channel.send(ALIVE)  # its sink is built: from here on, an end is a crash to restart, not a setup that fails
+    threading.Thread(target=_heartbeat, args=(channel, parent), name="vital-sink-heartbeat", daemon=True).start()
+    channel.busy = True
     try:
         sink.prepare()
     except Exception:
@@ -163,6 +181,7 @@ def serve(sock: socket.socket, parent: int) -> int:
         kind, payload = received
         seq, seconds, body = parse_request(payload)
         deadline[0] = None if seconds is None else time.monotonic() + seconds
+        told.seq = seq
         channel.busy = True
         ok = False
         try:
@@ -176,6 +195,7 @@ def serve(sock: socket.socket, parent: int) -> int:
         except Exception:
             logger.exception("vital-callbacks: sink %r raised in its process", setup.sink)
         channel.busy = False
+        told.seq = 0
         channel.send(RESULT, _encode(Result(seq, ok)))
         if kind == QUIT:
             return 0

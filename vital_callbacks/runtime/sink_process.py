@@ -86,22 +86,35 @@ def child_settings(settings: Settings) -> dict[str, object]:
 
 
 class ChildProcess:
-    """One child process running one sink; requests and answers over a socket pair."""
+    """One child process running one sink; requests and answers over a socket pair, from one thread
+    (the sink's worker)."""
 
-    def __init__(self, setup: Setup, told: Callable[[Told], None], problem: Callable[[str | None], None]) -> None:
+    def __init__(self, setup: Setup, told: Callable[[Told], None], problem: Callable[[str], None],
+                 over: Callable[[str], None]) -> None:
         self._setup = msgspec.json.encode(setup)
         self._label = setup.sink
         self._on_told = told
         self._on_problem = problem
+        self._on_over = over
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
+        self._poll: select.poll | None = None
         self._buffer = bytearray()
         self._seq = 0
-        self._heard = False
-        """Whether the current child has said anything: if not, its end means no Python runs here."""
+        self._results: dict[int, bool] = {}
+        """Results read but not yet asked for (only the one in hand is kept; late ones are dropped)."""
+        self._drops: dict[int, list[tuple[int, str]]] = {}
+        """Rows the sink dropped while working on a request: counted only if that request succeeds (a
+        failed or abandoned export is retried, and its rows rejected again)."""
+        self._heard_at = 0.0
+        self._alive = False
+        """Whether the current child said it is alive (its sink built): if it ends before, no child can run."""
+        self._pending: int | None = None
+        """A request the child is still working on after we stopped waiting for it."""
         self._not_before = 0.0
         self._backoff = BACKOFF_S[0]
-        self._restarting = False
+        self.restart_message: str | None = None
+        """Set while ``stats()`` shows that the child stopped and another is due."""
         self.usable = True
         """False once no child can be started here: run the sink in this process."""
 
@@ -131,9 +144,14 @@ class ChildProcess:
         finally:
             theirs.close()
         ours.setblocking(False)
-        self._proc, self._sock, self._heard = proc, ours, False
+        poll = select.poll()  # not select(): it fails on descriptors past 1024, common in a long-lived server
+        poll.register(ours, select.POLLIN)
+        self._proc, self._sock, self._poll = proc, ours, poll
+        self._alive, self._pending, self._heard_at = False, None, time.monotonic()
         self._buffer.clear()
-        if not self._send(frame(SETUP, self._setup), time.monotonic() + HUNG_S):
+        self._results.clear()
+        self._drops.clear()
+        if not self._send(frame(SETUP, self._setup), None):
             self._ended("it could not be given its settings")
 
     def ask(self, kind: bytes, body: bytes, deadline: Callable[[], float | None], until: float | None = None
@@ -143,114 +161,160 @@ class ChildProcess:
         self.start()
         if self._proc is None:
             return None
-        self._seq += 1
-        seq = self._seq
-        cut = _earliest(deadline(), until)
-        seconds = None if cut is None else max(0.0, cut - time.monotonic() - MARGIN_S)
         try:
-            if not self._send(request(kind, seq, seconds, body), _earliest(cut, time.monotonic() + HUNG_S)):
-                self._ended("it stopped reading its requests")
+            self._read_ready()
+            if self._proc is None:
                 return None
-            return self._wait(seq, deadline, until)
+            self._seq += 1
+            seq = self._seq
+            cut = _earliest(deadline(), until)
+            seconds = None if cut is None else max(0.0, cut - time.monotonic() - MARGIN_S)
+            if not self._send(request(kind, seq, seconds, body), lambda: _earliest(deadline(), until)):
+                return None
+            return self._wait(seq, lambda: _earliest(deadline(), until))
         except BaseException:
             self._kill()
             raise
 
-    def _wait(self, seq: int, deadline: Callable[[], float | None], until: float | None) -> bool | None:
-        heard = time.monotonic()
+    def _wait(self, seq: int, cut: Callable[[], float | None]) -> bool | None:
         while True:
+            if seq in self._results:
+                ok = self._results.pop(seq)
+                drops = self._drops.pop(seq, [])
+                if ok:
+                    for count, reason in drops:
+                        self._on_told(Told(dropped=[(count, reason)]))
+                if self.restart_message is not None:
+                    self._recovered()
+                return ok
             now = time.monotonic()
-            cut = _earliest(deadline(), until)
-            if cut is not None and now >= cut:
-                return None  # the caller stops waiting; the child goes on, its late answer set aside
-            if now - heard >= HUNG_S:
-                self._ended(f"it said nothing for {HUNG_S:.0f} s")
+            limit = cut()
+            if limit is not None and now >= limit:
+                self._pending = seq  # the child goes on; its late result and drops are set aside
                 return None
-            got = self._frame(min(0.1, heard + HUNG_S - now, (cut - now) if cut is not None else 0.1))
-            if got is None:
-                self._ended("it ended")
-                return None
-            if got is _TIMEOUT:
-                continue
-            heard = time.monotonic()
-            self._heard = True
-            kind, payload = got
-            if kind == TOLD:
-                self._on_told(_told.decode(payload))
-            elif kind == RESULT:
-                result = _result.decode(payload)
-                if result.seq == seq:
-                    if self._restarting:
-                        self._restarting = False
-                        self._backoff = BACKOFF_S[0]
-                        self._on_problem(None)
-                    return result.ok
-            elif kind != ALIVE:
-                self._ended("it sent a frame this version does not know")
+            if not self._io(min(0.1, max(0.0, (limit - now) if limit is not None else 0.1)), want_write=False):
                 return None
 
-    def _frame(self, wait: float) -> tuple[bytes, bytes] | None:
-        """The next frame; ``_TIMEOUT`` when none came within ``wait``; ``None`` when the child ended."""
+    def _io(self, wait: float, *, want_write: bool) -> bool:
+        """Wait up to ``wait`` for the socket; read and handle what came. False when the child ended or is
+        hung (then it is stopped); True otherwise (and, with ``want_write``, when it may be written)."""
+        assert self._poll is not None and self._sock is not None
+        if want_write:
+            self._poll.modify(self._sock, select.POLLIN | select.POLLOUT)
+        try:
+            events = self._poll.poll(wait * 1000)
+        finally:
+            if want_write and self._poll is not None and self._sock is not None:
+                self._poll.modify(self._sock, select.POLLIN)
+        if any(e & (select.POLLIN | select.POLLHUP | select.POLLERR) for _, e in events):
+            if not self._read_ready():
+                return False
+        elif time.monotonic() - self._heard_at >= HUNG_S:
+            self._ended(f"it said nothing for {HUNG_S:.0f} s")
+            return False
+        return True
+
+    def _read_ready(self) -> bool:
+        """Read what the socket holds now and handle every whole frame; False when the child ended."""
         sock = self._sock
         assert sock is not None
         while True:
-            if len(self._buffer) >= 4:
-                size = int.from_bytes(self._buffer[:4], "big")
-                if not 0 < size <= MAX_FRAME:
-                    return None  # not a frame: the stream is damaged
-                if len(self._buffer) >= 4 + size:
-                    data = bytes(self._buffer[4:4 + size])
-                    del self._buffer[:4 + size]
-                    return data[:1], data[1:]
-            if not select.select([sock], [], [], max(0.0, wait))[0]:
-                return _TIMEOUT
             try:
                 chunk = sock.recv(1 << 20)
             except BlockingIOError:
-                continue
+                break
             except OSError:
-                return None
+                chunk = b""
             if not chunk:
-                return None
+                self._ended("it ended")
+                return False
             self._buffer += chunk
+        while len(self._buffer) >= 4:
+            size = int.from_bytes(self._buffer[:4], "big")
+            if not 0 < size <= MAX_FRAME:
+                self._ended("its answers are not frames")
+                return False
+            if len(self._buffer) < 4 + size:
+                break
+            kind, payload = bytes(self._buffer[4:5]), bytes(self._buffer[5:4 + size])
+            del self._buffer[:4 + size]
+            self._heard_at = time.monotonic()
+            if not self._handle(kind, payload):
+                return False
+        return True
 
-    def _send(self, data: bytes, until: float | None) -> bool:
+    def _handle(self, kind: bytes, payload: bytes) -> bool:
+        if kind == ALIVE:
+            self._alive = True
+        elif kind == TOLD:
+            told = _told.decode(payload)
+            if told.dropped and told.seq:
+                self._drops.setdefault(told.seq, []).extend(told.dropped)
+                told.dropped = []
+            if told.dropped or told.recovered or told.problem or told.logs:
+                self._on_told(told)
+        elif kind == RESULT:
+            result = _result.decode(payload)
+            if result.seq == self._pending:
+                self._pending = None
+                self._drops.pop(result.seq, None)  # its batch was retried or kept: its drops come again
+            else:
+                self._results[result.seq] = result.ok
+        else:
+            self._ended("it sent a frame this version does not know")
+            return False
+        return True
+
+    def _send(self, data: bytes, cut: Callable[[], float | None] | None) -> bool:
+        """Write one whole frame, reading what the child says meanwhile. False when the child ended or
+        hung, or ``cut()`` came mid-frame (then the child is stopped: a frame is never left half-written)."""
         sock = self._sock
         assert sock is not None
         view = memoryview(data)
         while view:
             try:
                 view = view[sock.send(view):]
-            except BlockingIOError:  # the child reads less than we write: wait for room, up to ``until``
-                if until is not None and time.monotonic() >= until:
-                    return False
-                select.select([], [sock], [], 0.1)
+                continue
+            except BlockingIOError:
+                pass
             except OSError:  # the child is gone
+                self._ended("it stopped reading")
+                return False
+            limit = cut() if cut is not None else None
+            if limit is not None and time.monotonic() >= limit:
+                self._kill()  # not a crash: the next request starts another at once
+                return False
+            if not self._io(0.1, want_write=True) or self._sock is None:
                 return False
         return True
 
     def _ended(self, why: str) -> None:
-        """The child died, hung or cannot be talked to: stop it; start another later, or, if it never said
-        anything, run the sink in this process from now on."""
-        proc = self._proc
-        heard = self._heard
+        """The child died or hung: stop it, and start another after a backoff; if it ended before it said
+        it was alive (its sink could not be built there), run the sink in this process from now on."""
+        proc, alive = self._proc, self._alive
         self._kill()
         if proc is None:
             return
-        if not heard:
-            self._give_up(f"{why} before saying anything (exit status {proc.returncode})")
+        if not alive and proc.returncode is not None and proc.returncode > 0:
+            self._give_up(f"{why} before its sink was built (exit status {proc.returncode})")
             return
         self._not_before = time.monotonic() + self._backoff
-        message = (f"the {self._label} sink's process (pid {proc.pid}) stopped: {why} (exit status "
-                   f"{proc.returncode}); its batch is retried through a new one in {self._backoff:.0f} s")
+        self.restart_message = (f"the {self._label} sink's process (pid {proc.pid}) stopped: {why} (exit status "
+                                f"{proc.returncode}); a new one starts in {self._backoff:.0f} s")
         self._backoff = min(self._backoff * 2, BACKOFF_S[1])
-        self._restarting = True
-        logger.error("vital-callbacks: %s", message)
-        self._on_problem(message)
+        logger.error("vital-callbacks: %s", self.restart_message)
+        self._on_problem(self.restart_message)
+
+    def _recovered(self) -> None:
+        self._backoff = BACKOFF_S[0]
+        message, self.restart_message = self.restart_message, None
+        if message is not None:
+            self._on_over(message)
 
     def _kill(self) -> None:
         proc, sock = self._proc, self._sock
-        self._proc = self._sock = None
+        self._proc = self._sock = self._poll = None
+        self._pending = None
         if sock is not None:
             sock.close()
         if proc is not None and proc.poll() is None:
@@ -263,26 +327,29 @@ class ChildProcess:
                        "process", self._label, why)
 
     def close(self, timeout: float) -> None:
-        """Ask the child to shut its sink down and end, within ``timeout``; then stop it if it has not."""
+        """Ask the child to shut its sink down and end, within ``timeout``; stop it at once if it is still
+        working on a request we stopped waiting for, or if it has not ended by then."""
         if self._proc is None:
             return
         deadline = time.monotonic() + timeout
-        self.ask(QUIT, b"", lambda: deadline)
+        if self._pending is None:
+            self.ask(QUIT, b"", lambda: deadline - MARGIN_S)
         proc, sock = self._proc, self._sock
-        self._proc = self._sock = None
+        self._proc = self._sock = self._poll = None
         if sock is not None:
             sock.close()
         if proc is not None:
             try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
+                proc.wait(max(0.0, deadline - MARGIN_S - time.monotonic()) if self._pending is None else 0)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+        self._pending = None
 
     def forget(self) -> None:
         """In a forked child of the application: drop this process's copy of the parent's socket."""
         proc, sock = self._proc, self._sock
-        self._proc = self._sock = None
+        self._proc = self._sock = self._poll = None
         if sock is not None:
             sock.close()
         if proc is not None:
@@ -305,8 +372,9 @@ class ProcessSink(Sink):
         self.coalesce = inner.coalesce
         self.journal_key = inner.journal_key
         level = logger.getEffectiveLevel()
+        self._shown: str | None = None
         self.child = ChildProcess(Setup(sink=entry_point, settings=child_settings(settings), log_level=level),
-                                  told=self._apply, problem=self._problem)
+                                  told=self._apply, problem=self._problem, over=self._restart_over)
 
     def bind(self, context: SinkContext) -> None:
         super().bind(context)
@@ -342,7 +410,13 @@ class ProcessSink(Sink):
             self._problem(problem)
 
     def _problem(self, problem: str | None) -> None:
+        self._shown = problem
         self.context.problem(problem)
+
+    def _restart_over(self, message: str) -> None:
+        """A new child answered: the restart notice goes, unless the store's own problem replaced it."""
+        if self._shown == message:
+            self._problem(None)
 
     def spill(self, batch: Sequence[Event]) -> int:
         return self.inner.spill(batch)

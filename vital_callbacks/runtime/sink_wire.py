@@ -9,10 +9,10 @@ To the child: ``s`` its :class:`Setup` (JSON), first; then requests, each a 4-by
 none) and a payload: ``E`` export a batch (the payload as :func:`vital_callbacks.core.codec.encode`
 writes it), ``F`` force a flush, ``Q`` shut the sink down and end.
 
-From the child: ``H`` it is alive (at once, then every second while it works: a migration may take
-long, a hung child is one that says nothing); ``T`` what the sink told its context or logged (JSON
-:class:`Told`), sent the moment it happens, from any thread, so a child killed later has lost none of
-it; ``R`` the :class:`Result` of one request, by its sequence number.
+From the child: ``H`` it is alive (once its sink is built, then every second while it works: a
+migration may take long, a hung child is one that says nothing); ``T`` what the sink told its context
+or logged (JSON :class:`Told`), sent the moment it happens, from any thread, with the request it
+happened in; ``R`` the :class:`Result` of one request, by its sequence number.
 """
 
 from __future__ import annotations
@@ -40,6 +40,8 @@ class Setup(msgspec.Struct, frozen=True):
 class Told(msgspec.Struct):
     """``SinkContext`` calls and log records of the sink in the child."""
 
+    seq: int = 0
+    """The request the child was working on (0: none, a report from one of the sink's own threads)."""
     dropped: list[tuple[int, str]] = []
     recovered: list[tuple[int, int, str]] = []
     problem: list[str | None] = []
