@@ -119,14 +119,14 @@ def markdown_table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> 
     return "\n".join(lines)
 
 
-def rss_bytes() -> int:
-    """Resident set size of this process (``/proc/self/statm``; psutil elsewhere)."""
+def rss_bytes(pid: int | None = None) -> int:
+    """Resident set size of this process, or of process ``pid`` (``/proc/<pid>/statm``; psutil elsewhere)."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as statm:
+        with open(f"/proc/{pid or 'self'}/statm", encoding="ascii") as statm:
             return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
         psutil = importlib.import_module("psutil")  # only off Linux; no stubs needed
-        return int(psutil.Process().memory_info().rss)
+        return int(psutil.Process(pid).memory_info().rss)
 
 
 @contextmanager

@@ -13,6 +13,7 @@ process with an in-memory sink. Targets: refusing adds at most 1 s; hanging at m
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -46,12 +47,13 @@ done[0] = time.monotonic()
 
 
 
-def exit_seconds(url: str, calls: int, *, memory: bool = False) -> float:
+def exit_seconds(url: str, calls: int, *, memory: bool = False, sink_processes: bool = False) -> float:
     with tempfile.TemporaryDirectory() as spill:
         script = textwrap.dedent(SCRIPT.format(url=url, spill=spill, shutdown=SHUTDOWN_S, memory=memory,
                                                calls=calls))
+        env = {**os.environ, "VITAL_SINK_PROCESSES": "sql" if sink_processes else ""}
         done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
-                              timeout=120)
+                              timeout=120, env=env)
     line = next((ln for ln in done.stderr.splitlines() if ln.startswith("EXIT ")), None)
     if done.returncode != 0 or line is None:
         raise SystemExit(f"run failed ({done.returncode}):\n{done.stderr[-3000:]}")
@@ -62,16 +64,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument("--sink-processes", action="store_true",
+                        help="the SQL sink in a process of its own (VITAL_SINK_PROCESSES=sql)")
     parser.add_argument("--quick", action="store_true", help="smallest sizes (smoke test); figures meaningless")
     args = parser.parse_args()
+    own = args.sink_processes
     runs, calls = (1, 50) if args.quick else (args.runs, args.calls)
     hung = HungServer()
     try:
         cases: dict[str, Callable[[], float]] = {
             "in-memory sink (baseline)": lambda: exit_seconds("sqlite://", calls, memory=True),
             "PostgreSQL refusing connections": lambda: exit_seconds(f"postgresql://u@127.0.0.1:{closed_port()}/db",
-                                                                    calls),
-            "PostgreSQL hanging": lambda: exit_seconds(f"postgresql://u@127.0.0.1:{hung.port}/db", calls),
+                                                                    calls, sink_processes=own),
+            "PostgreSQL hanging": lambda: exit_seconds(f"postgresql://u@127.0.0.1:{hung.port}/db", calls,
+                                                       sink_processes=own),
         }
         samples: dict[str, list[float]] = {name: [] for name in cases}
         for _ in range(runs):  # interleaved: one run of each case per round
@@ -80,7 +86,7 @@ def main() -> None:
     finally:
         hung.close()
     print(f"Machine: {describe_machine()}\n")
-    print("### Exit with the store down\n")
+    print(f"### Exit with the store down{' (the SQL sink in a process of its own)' if own else ''}\n")
     print(f"Seconds in the exit hooks after the last of {calls} calls, median of {runs} fresh processes "
           f"(VITAL_SHUTDOWN_TIMEOUT_S={SHUTDOWN_S:g}).\n")
     print("| case | exit s | added over baseline | target |")

@@ -28,6 +28,8 @@ from prometheus_client import CollectorRegistry
 from benchmarks._common import describe_machine, markdown_table, rss_bytes
 from tests.graphs import INPUT, METADATA, build_graph
 from vital_callbacks import Settings, VitalCallbackHandler
+from vital_callbacks.runtime.factory import build_sinks
+from vital_callbacks.runtime.sink_process import ProcessSink
 from vital_callbacks.sinks.prometheus import PrometheusSink
 from vital_callbacks.sinks.sql import SQLSink
 
@@ -50,6 +52,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--invokes", type=int, default=100_000, help="invokes with our handler (as many without)")
     parser.add_argument("--block", type=int, default=1000, help="invokes per block; blocks alternate the cases")
+    parser.add_argument("--sink-processes", action="store_true",
+                        help="the SQL sink in a process of its own (VITAL_SINK_PROCESSES=sql); its RSS is shown too")
     parser.add_argument("--quick", action="store_true", help="smallest sizes (smoke test); figures meaningless")
     args = parser.parse_args()
     if args.quick:
@@ -61,8 +65,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         db_path = Path(tmp) / "soak.db"
-        handler = VitalCallbackHandler(Settings(), sinks=[SQLSink(f"sqlite:///{db_path}"),
-                                                          PrometheusSink(registry=CollectorRegistry())])
+        url = f"sqlite:///{db_path}"
+        sql = (build_sinks(Settings(sinks=["sql"], sink_processes=["sql"], database_url=url))[0]
+               if args.sink_processes else SQLSink(url))
+        handler = VitalCallbackHandler(Settings(), sinks=[sql, PrometheusSink(registry=CollectorRegistry())])
         graph = build_graph()
         configs: dict[str, dict[str, Any]] = {"none": {"metadata": METADATA},
                                               "ours": {"metadata": METADATA, "callbacks": [handler]}}
@@ -85,9 +91,11 @@ def main() -> None:
             if done % checkpoint == 0 or b == blocks - 1:
                 stats = handler.stats()
                 marks.append((done, growth["ours"], growth["none"]))
+                child = sql.child.pid if isinstance(sql, ProcessSink) else None
                 rows.append([f"{done:,}", f"{rss_bytes() / MB:.1f}", f"{growth['ours'] / MB:+.2f}",
                              f"{growth['none'] / MB:+.2f}", str(sum(depth.values())),
-                             str(sum(stats["dropped"].values())), str(stats["open_runs"])])
+                             str(sum(stats["dropped"].values())), str(stats["open_runs"]),
+                             f"{rss_bytes(child) / MB:.1f}" if child else "-"])
                 print(f"  {done:,} invokes: RSS {rss_bytes() / MB:.1f} MB, queue depth {depth}", flush=True)
         assert handler.flush(120)
         stats = handler.stats()
@@ -109,7 +117,7 @@ def main() -> None:
     print(f"{blocks} alternating blocks of {args.block:,} invokes per case; RSS at start {start_rss / MB:.1f} MB, "
           f"growth after the warm-up block, after a full GC.\n")
     print(markdown_table(["ours invokes", "RSS MB", "growth ours MB (cumulative)", "growth no-callbacks MB",
-                          "queue depth (no flush)", "dropped", "open runs"], rows))
+                          "queue depth (no flush)", "dropped", "open runs", "sink process RSS MB"], rows))
     print()
     print(markdown_table(["figure", "ours (sql + prometheus)", "no callbacks", "ours vs baseline"], [
         [f"RSS growth up to {first[0]:,} invokes (fill-up)", f"{first[1] / MB:+.2f} MB", f"{first[2] / MB:+.2f} MB",
