@@ -20,7 +20,7 @@ from tests.graphs import INPUT, METADATA, build_graph
 from tests.sinks.conftest import Store
 from vital_callbacks import InMemorySink, LLMCall, Runtime, Settings, VitalCallbackHandler
 from vital_callbacks.runtime.factory import build_sinks
-from vital_callbacks.runtime.sink_process import ProcessSink
+from vital_callbacks.runtime.sink_process import ProcessSink, child_settings
 from vital_callbacks.sinks.base import DropReason, Sink
 from vital_callbacks.sinks.sql import SQLSink
 from vital_callbacks.store import migrate
@@ -448,3 +448,21 @@ def test_a_server_with_many_open_files_still_talks_to_its_sink_process(tmp_path:
         for fd in opened:
             os.close(fd)
     assert count(db, "graph_runs") == 3
+
+
+def test_the_childs_settings_are_the_parents_with_absolute_paths_and_no_api_tokens(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the child rebuilds: every setting as the parent has it (lists, URLs with a password, numbers),
+    relative paths made absolute where the sink was built, the HTTP API's tokens left out."""
+    monkeypatch.chdir(tmp_path)
+    parent = Settings(database_url="postgresql://u:secret@db.example:5432/v", sinks=["sql", "prometheus"],
+                      sink_processes=["sql"], spill_dir=Path("spill"), metadata_keys=["team"],
+                      batch_size=128, api_tokens="acme:t0ken")  # type: ignore[arg-type]
+    child = Settings.model_validate(child_settings(parent))
+    assert child.database_url == parent.database_url
+    assert child.spill_dir == tmp_path / "spill"
+    assert child.api_tokens is None
+    assert child.model_dump(exclude={"spill_dir", "api_tokens"}) == parent.model_dump(
+        exclude={"spill_dir", "api_tokens"})
+    relative = child_settings(Settings(database_url="sqlite:///rel.db"))
+    assert relative["database_url"] == f"sqlite:///{tmp_path / 'rel.db'}"
