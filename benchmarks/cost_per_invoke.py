@@ -15,7 +15,7 @@ Configurations: no callbacks (the baseline), an empty ``BaseCallbackHandler``, l
 ``UsageMetadataCallbackHandler``, ``langfuse.langchain.CallbackHandler`` exporting to a local receiver
 (unless ``--no-langfuse``), ours with SQL + Prometheus (the SQL sink on its thread, and in a process of
 its own: ``VITAL_SINK_PROCESSES=sql``, that process's CPU read from ``/proc``), and ours with each of those
-sinks alone.
+sinks alone; and our Langfuse sink (against the same receiver) on its thread and in its own process.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from benchmarks._common import describe_machine, langfuse_receiver, markdown_tab
 from benchmarks.overhead import (
     EMPTY,
     LANGFUSE,
+    LANGFUSE_PROCESS,
     NONE,
     OURS,
     OURS_PROCESS,
@@ -49,7 +50,8 @@ from benchmarks.overhead import (
 from tests.graphs import INPUT, METADATA
 from vital_callbacks.runtime.sink_process import ProcessSink
 
-CONFIGS = (NONE, EMPTY, USAGE, LANGFUSE, OURS, OURS_PROCESS, "vital: sql", "vital: prometheus")
+CONFIGS = (NONE, EMPTY, USAGE, LANGFUSE, OURS, OURS_PROCESS, "vital: sql", "vital: prometheus", "vital: langfuse",
+           LANGFUSE_PROCESS)
 
 
 @dataclass
@@ -103,10 +105,10 @@ def _process_cpu(pid: int) -> float:
 def _thread_cpu(own: dict[int, str], writers: Sequence[int] = ()) -> dict[str, float]:
     """CPU seconds each live thread has used so far: the caller, the case's own threads by role, and
     every other thread (the idle runtimes of the other cases, Langfuse's exporter...) as one; and the
-    process of the case's SQL sink, if it has one."""
+    processes the case's sinks run in, if any."""
     out: dict[str, float] = {}
     for pid in writers:
-        out["sql sink's process"] = out.get("sql sink's process", 0.0) + _process_cpu(pid)
+        out["sink's process"] = out.get("sink's process", 0.0) + _process_cpu(pid)
     for thread in threading.enumerate():
         try:
             used = time.clock_gettime(time.pthread_getcpuclockid(thread.ident or 0))

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import statistics
 import tempfile
 import time
@@ -63,6 +64,7 @@ USAGE = "UsageMetadataCallbackHandler"
 LANGFUSE = "langfuse CallbackHandler"
 OURS = "vital: sql + prometheus"
 OURS_PROCESS = "vital: sql + prometheus, VITAL_SINK_PROCESSES=sql"
+LANGFUSE_PROCESS = "vital: langfuse, VITAL_SINK_PROCESSES=langfuse"
 HOP = "vital: sql + prometheus, run_inline=False"
 USAGE_MD = UsageMetadata(input_tokens=1200, output_tokens=350, total_tokens=1550)
 
@@ -141,6 +143,11 @@ def build_cases(tmp: Path, receiver_url: str | None) -> Iterator[dict[str, Case]
     def sink(kind: str) -> Any:
         if kind == "sql":
             return SQLSink(f"sqlite:///{tmp / f'bench-{next(files)}.db'}")
+        if kind == "langfuse-process":  # the child reads Langfuse's own variables, as a deployment sets them
+            os.environ.update(LANGFUSE_PUBLIC_KEY=f"pk-bench-vital-{next(files)}", LANGFUSE_SECRET_KEY="sk-bench",
+                              LANGFUSE_BASE_URL=str(receiver_url))
+            (elsewhere,) = build_sinks(Settings(sinks=["langfuse"], sink_processes=["langfuse"]))
+            return elsewhere
         if kind == "sql-process":  # built as the settings build it, in a process of its own
             (elsewhere,) = build_sinks(Settings(sinks=["sql"], sink_processes=["sql"],
                                                 database_url=f"sqlite:///{tmp / f'bench-{next(files)}.db'}"))
@@ -186,6 +193,8 @@ def build_cases(tmp: Path, receiver_url: str | None) -> Iterator[dict[str, Case]
             cases[f"vital: {kind}"] = ours(kind)
     cases[OURS] = ours("sql", "prometheus")
     cases[OURS_PROCESS] = ours("sql-process", "prometheus")
+    if receiver_url is not None:
+        cases[LANGFUSE_PROCESS] = ours("langfuse-process")
     if receiver_url is not None:
         cases["vital: sql + prometheus + langfuse"] = ours("sql", "prometheus", "langfuse")
     cases[HOP] = ours("sql", "prometheus", cls=_HoppingHandler, async_only=True)

@@ -10,18 +10,22 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from sqlalchemy import create_engine, text
 
 from tests import pg_cluster
 from tests.graphs import INPUT, METADATA, build_graph
+from tests.langfuse_receiver import LangfuseReceiver
 from tests.sinks.conftest import Store
 from vital_callbacks import InMemorySink, LLMCall, Runtime, Settings, VitalCallbackHandler
 from vital_callbacks.runtime.factory import build_sinks
 from vital_callbacks.runtime.sink_process import ProcessSink, child_settings
 from vital_callbacks.sinks.base import DropReason, Sink
+from vital_callbacks.sinks.langfuse import LangfuseSink
 from vital_callbacks.sinks.sql import SQLSink
 from vital_callbacks.store import migrate
 
@@ -466,3 +470,31 @@ def test_the_childs_settings_are_the_parents_with_absolute_paths_and_no_api_toke
         exclude={"spill_dir", "api_tokens"})
     relative = child_settings(Settings(database_url="sqlite:///rel.db"))
     assert relative["database_url"] == f"sqlite:///{tmp_path / 'rel.db'}"
+
+
+@pytest.mark.parametrize("mode", ["ok", "error"])
+def test_langfuse_in_its_own_process_sends_and_counts_as_here(mode: Literal["ok", "error"],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Langfuse sink in a process of its own, the real SDK exporting over HTTP to a local receiver: the
+    reference graph's 14 observations arrive as one trace; with the receiver refusing them, the 14 losses
+    the SDK counts on its own thread, in the child, are this process's dropped events."""
+    with LangfuseReceiver(mode=mode) as receiver:
+        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", f"pk-lf-{uuid.uuid4().hex[:8]}")
+        monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-test")
+        monkeypatch.setenv("LANGFUSE_BASE_URL", receiver.url)
+        settings = Settings(sinks=["langfuse"], sink_processes=["langfuse"], flush_interval_s=0.05)
+        handler = VitalCallbackHandler(runtime=Runtime(settings))
+        sink = handler.pipeline.sinks[0]
+        assert isinstance(sink, ProcessSink) and isinstance(sink.inner, LangfuseSink)
+        build_graph().invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
+        flushed = handler.flush(30)
+        stats = handler.stats()
+        assert sink.inner._client is None  # this process opened no SDK client: the child did
+        handler.runtime.shutdown(10)
+        spans = receiver.received()
+    if mode == "ok":
+        assert flushed and not stats["dropped"], stats
+        assert len(spans) == 14 and len({s.trace_id for s in spans}) == 1
+    else:
+        assert not flushed
+        assert stats["dropped"] == {"langfuse": 14}, stats

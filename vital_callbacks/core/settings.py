@@ -37,9 +37,9 @@ class Settings(BaseSettings):
     )
     sink_processes: CommaList | None = Field(
         default=None,
-        description="Comma-separated sinks to run each in a child process of its own (sql), so their Python "
-        "work stops sharing the GIL with the application; sinks that report into this process (prometheus, "
-        "otel, logs) always run here.",
+        description="Comma-separated sinks to run each in a child process of its own (sql, langfuse), so their "
+        "Python work stops sharing the GIL with the application; sinks that report into this process "
+        "(prometheus, otel, logs) always run here.",
     )
     database_auto_migrate: bool | None = Field(
         default=None, description="Create or upgrade the schema on first use (default: on for SQLite)."

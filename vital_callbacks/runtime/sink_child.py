@@ -103,7 +103,9 @@ class _Told(logging.Handler):
     def _send(self, told: Told) -> None:
         if getattr(self._sending, "now", False):
             return  # a failure to send, logged: not sent again
-        told.seq = self.seq
+        # A report made on the main thread belongs to the request it runs; one from the sink's own threads
+        # (an SDK's exporter counting its losses) to none: it is counted whatever the request's outcome.
+        told.seq = self.seq if threading.current_thread() is threading.main_thread() else 0
         self._sending.now = True
         try:
             self._channel.send(TOLD, _encode(told))

@@ -104,8 +104,10 @@ class ChildProcess:
         self._results: dict[int, bool] = {}
         """Results read but not yet asked for (only the one in hand is kept; late ones are dropped)."""
         self._drops: dict[int, list[tuple[int, str]]] = {}
-        """Rows the sink dropped while working on a request: counted only if that request succeeds (a
+        """Rows the sink dropped while working on an export: counted only if that export succeeds (a
         failed or abandoned export is retried, and its rows rejected again)."""
+        self._exports: set[int] = set()
+        """The sequence numbers of the exports in the child (other requests' drops count at once)."""
         self._heard_at = 0.0
         self._alive = False
         """Whether the current child said it is alive (its sink built): if it ends before, no child can run."""
@@ -151,6 +153,7 @@ class ChildProcess:
         self._buffer.clear()
         self._results.clear()
         self._drops.clear()
+        self._exports.clear()
         if not self._send(frame(SETUP, self._setup), None):
             self._ended("it could not be given its settings")
 
@@ -167,6 +170,8 @@ class ChildProcess:
                 return None
             self._seq += 1
             seq = self._seq
+            if kind == EXPORT:
+                self._exports.add(seq)
             cut = _earliest(deadline(), until)
             seconds = None if cut is None else max(0.0, cut - time.monotonic() - MARGIN_S)
             if not self._send(request(kind, seq, seconds, body), lambda: _earliest(deadline(), until)):
@@ -180,6 +185,7 @@ class ChildProcess:
         while True:
             if seq in self._results:
                 ok = self._results.pop(seq)
+                self._exports.discard(seq)
                 drops = self._drops.pop(seq, [])
                 if ok:
                     for count, reason in drops:
@@ -248,7 +254,7 @@ class ChildProcess:
             self._alive = True
         elif kind == TOLD:
             told = _told.decode(payload)
-            if told.dropped and told.seq:
+            if told.dropped and told.seq in self._exports:
                 self._drops.setdefault(told.seq, []).extend(told.dropped)
                 told.dropped = []
             if told.dropped or told.recovered or told.problem or told.logs:
@@ -257,6 +263,7 @@ class ChildProcess:
             result = _result.decode(payload)
             if result.seq == self._pending:
                 self._pending = None
+                self._exports.discard(result.seq)
                 self._drops.pop(result.seq, None)  # its batch was retried or kept: its drops come again
             else:
                 self._results[result.seq] = result.ok

@@ -72,6 +72,7 @@ class LangfuseSink(Sink):
     """Send runs to Langfuse as traces of spans, generations, tools and retrievers."""
 
     name = "langfuse"
+    can_run_in_child_process = True
 
     def __init__(self, *, public_key: str | None = None, secret_key: str | None = None,
                  base_url: str | None = None, sample_rate: float = 1.0, capture_content: bool = False,
@@ -96,15 +97,29 @@ class LangfuseSink(Sink):
         self._lost_at_flush = 0
         self._closed = False
         self._client: Client | None = None
+        self._opened = False
+        self._open_args: dict[str, Any] | None = None
+        """What the SDK client is opened with, on first use (on the worker: building the sink starts no
+        SDK thread, so a sink built only to run in a process of its own costs this process nothing)."""
         if not (public_key and secret_key):
             logger.error("vital-callbacks: Langfuse sink enabled without LANGFUSE_PUBLIC_KEY / "
                          "LANGFUSE_SECRET_KEY; its events are counted as dropped")
             return
-        self._client = open_client(public_key=public_key, secret_key=secret_key, base_url=self.base_url,
-                                   timeout_s=timeout_s, flush_interval_s=flush_interval_s,
-                                   on_result=self._on_export_result, environment=environment, release=release)
-        if self._client is None:
-            logger.warning("vital-callbacks: the Langfuse SDK disabled tracing; the sink drops its events")
+        self._open_args = {"public_key": public_key, "secret_key": secret_key, "base_url": self.base_url,
+                           "timeout_s": timeout_s, "flush_interval_s": flush_interval_s,
+                           "on_result": self._on_export_result, "environment": environment, "release": release}
+
+    def _open(self) -> Client | None:
+        """The SDK client, opened on first use."""
+        with self._lock:
+            if not self._opened:
+                self._opened = True
+                if self._open_args is not None:
+                    self._client = open_client(**self._open_args)
+                    if self._client is None:
+                        logger.warning("vital-callbacks: the Langfuse SDK disabled tracing; the sink drops its "
+                                       "events")
+            return self._client
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Sink:
@@ -119,9 +134,10 @@ class LangfuseSink(Sink):
 
     def trace_url(self, trace_id: str) -> str | None:
         """The Langfuse UI link of a trace; asks the server for the project id once (a blocking call)."""
-        if self._client is None:
+        client = self._open()
+        if client is None:
             return None
-        return self._client.langfuse.get_trace_url(trace_id=trace_id_for(trace_id))
+        return client.langfuse.get_trace_url(trace_id=trace_id_for(trace_id))
 
     @property
     def in_flight(self) -> int:
@@ -137,15 +153,18 @@ class LangfuseSink(Sink):
             return self.sent - self.delivered - self.undelivered
 
     # -- Sink --------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        self._open()
+
     def export(self, batch: Sequence[Event]) -> ExportResult:
-        if self._client is None:
+        client = self._open()
+        if client is None:
             self._record_dropped(len(batch), "Langfuse client unavailable")
             return ExportResult.SUCCESS
         if self.in_flight + len(batch) > _SDK_QUEUE_SIZE:
             self.force_flush(self.shutdown_timeout_s)
             if self.in_flight + len(batch) > _SDK_QUEUE_SIZE:
                 return ExportResult.FAILURE  # the pipeline retries with backoff, then counts the loss
-        client = self._client
         for event in taking_turns(batch):
             if not sampled(event.trace_id, self.sample_rate):
                 self.sampled_out += 1
