@@ -498,3 +498,22 @@ def test_langfuse_in_its_own_process_sends_and_counts_as_here(mode: Literal["ok"
     else:
         assert not flushed
         assert stats["dropped"] == {"langfuse": 14}, stats
+
+
+def test_what_a_killed_childs_sdk_still_held_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Langfuse slow to answer, the sink's process killed after its export returned: the 14 observations
+    its SDK still held are counted as lost with the process, not silently gone."""
+    with LangfuseReceiver(mode="sleep", sleep_s=30) as receiver:
+        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", f"pk-lf-{uuid.uuid4().hex[:8]}")
+        monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-test")
+        monkeypatch.setenv("LANGFUSE_BASE_URL", receiver.url)
+        settings = Settings(sinks=["langfuse"], sink_processes=["langfuse"], flush_interval_s=0.05)
+        handler = VitalCallbackHandler(runtime=Runtime(settings))
+        sink = handler.pipeline.sinks[0]
+        build_graph().invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
+        assert wait_until(lambda: handler.stats()["exported"].get("langfuse") == 14)
+        os.kill(child_pid(sink), signal.SIGKILL)
+        handler.runtime.shutdown(3)
+        stats = handler.stats()
+    assert stats["dropped_reasons"] == {"langfuse": {DropReason.PROCESS_ENDED: 14}}, stats
+    assert stats["exported"] == {"langfuse": 0}

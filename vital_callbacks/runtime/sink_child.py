@@ -198,7 +198,11 @@ def serve(sock: socket.socket, parent: int) -> int:
             logger.exception("vital-callbacks: sink %r raised in its process", setup.sink)
         channel.busy = False
         told.seq = 0
-        channel.send(RESULT, _encode(Result(seq, ok)))
+        try:
+            held = int(sink.in_flight)
+        except Exception:
+            held = 0
+        channel.send(RESULT, _encode(Result(seq, ok, held)))
         if kind == QUIT:
             return 0
 

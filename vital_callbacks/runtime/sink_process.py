@@ -49,7 +49,7 @@ from vital_callbacks.runtime.sink_wire import (
     frame,
     request,
 )
-from vital_callbacks.sinks.base import ExportResult, Sink, SinkContext
+from vital_callbacks.sinks.base import DropReason, ExportResult, Sink
 
 logger = logging.getLogger("vital_callbacks")
 
@@ -115,6 +115,8 @@ class ChildProcess:
         """A request the child is still working on after we stopped waiting for it."""
         self._not_before = 0.0
         self._backoff = BACKOFF_S[0]
+        self._held = 0
+        """What the sink in the child last said it holds undelivered (``Sink.in_flight``)."""
         self.restart_message: str | None = None
         """Set while ``stats()`` shows that the child stopped and another is due."""
         self.usable = True
@@ -261,6 +263,7 @@ class ChildProcess:
                 self._on_told(told)
         elif kind == RESULT:
             result = _result.decode(payload)
+            self._held = result.in_flight
             if result.seq == self._pending:
                 self._pending = None
                 self._exports.discard(result.seq)
@@ -327,6 +330,13 @@ class ChildProcess:
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait()
+        self._lost_held()
+
+    def _lost_held(self) -> None:
+        """The child is gone with what its sink held undelivered: counted, not silently lost."""
+        held, self._held = self._held, 0
+        if held > 0:
+            self._on_told(Told(dropped=[(held, DropReason.PROCESS_ENDED)]))
 
     def _give_up(self, why: str) -> None:
         self.usable = False
@@ -339,8 +349,8 @@ class ChildProcess:
         if self._proc is None:
             return
         deadline = time.monotonic() + timeout
-        if self._pending is None:
-            self.ask(QUIT, b"", lambda: deadline - MARGIN_S)
+        if self._pending is None and self.ask(QUIT, b"", lambda: deadline - MARGIN_S):
+            self._held = 0  # shut down: the sink counted what it could not deliver itself
         proc, sock = self._proc, self._sock
         self._proc = self._sock = self._poll = None
         if sock is not None:
@@ -352,6 +362,7 @@ class ChildProcess:
                 proc.kill()
                 proc.wait()
         self._pending = None
+        self._lost_held()
 
     def forget(self) -> None:
         """In a forked child of the application: drop this process's copy of the parent's socket."""
@@ -380,29 +391,34 @@ class ProcessSink(Sink):
         self.journal_key = inner.journal_key
         level = logger.getEffectiveLevel()
         self._shown: str | None = None
+        self._bound = False
         self.child = ChildProcess(Setup(sink=entry_point, settings=child_settings(settings), log_level=level),
                                   told=self._apply, problem=self._problem, over=self._restart_over)
 
-    def bind(self, context: SinkContext) -> None:
-        super().bind(context)
-        self.inner.bind(context)
+    def _here(self) -> Sink:
+        """``inner``, bound to this pipeline on its first use here (binding may open what it writes to,
+        such as an SDK client: never for a sink that runs in its child)."""
+        if not self._bound:
+            self._bound = True
+            self.inner.bind(self.context)
+        return self.inner
 
     def prepare(self) -> None:
         self.child.start()
         if not self.child.usable:
-            self.inner.prepare()
+            self._here().prepare()
 
     def export(self, batch: Sequence[Event]) -> ExportResult:
         if not self.child.usable:
-            return self.inner.export(batch)
+            return self._here().export(batch)
         ok = self.child.ask(EXPORT, encode(batch), self.context.deadline)
         if ok is None:
-            return self.inner.export(batch) if not self.child.usable else ExportResult.FAILURE
+            return self._here().export(batch) if not self.child.usable else ExportResult.FAILURE
         return ExportResult.SUCCESS if ok else ExportResult.FAILURE
 
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         if not self.child.usable:
-            return self.inner.force_flush(timeout_s)
+            return self._here().force_flush(timeout_s)
         return bool(self.child.ask(FLUSH, b"", self.context.deadline, time.monotonic() + timeout_s))
 
     def _apply(self, told: Told) -> None:
@@ -426,7 +442,7 @@ class ProcessSink(Sink):
             self._problem(None)
 
     def spill(self, batch: Sequence[Event]) -> int:
-        return self.inner.spill(batch)
+        return self._here().spill(batch)
 
     def shutdown(self, timeout_s: float = 10.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -52,6 +52,8 @@ class Told(msgspec.Struct):
 class Result(msgspec.Struct, frozen=True):
     seq: int
     ok: bool
+    in_flight: int = 0
+    """What the sink holds undelivered after this request (``Sink.in_flight``): lost if the child dies."""
 
 
 def frame(kind: bytes, body: bytes = b"") -> bytes:

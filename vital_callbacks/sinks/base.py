@@ -66,9 +66,12 @@ class DropReason:
     INBOX = "inbox full or closed"
     DAMAGED_SPILL = "damaged spill file"
     DAMAGED_JOURNAL = "damaged journal"
+    PROCESS_ENDED = "lost with the sink's process"
+    """Events a sink running in a process of its own had taken but not yet delivered (an SDK's queue)
+    when that process died or had to be stopped."""
 
     KNOWN = (QUEUE_FULL, RETRIES_EXHAUSTED, SHUTDOWN_FAILING, SHUTDOWN_DEADLINE, REJECTED, UNAVAILABLE,
-             DAMAGED_SPILL, DAMAGED_JOURNAL)
+             DAMAGED_SPILL, DAMAGED_JOURNAL, PROCESS_ENDED)
     """Reasons any sink can have (``INBOX`` is the pipeline's own, before any sink)."""
 
 
@@ -146,6 +149,12 @@ class Sink(abc.ABC):
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         """Push out anything the sink buffers itself (e.g. an SDK's own queue)."""
         return True
+
+    @property
+    def in_flight(self) -> int:
+        """Events the sink accepted (its export returned) and still holds undelivered, in a queue of its own
+        (an SDK's): what would be lost if its process died now. Most sinks hold none."""
+        return 0
 
     def spill(self, batch: Sequence[Event]) -> int:
         """Keep events the pipeline could not deliver (local files, replayed later); return how many

@@ -28,7 +28,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from vital_callbacks.core.events import Event, Score
 from vital_callbacks.core.redaction import Redact, Redactor
 from vital_callbacks.core.turns import taking_turns
-from vital_callbacks.sinks.base import ExportResult, Sink
+from vital_callbacks.sinks.base import ExportResult, Sink, SinkContext
 from vital_callbacks.sinks.langfuse import _observations as observations
 from vital_callbacks.sinks.langfuse._sdk import (
     Client,
@@ -109,16 +109,19 @@ class LangfuseSink(Sink):
                            "timeout_s": timeout_s, "flush_interval_s": flush_interval_s,
                            "on_result": self._on_export_result, "environment": environment, "release": release}
 
+    def bind(self, context: SinkContext) -> None:
+        super().bind(context)
+        self._open()  # when the pipeline takes the sink, as the handler is built (before the app's own client)
+
     def _open(self) -> Client | None:
-        """The SDK client, opened on first use."""
+        """The SDK client, opened once: when a pipeline binds the sink (a sink built only to run in a process
+        of its own is never bound here, so this process starts no SDK thread for it), else on first use."""
         with self._lock:
-            if not self._opened:
+            if not self._opened and not self._closed and self._open_args is not None:
+                self._client = open_client(**self._open_args)  # raises: tried again on the next use
                 self._opened = True
-                if self._open_args is not None:
-                    self._client = open_client(**self._open_args)
-                    if self._client is None:
-                        logger.warning("vital-callbacks: the Langfuse SDK disabled tracing; the sink drops its "
-                                       "events")
+                if self._client is None:
+                    logger.warning("vital-callbacks: the Langfuse SDK disabled tracing; the sink drops its events")
             return self._client
 
     @classmethod
@@ -154,7 +157,7 @@ class LangfuseSink(Sink):
 
     # -- Sink --------------------------------------------------------------------------------------
     def prepare(self) -> None:
-        self._open()
+        self._open()  # a sink used without a pipeline's bind
 
     def export(self, batch: Sequence[Event]) -> ExportResult:
         client = self._open()
@@ -202,10 +205,11 @@ class LangfuseSink(Sink):
     def shutdown(self, timeout_s: float = 10.0) -> None:
         """Flush and stop the SDK within the time the pipeline has left (``shutdown_timeout_s`` at most),
         even when Langfuse is down or slow."""
-        client = self._client
-        if client is None or self._closed:
+        with self._lock:
+            client, already = self._client, self._closed
+            self._closed = True  # a sink never opened stays closed: no client is opened after its shutdown
+        if client is None or already:
             return
-        self._closed = True
         # The pipeline's shutdown shares the same budget and must still read our count afterwards.
         budget = min(self.shutdown_timeout_s, timeout_s) * _SHUTDOWN_SHARE
         deadline = time.monotonic() + budget
