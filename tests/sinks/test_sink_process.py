@@ -472,6 +472,16 @@ def test_the_childs_settings_are_the_parents_with_absolute_paths_and_no_api_toke
     assert relative["database_url"] == f"sqlite:///{tmp_path / 'rel.db'}"
 
 
+def langfuse_in_its_process(monkeypatch: pytest.MonkeyPatch, url: str) -> VitalCallbackHandler:
+    """A handler whose Langfuse sink runs in its own process, configured as a deployment does: by
+    Langfuse's own variables (a fresh public key: the SDK keeps one client per key)."""
+    monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", f"pk-lf-{uuid.uuid4().hex[:8]}")
+    monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-test")
+    monkeypatch.setenv("LANGFUSE_BASE_URL", url)
+    settings = Settings(sinks=["langfuse"], sink_processes=["langfuse"], flush_interval_s=0.05)
+    return VitalCallbackHandler(runtime=Runtime(settings))
+
+
 @pytest.mark.parametrize("mode", ["ok", "error"])
 def test_langfuse_in_its_own_process_sends_and_counts_as_here(mode: Literal["ok", "error"],
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
@@ -479,11 +489,7 @@ def test_langfuse_in_its_own_process_sends_and_counts_as_here(mode: Literal["ok"
     reference graph's 14 observations arrive as one trace; with the receiver refusing them, the 14 losses
     the SDK counts on its own thread, in the child, are this process's dropped events."""
     with LangfuseReceiver(mode=mode) as receiver:
-        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", f"pk-lf-{uuid.uuid4().hex[:8]}")
-        monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-test")
-        monkeypatch.setenv("LANGFUSE_BASE_URL", receiver.url)
-        settings = Settings(sinks=["langfuse"], sink_processes=["langfuse"], flush_interval_s=0.05)
-        handler = VitalCallbackHandler(runtime=Runtime(settings))
+        handler = langfuse_in_its_process(monkeypatch, receiver.url)
         sink = handler.pipeline.sinks[0]
         assert isinstance(sink, ProcessSink) and isinstance(sink.inner, LangfuseSink)
         build_graph().invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
@@ -504,11 +510,7 @@ def test_what_a_killed_childs_sdk_still_held_is_counted(monkeypatch: pytest.Monk
     """Langfuse slow to answer, the sink's process killed after its export returned: the 14 observations
     its SDK still held are counted as lost with the process, not silently gone."""
     with LangfuseReceiver(mode="sleep", sleep_s=30) as receiver:
-        monkeypatch.setenv("LANGFUSE_PUBLIC_KEY", f"pk-lf-{uuid.uuid4().hex[:8]}")
-        monkeypatch.setenv("LANGFUSE_SECRET_KEY", "sk-lf-test")
-        monkeypatch.setenv("LANGFUSE_BASE_URL", receiver.url)
-        settings = Settings(sinks=["langfuse"], sink_processes=["langfuse"], flush_interval_s=0.05)
-        handler = VitalCallbackHandler(runtime=Runtime(settings))
+        handler = langfuse_in_its_process(monkeypatch, receiver.url)
         sink = handler.pipeline.sinks[0]
         build_graph().invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
         assert wait_until(lambda: handler.stats()["exported"].get("langfuse") == 14)
