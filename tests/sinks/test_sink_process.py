@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -22,6 +23,7 @@ from tests.graphs import INPUT, METADATA, build_graph
 from tests.langfuse_receiver import LangfuseReceiver
 from tests.sinks.conftest import Store
 from vital_callbacks import InMemorySink, LLMCall, Runtime, Settings, VitalCallbackHandler
+from vital_callbacks.runtime import sink_channel
 from vital_callbacks.runtime.factory import build_sinks
 from vital_callbacks.runtime.sink_channel import HUNG_S
 from vital_callbacks.runtime.sink_process import ProcessSink, child_settings
@@ -521,3 +523,25 @@ def test_what_a_killed_childs_sdk_still_held_is_counted(monkeypatch: pytest.Monk
         stats = handler.stats()
     assert stats["dropped_reasons"] == {"langfuse": {DropReason.PROCESS_ENDED: 14}}, stats
     assert stats["exported"] == {"langfuse": 0}
+
+
+def test_an_idle_child_is_not_taken_for_hung(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child with nothing to do says nothing: after a quiet spell longer than the hang limit, the next
+    export, slow to be answered (the child paused for half a second), goes to the same child, with no
+    failed export and no restart: its silence counts from the request, not from its last word."""
+    monkeypatch.setattr(sink_channel, "HUNG_S", 2.0)
+    db = tmp_path / "idle.db"
+    sink = sql_sink(db)
+    handler = VitalCallbackHandler(Settings(), sinks=[sink])
+    build_graph().invoke(INPUT, config={"callbacks": [handler]})
+    assert handler.flush(60)
+    pid = child_pid(sink)
+    time.sleep(3.0)  # idle past the (shortened) hang limit
+    os.kill(pid, signal.SIGSTOP)
+    threading.Timer(0.5, os.kill, (pid, signal.SIGCONT)).start()
+    build_graph().invoke(INPUT, config={"callbacks": [handler]})
+    assert handler.flush(60)
+    stats = handler.stats()
+    assert child_pid(sink) == pid and not stats["failed_exports"] and not stats["problems"], stats
+    handler.shutdown()
+    assert count(db, "graph_runs") == 2

@@ -84,7 +84,9 @@ class ChildProcess:
         self._alive = False
         """Whether the current child said it is alive (its sink built): if it ends before, no child can run."""
         self._pending: int | None = None
-        """A request the child is still working on after we stopped waiting for it."""
+        """The last request the child is still working on after we stopped waiting for it."""
+        self._waiting: int | None = None
+        """The request being waited for now; any other's result is a late one, set aside."""
         self._not_before = 0.0
         self._backoff = BACKOFF_S[0]
         self._held = 0
@@ -142,8 +144,10 @@ class ChildProcess:
             self._read_ready()
             if self._proc is None:
                 return None
+            self._heard_at = time.monotonic()  # an idle child says nothing: its silence counts from now
             self._seq += 1
             seq = self._seq
+            self._waiting = seq
             if kind == EXPORT:
                 self._exports.add(seq)
             cut = _earliest(deadline(), until)
@@ -154,6 +158,8 @@ class ChildProcess:
         except BaseException:
             self._kill()
             raise
+        finally:
+            self._waiting = None
 
     def _wait(self, seq: int, cut: Callable[[], float | None]) -> bool | None:
         while True:
@@ -236,12 +242,13 @@ class ChildProcess:
         elif kind == RESULT:
             result = _result.decode(payload)
             self._held = result.in_flight
-            if result.seq == self._pending:
-                self._pending = None
-                self._exports.discard(result.seq)
-                self._drops.pop(result.seq, None)  # its batch was retried or kept: its drops come again
-            else:
+            if result.seq == self._waiting:
                 self._results[result.seq] = result.ok
+            else:  # a late answer: its request was resolved without it (retried or kept)
+                if result.seq == self._pending:
+                    self._pending = None
+                self._exports.discard(result.seq)
+                self._drops.pop(result.seq, None)  # its batch is retried or kept: its drops come again
         else:
             self._ended("it sent a frame this version does not know")
             return False
