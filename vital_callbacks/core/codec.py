@@ -1,4 +1,4 @@
-"""Events as bytes: one batch as one line of JSON, for the journal and the SQL writer process.
+"""Events as bytes: one batch as one line of JSON, for the journal and for a sink in a process of its own.
 
 msgspec encodes and decodes the frozen event structs in C (a few µs per event), with no conversion
 to dictionaries first. A line is the event count, a space, then ``[[kind, event], ...]`` and a

@@ -28,7 +28,6 @@ import msgspec
 from vital_callbacks.runtime.sink_wire import (
     ALIVE,
     EXPORT,
-    MAX_FRAME,
     QUIT,
     RESULT,
     SETUP,
@@ -37,6 +36,7 @@ from vital_callbacks.runtime.sink_wire import (
     Setup,
     Told,
     frame,
+    frame_size,
     request,
 )
 from vital_callbacks.sinks.base import DropReason
@@ -216,8 +216,8 @@ class ChildProcess:
                 return False
             self._buffer += chunk
         while len(self._buffer) >= 4:
-            size = int.from_bytes(self._buffer[:4], "big")
-            if not 0 < size <= MAX_FRAME:
+            size = frame_size(bytes(self._buffer[:4]))
+            if size is None:
                 self._ended("its answers are not frames")
                 return False
             if len(self._buffer) < 4 + size:

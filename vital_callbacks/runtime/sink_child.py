@@ -33,7 +33,6 @@ from vital_callbacks.runtime.sink_wire import (
     ALIVE,
     EXPORT,
     FLUSH,
-    MAX_FRAME,
     QUIT,
     RESULT,
     SETUP,
@@ -42,6 +41,7 @@ from vital_callbacks.runtime.sink_wire import (
     Setup,
     Told,
     frame,
+    frame_size,
     parse_request,
 )
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink, SinkContext
@@ -83,8 +83,8 @@ class _Channel:
         header = self._reader.read(4)
         if len(header) < 4:
             return None
-        size = int.from_bytes(header, "big")
-        if not 0 < size <= MAX_FRAME:
+        size = frame_size(header)
+        if size is None:
             return None
         data = self._reader.read(size)
         return (data[:1], data[1:]) if len(data) == size else None

@@ -56,6 +56,12 @@ class Result(msgspec.Struct, frozen=True):
     """What the sink holds undelivered after this request (``Sink.in_flight``): lost if the child dies."""
 
 
+def frame_size(header: bytes) -> int | None:
+    """The length a frame's 4-byte header gives; ``None`` when it is no frame's (the stream is damaged)."""
+    size = int.from_bytes(header, "big")
+    return size if 0 < size <= MAX_FRAME else None
+
+
 def frame(kind: bytes, body: bytes = b"") -> bytes:
     return (len(body) + 1).to_bytes(4, "big") + kind + body
 

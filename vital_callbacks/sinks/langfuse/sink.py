@@ -99,8 +99,8 @@ class LangfuseSink(Sink):
         self._client: Client | None = None
         self._opened = False
         self._open_args: dict[str, Any] | None = None
-        """What the SDK client is opened with, on first use (on the worker: building the sink starts no
-        SDK thread, so a sink built only to run in a process of its own costs this process nothing)."""
+        """What the SDK client is opened with, when a pipeline binds the sink (see :meth:`_open`): building
+        it starts no SDK thread, so a sink built only to run in a process of its own costs this one nothing."""
         if not (public_key and secret_key):
             logger.error("vital-callbacks: Langfuse sink enabled without LANGFUSE_PUBLIC_KEY / "
                          "LANGFUSE_SECRET_KEY; its events are counted as dropped")
