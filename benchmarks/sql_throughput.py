@@ -42,8 +42,8 @@ from msgspec.structs import replace
 from vital_callbacks import LLMCall, Settings, TokenUsage, VitalCallbackHandler
 from vital_callbacks.enrich import Enricher
 from vital_callbacks.pricing.book import PriceBook
-from vital_callbacks.runtime.factory import sink_class
 from vital_callbacks.runtime.pipeline import Pipeline
+from vital_callbacks.runtime.registry import sink_class
 from vital_callbacks.store import migrate as db
 from vital_callbacks.store.rows import to_row
 

@@ -104,7 +104,7 @@ def targets(names: list[str], tmp: Path) -> Iterator[dict[str, Target]]:
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     from prometheus_client import CollectorRegistry
 
-    from vital_callbacks.runtime.factory import sink_class
+    from vital_callbacks.runtime.registry import sink_class
     from vital_callbacks.sinks.logs import LogSink
     from vital_callbacks.sinks.memory import InMemorySink
     from vital_callbacks.sinks.otel import OTelSink

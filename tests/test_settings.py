@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 import pytest
 
 from vital_callbacks import Settings, Sink
-from vital_callbacks.runtime.factory import UnknownSinkError, sink_class
+from vital_callbacks.runtime.registry import UnknownSinkError, sink_class
 
 
 def test_env_vars_are_read_when_settings_are_built(monkeypatch: pytest.MonkeyPatch) -> None:

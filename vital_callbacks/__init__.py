@@ -12,8 +12,9 @@ The names below are imported on first use (PEP 562), so ``import vital_callbacks
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from vital_callbacks.core.lazy import lazy_names
 
 if TYPE_CHECKING:
     from vital_callbacks.budgets import Budget, BudgetExceeded, retry_unless_budget
@@ -91,14 +92,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'vital_callbacks' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *__all__])
+__getattr__, __dir__ = lazy_names(__name__, _HOMES, globals())

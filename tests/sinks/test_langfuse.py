@@ -15,7 +15,7 @@ from sqlalchemy import text
 from tests.graphs import DRAFT_USAGE, FANOUT, INPUT, METADATA, PLAN_USAGE, build_graph
 from tests.langfuse_receiver import PROJECT_ID, LangfuseReceiver, ReceivedSpan
 from vital_callbacks import Settings, VitalCallbackHandler
-from vital_callbacks.runtime.factory import sink_class
+from vital_callbacks.runtime.registry import sink_class
 from vital_callbacks.sinks.langfuse import LangfuseSink, langfuse_trace_id, sampled
 from vital_callbacks.sinks.sql import SQLSink
 from vital_callbacks.testing.servers import closed_port

@@ -26,7 +26,7 @@ from sqlalchemy import select
 from tests.graphs import FANOUT, INPUT, METADATA, build_graph
 from tests.otlp_receiver import OTLPReceiver
 from vital_callbacks import Settings, VitalCallbackHandler
-from vital_callbacks.runtime.factory import sink_class
+from vital_callbacks.runtime.registry import sink_class
 from vital_callbacks.sinks.otel import OTelSink, span_id_of, trace_id_of
 from vital_callbacks.sinks.sql import SQLSink
 from vital_callbacks.store import schema as tables

@@ -23,8 +23,8 @@ from tests.graphs import INPUT, METADATA, build_graph
 from tests.sinks.conftest import Store
 from vital_callbacks import InMemorySink, LLMCall, Settings, VitalCallbackHandler
 from vital_callbacks.core.events import Event
-from vital_callbacks.runtime.factory import sink_class
 from vital_callbacks.runtime.journal import waiting_events
+from vital_callbacks.runtime.registry import sink_class
 from vital_callbacks.sinks.base import ExportResult, Sink
 from vital_callbacks.sinks.sql.postgres import PostgresSink
 from vital_callbacks.sinks.sql.spill import SpillDir

@@ -24,7 +24,7 @@ from tests.conftest import require_service
 from tests.graphs import INPUT, METADATA, build_graph
 from tests.integrations.workload import UNPRICED_MODEL, LLMTally, Workload
 from vital_callbacks import Event, ExportResult, LLMCall, Settings, Sink, TokenUsage, VitalCallbackHandler
-from vital_callbacks.runtime.factory import sink_class
+from vital_callbacks.runtime.registry import sink_class
 from vital_callbacks.sinks.prometheus import PrometheusSink
 from vital_callbacks.sinks.prometheus.exposition import make_asgi_app, make_wsgi_app, start_server
 from vital_callbacks.sinks.prometheus.metrics import TOKEN_KINDS, split_tokens

@@ -395,6 +395,70 @@ def test_what_the_child_prints_at_start_never_reaches_the_answers(tmp_path: Path
     assert count(db, "graph_runs") == 3
 
 
+def test_the_sinks_process_imports_neither_langchain_nor_the_price_catalog(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child writes rows; what the hooks and the pricing need (LangChain, LangGraph, genai-prices)
+    is this process's, and would only take the child's memory. A ``sitecustomize`` on the path has
+    the child write down, as it ends, the modules it imported."""
+    out = tmp_path / "modules"
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import atexit, sys
+
+        def write_down():
+            spec = getattr(sys.modules["__main__"], "__spec__", None)
+            if spec is not None and spec.name == "vital_callbacks.runtime.sink_child":
+                open({str(out)!r}, "w").write("\\n".join(sys.modules))
+
+        atexit.register(write_down)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    db = tmp_path / "lean.db"
+    handler = VitalCallbackHandler(Settings(), sinks=[sql_sink(db)])
+    for _ in range(3):
+        build_graph().invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
+    assert handler.shutdown()
+    assert count(db, "llm_calls") == 6
+    modules = set(out.read_text().split())
+    assert "vital_callbacks.sinks.sql.sink" in modules and "sqlalchemy" in modules
+    assert not modules & {"langchain_core", "langgraph", "genai_prices", "tiktoken", "vital_callbacks.pricing",
+                          "vital_callbacks.enrich", "vital_callbacks.capture"}
+
+
+def test_the_sinks_process_runs_with_the_applications_interpreter_options(tmp_path: Path) -> None:
+    """An application started as ``python -O -X faulthandler``: its sink's process runs with the same
+    options (a ``sitecustomize`` on the path has the child write down the ones it has)."""
+    out = tmp_path / "flags"
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import atexit, sys
+
+        def write_down():
+            spec = getattr(sys.modules["__main__"], "__spec__", None)
+            if spec is not None and spec.name == "vital_callbacks.runtime.sink_child":
+                open({str(out)!r}, "w").write(f"{{sys.flags.optimize}} {{sorted(sys._xoptions)}}")
+
+        atexit.register(write_down)
+    """))
+    script = textwrap.dedent(f"""
+        from tests.graphs import INPUT, build_graph
+        from vital_callbacks import Settings, VitalCallbackHandler
+        from vital_callbacks.runtime.factory import build_sinks
+
+        settings = Settings(sinks=["sql"], sink_processes=["sql"], database_url="sqlite:///{tmp_path / 'o.db'}")
+        handler = VitalCallbackHandler(Settings(), sinks=build_sinks(settings))
+        build_graph().invoke(INPUT, config={{"callbacks": [handler]}})
+        assert handler.flush(60)  # a first start under -O may compile every module: more than a shutdown's wait
+        assert handler.shutdown()
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(ROOT)])}
+    done = subprocess.run([sys.executable, "-O", "-X", "faulthandler", "-c", script], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert out.read_text() == "1 ['faulthandler']"
+    assert count(tmp_path / "o.db", "graph_runs") == 1
+
+
 def test_no_python_to_start_leaves_the_sink_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``sys.executable`` empty (an embedded interpreter): the sink runs in this process, nothing lost."""
     monkeypatch.setattr(sys, "executable", "")
@@ -523,6 +587,37 @@ def test_what_a_killed_childs_sdk_still_held_is_counted(monkeypatch: pytest.Monk
         stats = handler.stats()
     assert stats["dropped_reasons"] == {"langfuse": {DropReason.PROCESS_ENDED: 14}}, stats
     assert stats["exported"] == {"langfuse": 0}
+
+
+def test_what_the_childs_sdk_loses_while_nothing_is_asked_shows_without_a_flush(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The receiver refusing everything: the SDK in the child counts its 14 losses on its own thread,
+    after the export that handed them over was answered. ``stats()`` shows them while the worker has
+    nothing to ask the child, with no flush to carry them."""
+    with LangfuseReceiver(mode="error") as receiver:
+        handler = langfuse_in_its_process(monkeypatch, receiver.url)
+        build_graph().invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
+        shown = wait_until(lambda: handler.stats()["dropped"].get("langfuse") == 14)
+        stats = handler.stats()
+        handler.runtime.shutdown(10)
+    assert shown, stats
+
+
+def test_a_child_that_dies_while_idle_is_noticed_with_what_it_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sink's process killed while the worker has nothing to ask it: ``stats()`` says so, and counts
+    the 14 observations its SDK held, before any flush or further export."""
+    with LangfuseReceiver(mode="sleep", sleep_s=30) as receiver:
+        handler = langfuse_in_its_process(monkeypatch, receiver.url)
+        sink = handler.pipeline.sinks[0]
+        build_graph().invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
+        assert wait_until(lambda: handler.stats()["exported"].get("langfuse") == 14)
+        os.kill(child_pid(sink), signal.SIGKILL)
+        noticed = wait_until(lambda: handler.stats()["dropped"].get("langfuse") == 14)
+        stats = handler.stats()
+        handler.runtime.shutdown(3)
+    assert noticed, stats
+    assert stats["dropped_reasons"] == {"langfuse": {DropReason.PROCESS_ENDED: 14}}
+    assert "stopped: it ended" in stats["problems"]["langfuse"], stats["problems"]
 
 
 def test_an_idle_child_is_not_taken_for_hung(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

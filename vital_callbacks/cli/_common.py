@@ -174,7 +174,7 @@ def check_sinks(settings: Settings) -> list[str]:
     """Fail before the run, not after it, for sinks that cannot be loaded (the runtime would only count drops)."""
     from importlib.metadata import entry_points
 
-    from vital_callbacks.runtime.factory import GROUP, UnknownSinkError, describe_build_error, sink_class
+    from vital_callbacks.runtime.registry import GROUP, UnknownSinkError, describe_build_error, sink_class
 
     names = settings.resolved_sinks()
     if not names:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from importlib.metadata import entry_points
 
 from vital_callbacks.budgets import Budget, BudgetGuard, load_budgets
 from vital_callbacks.core.events import Event
@@ -19,38 +18,11 @@ from vital_callbacks.core.redaction import WITHHELD, Redactor, load_hook
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.enrich import Enricher
 from vital_callbacks.pricing.book import PriceBook
+from vital_callbacks.runtime.registry import describe_build_error, sink_class
 from vital_callbacks.runtime.sink_process import ProcessSink
 from vital_callbacks.sinks.base import DropReason, ExportResult, Sink, SinkContext
 
 logger = logging.getLogger("vital_callbacks")
-
-GROUP = "vital_callbacks.sinks"
-"""The one registry of sinks, ours included (declared in pyproject.toml)."""
-
-EXTRAS = {"prometheus": "prometheus", "langfuse": "langfuse", "otel": "otel", "sql": "postgres"}
-"""The extra that installs what a built-in sink needs."""
-
-
-class UnknownSinkError(ValueError):
-    pass
-
-
-def sink_class(name: str) -> type[Sink]:
-    """The sink class registered under ``name`` in the ``vital_callbacks.sinks`` group."""
-    points = entry_points(group=GROUP)
-    for ep in points:
-        if ep.name == name:
-            return ep.load()  # type: ignore[no-any-return]
-    known = ", ".join(sorted(ep.name for ep in points)) or "none (is vital-callbacks installed?)"
-    raise UnknownSinkError(f"unknown sink {name!r} in VITAL_SINKS; known: {known}")
-
-
-def describe_build_error(name: str, exc: BaseException) -> str:
-    """One line saying why sink ``name`` could not be built, with the install hint for a missing extra."""
-    if isinstance(exc, ModuleNotFoundError) and name in EXTRAS:
-        return (f"sink {name!r} needs a package that is not installed ({exc.name}): "
-                f"pip install 'vital-callbacks[{EXTRAS[name]}]'")
-    return f"sink {name!r} could not be built: {type(exc).__name__}: {exc}"
 
 
 class UnavailableSink(Sink):

@@ -1,6 +1,6 @@
 """The application's end of a sink's child process: starting it, and requests and answers over a socket.
 
-The child is started on the sink's worker (never on the caller's thread), with this interpreter and
+The child is started on the sink's worker (never on the caller's thread), with this interpreter, its options and
 its ``sys.path``, in a session of its own. When no Python can be started (a frozen application, an
 embedding server whose ``sys.executable`` is not Python), or the child ends before its sink is built,
 the sink runs in this process from then on, and says so once. A child that dies, or says nothing for
@@ -112,7 +112,8 @@ class ChildProcess:
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if isinstance(p, str) and p)
         env["VITAL_SINK_PROCESSES"] = ""  # the child runs its sink itself, never in yet another process
         try:
-            proc = subprocess.Popen([sys.executable, "-m", "vital_callbacks.runtime.sink_child", str(theirs.fileno())],
+            proc = subprocess.Popen([sys.executable, *interpreter_flags(), "-m", "vital_callbacks.runtime.sink_child",
+                                     str(theirs.fileno())],
                                     stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),), env=env,
                                     start_new_session=True)
         except Exception as exc:
@@ -160,6 +161,16 @@ class ChildProcess:
             raise
         finally:
             self._waiting = None
+
+    def hear(self) -> None:
+        """Between requests: handle what the child said meanwhile, and notice that it ended; never waits."""
+        if self._sock is None:
+            return
+        try:
+            self._read_ready()
+        except BaseException:
+            self._kill()
+            raise
 
     def _wait(self, seq: int, cut: Callable[[], float | None]) -> bool | None:
         while True:
@@ -351,6 +362,14 @@ class ChildProcess:
             sock.close()
         if proc is not None:
             _inherited.append(proc)
+
+
+def interpreter_flags() -> list[str]:
+    """This interpreter's command-line options (``-O``, ``-W``, ``-X utf8``...), as ``multiprocessing``
+    passes them to its children, so the child runs as the application does; but not ``-E`` or ``-I``,
+    which would make it ignore the ``PYTHONPATH`` it finds this package by (``-I`` leaves ``-s``)."""
+    flags: list[str] = getattr(subprocess, "_args_from_interpreter_flags", list)()
+    return [{"-I": "-s"}.get(flag, flag) for flag in flags if flag != "-E"]
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

@@ -28,7 +28,7 @@ import msgspec
 
 from vital_callbacks.core.codec import decode_each
 from vital_callbacks.core.settings import Settings
-from vital_callbacks.runtime.factory import sink_class
+from vital_callbacks.runtime.registry import sink_class
 from vital_callbacks.runtime.sink_wire import (
     ALIVE,
     EXPORT,

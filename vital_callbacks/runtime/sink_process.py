@@ -81,6 +81,14 @@ class ProcessSink(Sink):
             return self._here().export(batch) if not self.child.usable else ExportResult.FAILURE
         return ExportResult.SUCCESS if ok else ExportResult.FAILURE
 
+    def idle(self) -> None:
+        """Between batches: what the child's sink reported from its own threads (an SDK's exporter
+        counting losses) reaches ``stats()`` now, and a child that ended is noticed now, with what it held."""
+        if self.child.usable:
+            self.child.hear()
+        else:
+            self._here().idle()
+
     def force_flush(self, timeout_s: float = 10.0) -> bool:
         if not self.child.usable:
             return self._here().force_flush(timeout_s)

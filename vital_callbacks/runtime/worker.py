@@ -221,8 +221,10 @@ class SinkWorker:
             logger.warning("vital-callbacks: sink %r could not prepare (%s: %s); it connects with the first batch",
                            self.name, type(exc).__name__, exc)
         while True:
-            self._wake.wait(0.0 if self._replay_due else self._interval_s)
+            woken = self._wake.wait(0.0 if self._replay_due else self._interval_s)
             self._wake.clear()
+            if not woken and not self._queue:
+                self._idle()
             self._drain()
             if self._replay_due and not self._closing.is_set():
                 self._replay_journal(segments=1)
@@ -235,6 +237,13 @@ class SinkWorker:
                 if self.journal is not None:
                     self.journal.close()
                 return
+
+    def _idle(self) -> None:
+        try:
+            with self.busy:
+                self.sink.idle()
+        except Exception:
+            logger.exception("vital-callbacks: sink %r failed between batches", self.name)
 
     def _drain(self) -> None:
         batch: list[Event] = []

@@ -150,6 +150,11 @@ class Sink(abc.ABC):
         """Push out anything the sink buffers itself (e.g. an SDK's own queue)."""
         return True
 
+    def idle(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Called on the sink's worker after each quiet interval (``VITAL_FLUSH_INTERVAL_S`` with nothing
+        to export), for a sink that must look after something between batches (a child process whose
+        own threads report losses, or that may end while nothing is asked of it). Raising is logged."""
+
     @property
     def in_flight(self) -> int:
         """Events the sink accepted (its export returned) and still holds undelivered, in a queue of its own
