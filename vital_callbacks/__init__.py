@@ -92,4 +92,5 @@ __all__ = [
 ]
 
 
-__getattr__, __dir__ = lazy_names(__name__, _HOMES, globals())
+if not TYPE_CHECKING:  # type checkers see the imports above; an unknown name stays an error there
+    __getattr__, __dir__ = lazy_names(__name__, _HOMES, globals())

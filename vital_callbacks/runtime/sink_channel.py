@@ -245,6 +245,8 @@ class ChildProcess:
             self._alive = True
         elif kind == TOLD:
             told = _told.decode(payload)
+            if told.in_flight is not None:
+                self._held = told.in_flight
             if told.dropped and told.seq in self._exports:
                 self._drops.setdefault(told.seq, []).extend(told.dropped)
                 told.dropped = []
@@ -367,9 +369,10 @@ class ChildProcess:
 def interpreter_flags() -> list[str]:
     """This interpreter's command-line options (``-O``, ``-W``, ``-X utf8``...), as ``multiprocessing``
     passes them to its children, so the child runs as the application does; but not ``-E`` or ``-I``,
-    which would make it ignore the ``PYTHONPATH`` it finds this package by (``-I`` leaves ``-s``)."""
+    which would make it ignore the ``PYTHONPATH`` it finds this package by (``-I`` leaves ``-s`` and ``-P``)."""
     flags: list[str] = getattr(subprocess, "_args_from_interpreter_flags", list)()
-    return [{"-I": "-s"}.get(flag, flag) for flag in flags if flag != "-E"]
+    isolated = ["-s", "-P"] if sys.flags.safe_path else ["-s"]
+    return [kept for flag in flags if flag != "-E" for kept in (isolated if flag == "-I" else [flag])]
 
 
 def _earliest(a: float | None, b: float | None) -> float | None:

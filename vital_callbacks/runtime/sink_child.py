@@ -99,13 +99,19 @@ class _Told(logging.Handler):
         self._sending = threading.local()
         self.seq = 0
         """The request being worked on (0 between requests)."""
+        self.sink: Sink | None = None
 
     def _send(self, told: Told) -> None:
         if getattr(self._sending, "now", False):
             return  # a failure to send, logged: not sent again
         # A report made on the main thread belongs to the request it runs; one from the sink's own threads
         # (an SDK's exporter counting its losses) to none: it is counted whatever the request's outcome.
-        told.seq = self.seq if threading.current_thread() is threading.main_thread() else 0
+        if threading.current_thread() is threading.main_thread():
+            told.seq = self.seq
+        else:
+            told.seq = 0
+            if self.sink is not None:  # what it holds now, after what it reports: counted once if the child dies
+                told.in_flight = holding(self.sink)
         self._sending.now = True
         try:
             self._channel.send(TOLD, _encode(told))
@@ -113,6 +119,9 @@ class _Told(logging.Handler):
             pass  # the parent is gone: nobody to tell
         finally:
             self._sending.now = False
+
+    def report_holding(self) -> None:
+        self._send(Told())
 
     def dropped(self, count: int, reason: str) -> None:
         self._send(Told(dropped=[(count, reason)]))
@@ -130,17 +139,32 @@ class _Told(logging.Handler):
         self._send(Told(logs=[(record.levelno, text)]))
 
 
-def _heartbeat(channel: _Channel, parent: int) -> None:
-    """Every second: end the process when it is an orphan; say it is alive while it works."""
+def holding(sink: Sink) -> int:
+    """``sink.in_flight``, 0 if it cannot say."""
+    try:
+        return int(sink.in_flight)
+    except Exception:
+        return 0
+
+
+def _heartbeat(channel: _Channel, parent: int, told: _Told) -> None:
+    """Every second: end the process when it is an orphan; say it is alive while it works; and say what
+    the sink holds undelivered while it holds any (an SDK delivering on its own thread after the export
+    that handed it over was answered), so the parent counts as lost with the child only what it held."""
+    said = 0
     while True:
         time.sleep(1.0)
         if os.getppid() != parent:
             os._exit(0)  # what it was writing is rolled back by the store; the journal replays it
-        if channel.busy:
-            try:
+        try:
+            if channel.busy:
                 channel.beat()
-            except OSError:
-                os._exit(0)
+            held = holding(told.sink) if told.sink is not None else 0
+            if held or said:
+                told.report_holding()
+                said = held
+        except OSError:
+            os._exit(0)
 
 
 def _export(sink: Sink, told: _Told, body: bytes) -> bool:
@@ -167,8 +191,10 @@ def serve(sock: socket.socket, parent: int) -> int:
     deadline: list[float | None] = [None]
     sink.bind(SinkContext(dropped=told.dropped, problem=told.problem, recovered=told.recovered,
                           deadline=lambda: deadline[0]))
+    told.sink = sink
     channel.send(ALIVE)  # its sink is built: from here on, an end is a crash to restart, not a setup that fails
-    threading.Thread(target=_heartbeat, args=(channel, parent), name="vital-sink-heartbeat", daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(channel, parent, told), name="vital-sink-heartbeat",
+                     daemon=True).start()
     channel.busy = True
     try:
         sink.prepare()
@@ -198,11 +224,7 @@ def serve(sock: socket.socket, parent: int) -> int:
             logger.exception("vital-callbacks: sink %r raised in its process", setup.sink)
         channel.busy = False
         told.seq = 0
-        try:
-            held = int(sink.in_flight)
-        except Exception:
-            held = 0
-        channel.send(RESULT, _encode(Result(seq, ok, held)))
+        channel.send(RESULT, _encode(Result(seq, ok, holding(sink))))
         if kind == QUIT:
             return 0
 

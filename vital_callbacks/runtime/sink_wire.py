@@ -12,7 +12,8 @@ writes it), ``F`` force a flush, ``Q`` shut the sink down and end.
 From the child: ``H`` it is alive (once its sink is built, then every second while it works: a
 migration may take long, a hung child is one that says nothing); ``T`` what the sink told its context
 or logged (JSON :class:`Told`), sent the moment it happens, from any thread, with the request it
-happened in; ``R`` the :class:`Result` of one request, by its sequence number.
+happened in (from the sink's own threads, and every second while the sink holds events undelivered,
+with how many it holds); ``R`` the :class:`Result` of one request, by its sequence number.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class Told(msgspec.Struct):
     problem: list[str | None] = []
     """The sink's ``problem`` reports, in order (``None``: solved)."""
     logs: list[tuple[int, str]] = []
+    in_flight: int | None = None
+    """What the sink holds undelivered as this report is sent (with every report from the sink's own
+    threads, and every second while it holds any); ``None``: not said."""
 
 
 class Result(msgspec.Struct, frozen=True):

@@ -223,7 +223,7 @@ class SinkWorker:
         while True:
             woken = self._wake.wait(0.0 if self._replay_due else self._interval_s)
             self._wake.clear()
-            if not woken and not self._queue:
+            if not woken and not self._queue and not self._replay_due:
                 self._idle()
             self._drain()
             if self._replay_due and not self._closing.is_set():
