@@ -491,14 +491,31 @@ def test_a_relative_store_is_the_one_named_where_the_sink_was_built(tmp_path: Pa
     assert not (tmp_path / "b" / "rel.db").exists()
 
 
-def test_an_event_json_cannot_carry_is_counted_and_the_rest_stored(tmp_path: Path) -> None:
-    """An infinite duration (JSON has no infinity) cannot reach the child: that event is counted as
-    rejected, the others of its batch are stored."""
-    db = tmp_path / "inf.db"
+def test_infinite_and_nan_values_are_stored_as_on_the_sinks_thread(tmp_path: Path) -> None:
+    """Floats JSON has no word for (an infinite duration, a NaN temperature) reach the child as they are:
+    both stores hold the same rows, nothing is counted lost."""
+    here = sql_sink(tmp_path / "thread.db", own_process=False)
+    there = sql_sink(tmp_path / "process.db")
+    handler = VitalCallbackHandler(Settings(), sinks=[here, there])
+    for i, (duration, temperature) in enumerate([(float("inf"), 0.5), (0.5, float("nan")), (float("-inf"), None)]):
+        handler.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i), model="m", duration_s=duration,
+                               temperature=temperature))
+    assert handler.flush(60)
+    assert not handler.stats()["dropped"]
+    handler.shutdown()
+    rows = rows_of(tmp_path / "process.db")
+    assert len(rows["llm_calls"]) == 3
+    assert rows == rows_of(tmp_path / "thread.db")
+
+
+def test_an_event_that_cannot_travel_is_counted_and_the_rest_stored(tmp_path: Path) -> None:
+    """An event holding a value the encoder does not know where a string must be (a sink given a
+    hand-built event) cannot reach the child: it is counted as rejected, the rest of its batch stored."""
+    db = tmp_path / "odd.db"
     handler = VitalCallbackHandler(Settings(), sinks=[sql_sink(db)])
     for i in range(3):
-        handler.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=str(i), model="ok",
-                               duration_s=float("inf") if i == 1 else 0.5))
+        handler.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=object() if i == 1 else str(i),  # type: ignore[arg-type]
+                               model="ok"))
     assert not handler.flush(60)
     assert handler.stats()["dropped_reasons"] == {"sql": {DropReason.REJECTED: 1}}
     handler.shutdown()

@@ -1,8 +1,11 @@
-"""Events as bytes: one batch as one line of JSON, for the journal and for a sink in a process of its own.
+"""Events as bytes: a batch as one line of JSON for the journal, as MessagePack for a sink in a process of its own.
 
 msgspec encodes and decodes the frozen event structs in C (a few µs per event), with no conversion
-to dictionaries first. A line is the event count, a space, then ``[[kind, event], ...]`` and a
-newline: the count stays readable in a line cut short by a ``kill``.
+to dictionaries first. A journal line is the event count, a space, then ``[[kind, event], ...]`` and
+a newline: the count stays readable in a line cut short by a ``kill``, and the file by a person.
+What travels to a sink's process is the same list in MessagePack (:func:`pack`): faster both ways
+(see ``benchmarks/RESULTS.md``), and it carries every float as it is (JSON has no infinity or NaN), so
+the child stores what the sink would have stored here.
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ def _unencodable(value: object) -> None:
 _encoder = msgspec.json.Encoder(enc_hook=_unencodable)
 _line_decoder = msgspec.json.Decoder(list[tuple[str, msgspec.Raw]])
 _decoders = {kind: msgspec.json.Decoder(cls) for kind, cls in EVENT_CLASSES.items()}
+_packer = msgspec.msgpack.Encoder(enc_hook=_unencodable)
+_pack_decoder = msgspec.msgpack.Decoder(list[tuple[str, msgspec.Raw]])
+_unpackers = {kind: msgspec.msgpack.Decoder(cls) for kind, cls in EVENT_CLASSES.items()}
 
 
 def encode(events: Sequence[Event]) -> bytes:
@@ -36,15 +42,20 @@ def decode(body: bytes) -> list[Event]:
     return [_decoders[kind].decode(raw) for kind, raw in _line_decoder.decode(body)]
 
 
-def decode_each(body: bytes) -> tuple[list[Event], int]:
-    """The events of a line's body one at a time: those that decode, and how many do not (a value JSON
-    cannot carry, such as an infinite float, written as null where a number must be). Raises
-    ``msgspec.DecodeError`` when the line itself is damaged."""
+def pack(events: Sequence[Event]) -> bytes:
+    """The events with their kinds, in MessagePack (no count, no line: for a frame that has a length)."""
+    return _packer.encode([(event.kind, event) for event in events])
+
+
+def unpack_each(data: bytes) -> tuple[list[Event], int]:
+    """The events :func:`pack` wrote, one at a time: those that decode, and how many do not (a value
+    the encoder does not know, written as nil where the event needs one). Raises
+    ``msgspec.DecodeError`` when the data itself is damaged."""
     events: list[Event] = []
     bad = 0
-    for kind, raw in _line_decoder.decode(body):
+    for kind, raw in _pack_decoder.decode(data):
         try:
-            events.append(_decoders[kind].decode(raw))
+            events.append(_unpackers[kind].decode(raw))
         except (msgspec.DecodeError, KeyError):
             bad += 1
     return events, bad

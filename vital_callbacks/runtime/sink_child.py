@@ -26,7 +26,7 @@ import time
 
 import msgspec
 
-from vital_callbacks.core.codec import decode_each
+from vital_callbacks.core.codec import unpack_each
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.runtime.registry import sink_class
 from vital_callbacks.runtime.sink_wire import (
@@ -168,11 +168,10 @@ def _heartbeat(channel: _Channel, parent: int, told: _Told) -> None:
 
 
 def _export(sink: Sink, told: _Told, body: bytes) -> bool:
-    _, _, line = body.partition(b" ")
-    events, bad = decode_each(line)
+    events, bad = unpack_each(body)
     if bad:
-        logger.error("vital-callbacks: %d events could not be carried to the %s sink's process (a value JSON "
-                     "cannot hold); counted as rejected", bad, sink.name)
+        logger.error("vital-callbacks: %d events could not be carried to the %s sink's process (a value the "
+                     "encoder does not know, where the event needs one); counted as rejected", bad, sink.name)
         told.dropped(bad, DropReason.REJECTED)
     return not events or sink.export(events) is ExportResult.SUCCESS
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from vital_callbacks.core.codec import encode
+from vital_callbacks.core.codec import pack
 from vital_callbacks.core.events import Event
 from vital_callbacks.core.settings import Settings
 from vital_callbacks.runtime.sink_channel import ChildProcess
@@ -76,7 +76,7 @@ class ProcessSink(Sink):
     def export(self, batch: Sequence[Event]) -> ExportResult:
         if not self.child.usable:
             return self._here().export(batch)
-        ok = self.child.ask(EXPORT, encode(batch), self.context.deadline)
+        ok = self.child.ask(EXPORT, pack(batch), self.context.deadline)
         if ok is None:
             return self._here().export(batch) if not self.child.usable else ExportResult.FAILURE
         return ExportResult.SUCCESS if ok else ExportResult.FAILURE

@@ -6,7 +6,7 @@ Frames: a 4-byte big-endian length, a 1-byte type, then the payload.
 
 To the child: ``s`` its :class:`Setup` (JSON), first; then requests, each a 4-byte sequence number, an
 8-byte float (the seconds the child may take: the shutdown deadline, or a flush's timeout; negative for
-none) and a payload: ``E`` export a batch (the payload as :func:`vital_callbacks.core.codec.encode`
+none) and a payload: ``E`` export a batch (the payload as :func:`vital_callbacks.core.codec.pack`
 writes it), ``F`` force a flush, ``Q`` shut the sink down and end.
 
 From the child: ``H`` it is alive (once its sink is built, then every second while it works: a
