@@ -22,7 +22,7 @@ from tests import pg_cluster
 from tests.graphs import INPUT, METADATA, build_graph
 from tests.langfuse_receiver import LangfuseReceiver
 from tests.sinks.conftest import Store
-from vital_callbacks import InMemorySink, LLMCall, Runtime, Settings, VitalCallbackHandler
+from vital_callbacks import InMemorySink, LLMCall, Runtime, Settings, TokenUsage, VitalCallbackHandler
 from vital_callbacks.runtime import sink_channel
 from vital_callbacks.runtime.factory import build_sinks
 from vital_callbacks.runtime.sink_channel import HUNG_S
@@ -509,17 +509,19 @@ def test_infinite_and_nan_values_are_stored_as_on_the_sinks_thread(tmp_path: Pat
 
 
 def test_an_event_that_cannot_travel_is_counted_and_the_rest_stored(tmp_path: Path) -> None:
-    """An event holding a value the encoder does not know where a string must be (a sink given a
-    hand-built event) cannot reach the child: it is counted as rejected, the rest of its batch stored."""
+    """Hand-built events holding what cannot reach the child (a token count past 64 bits, which
+    MessagePack has no room for; an object the encoder does not know where a string must be): each
+    is counted as rejected, the rest of their batch stored."""
     db = tmp_path / "odd.db"
     handler = VitalCallbackHandler(Settings(), sinks=[sql_sink(db)])
-    for i in range(3):
-        handler.submit(LLMCall(run_id=str(i), parent_run_id=None, trace_id=object() if i == 1 else str(i),  # type: ignore[arg-type]
-                               model="ok"))
+    for i in range(5):
+        handler.submit(LLMCall(run_id=str(i), parent_run_id=None, model="ok",
+                               trace_id=object() if i == 2 else str(i),  # type: ignore[arg-type]
+                               usage=TokenUsage(input=2**70 if i == 1 else 3)))
     assert not handler.flush(60)
-    assert handler.stats()["dropped_reasons"] == {"sql": {DropReason.REJECTED: 1}}
+    assert handler.stats()["dropped_reasons"] == {"sql": {DropReason.REJECTED: 2}}
     handler.shutdown()
-    assert count(db, "llm_calls") == 2
+    assert count(db, "llm_calls") == 3
 
 
 def test_a_server_with_many_open_files_still_talks_to_its_sink_process(tmp_path: Path) -> None:

@@ -43,8 +43,21 @@ def decode(body: bytes) -> list[Event]:
 
 
 def pack(events: Sequence[Event]) -> bytes:
-    """The events with their kinds, in MessagePack (no count, no line: for a frame that has a length)."""
-    return _packer.encode([(event.kind, event) for event in events])
+    """The events with their kinds, in MessagePack (no count, no line: for a frame that has a length).
+    An event MessagePack cannot hold (an integer past 64 bits) goes as one of no kind, which
+    :func:`unpack_each` counts as not decoded: the rest of the batch travels."""
+    try:
+        return _packer.encode([(event.kind, event) for event in events])
+    except (OverflowError, TypeError, ValueError):
+        return _packer.encode([_packable(event) for event in events])
+
+
+def _packable(event: Event) -> tuple[str, object]:
+    try:
+        _packer.encode(event)
+    except (OverflowError, TypeError, ValueError):
+        return ("", None)
+    return (event.kind, event)
 
 
 def unpack_each(data: bytes) -> tuple[list[Event], int]:

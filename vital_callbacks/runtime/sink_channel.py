@@ -247,6 +247,8 @@ class ChildProcess:
             told = _told.decode(payload)
             if told.in_flight is not None:
                 self._held = told.in_flight
+            elif told.seq == 0 and told.dropped:  # the sink's own threads, during a request: what it held, less
+                self._held = max(0, self._held - sum(count for count, _ in told.dropped))
             if told.dropped and told.seq in self._exports:
                 self._drops.setdefault(told.seq, []).extend(told.dropped)
                 told.dropped = []
@@ -371,7 +373,7 @@ def interpreter_flags() -> list[str]:
     passes them to its children, so the child runs as the application does; but not ``-E`` or ``-I``,
     which would make it ignore the ``PYTHONPATH`` it finds this package by (``-I`` leaves ``-s`` and ``-P``)."""
     flags: list[str] = getattr(subprocess, "_args_from_interpreter_flags", list)()
-    isolated = ["-s", "-P"] if sys.flags.safe_path else ["-s"]
+    isolated = ["-s", "-P"] if getattr(sys.flags, "safe_path", False) else ["-s"]  # -P: Python 3.11 on
     return [kept for flag in flags if flag != "-E" for kept in (isolated if flag == "-I" else [flag])]
 
 

@@ -50,34 +50,80 @@ logger = logging.getLogger("vital_callbacks")
 _encode = msgspec.json.Encoder().encode
 
 
+def holding(sink: Sink | None) -> int:
+    """``sink.in_flight``, 0 if it cannot say."""
+    try:
+        return int(sink.in_flight) if sink is not None else 0
+    except Exception:
+        return 0
+
+
 class _Channel:
-    """This end of the socket: whole frames out, from any thread; frames in, on the main thread."""
+    """This end of the socket: whole frames out, from any thread; frames in, on the main thread.
+
+    What the sink holds undelivered (``in_flight``) is read under the lock that orders the frames, and
+    only between requests, so every count the parent reads is newer than the reports before it, and
+    never counts a batch the sink is being handed (the parent retries that one if the child dies)."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
         self._reader = sock.makefile("rb")
         self._lock = threading.Lock()
-        self.busy = False
+        self.sink: Sink | None = None
+        self._busy = False
         """Set while a request (or the sink's preparation) runs: the heartbeat says so every second."""
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
 
     def send(self, kind: bytes, body: bytes = b"") -> None:
         with self._lock:
             self._sock.sendall(frame(kind, body))
+
+    def begin(self) -> None:
+        with self._lock:
+            self._busy = True
+
+    def end(self, seq: int | None = None, ok: bool = False) -> None:
+        """The request ``seq`` is done (``None``: the sink's preparation): its answer, with what the sink
+        holds after it, and no longer busy, in one step."""
+        with self._lock:
+            if seq is not None:
+                self._sock.sendall(frame(RESULT, _encode(Result(seq, ok, holding(self.sink)))))
+            self._busy = False
+
+    def tell(self, told: Told, *, wait: bool = True) -> None:
+        """Send a report, with what the sink holds when no request runs. With ``wait`` False (the
+        heartbeat), skipped when a frame is being sent or the parent is not reading."""
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            if not self._busy and self.sink is not None:
+                told.in_flight = holding(self.sink)
+            self._write(frame(TOLD, _encode(told)), wait)
+        finally:
+            self._lock.release()
 
     def beat(self) -> None:
         """A heartbeat that never waits: skipped when the parent is not reading (its buffer full)."""
         if not self._lock.acquire(blocking=False):
             return  # a frame is being sent: that says it is alive
         try:
-            data = frame(ALIVE)
-            try:
-                sent = self._sock.send(data, socket.MSG_DONTWAIT)
-            except BlockingIOError:
-                return
-            if sent < len(data):
-                self._sock.sendall(data[sent:])  # a frame is never left half-sent
+            self._write(frame(ALIVE), False)
         finally:
             self._lock.release()
+
+    def _write(self, data: bytes, wait: bool) -> None:
+        if wait:
+            self._sock.sendall(data)
+            return
+        try:
+            sent = self._sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        if sent < len(data):
+            self._sock.sendall(data[sent:])  # a frame is never left half-sent
 
     def receive(self) -> tuple[bytes, bytes] | None:
         header = self._reader.read(4)
@@ -99,29 +145,24 @@ class _Told(logging.Handler):
         self._sending = threading.local()
         self.seq = 0
         """The request being worked on (0 between requests)."""
-        self.sink: Sink | None = None
 
-    def _send(self, told: Told) -> None:
+    def _send(self, told: Told, *, wait: bool = True) -> None:
         if getattr(self._sending, "now", False):
             return  # a failure to send, logged: not sent again
         # A report made on the main thread belongs to the request it runs; one from the sink's own threads
         # (an SDK's exporter counting its losses) to none: it is counted whatever the request's outcome.
-        if threading.current_thread() is threading.main_thread():
-            told.seq = self.seq
-        else:
-            told.seq = 0
-            if self.sink is not None:  # what it holds now, after what it reports: counted once if the child dies
-                told.in_flight = holding(self.sink)
+        told.seq = self.seq if threading.current_thread() is threading.main_thread() else 0
         self._sending.now = True
         try:
-            self._channel.send(TOLD, _encode(told))
+            self._channel.tell(told, wait=wait)
         except OSError:
             pass  # the parent is gone: nobody to tell
         finally:
             self._sending.now = False
 
-    def report_holding(self) -> None:
-        self._send(Told())
+    def holding(self) -> None:
+        """Only what the sink holds (the heartbeat's report; never waits)."""
+        self._send(Told(), wait=False)
 
     def dropped(self, count: int, reason: str) -> None:
         self._send(Told(dropped=[(count, reason)]))
@@ -139,19 +180,12 @@ class _Told(logging.Handler):
         self._send(Told(logs=[(record.levelno, text)]))
 
 
-def holding(sink: Sink) -> int:
-    """``sink.in_flight``, 0 if it cannot say."""
-    try:
-        return int(sink.in_flight)
-    except Exception:
-        return 0
-
-
 def _heartbeat(channel: _Channel, parent: int, told: _Told) -> None:
-    """Every second: end the process when it is an orphan; say it is alive while it works; and say what
-    the sink holds undelivered while it holds any (an SDK delivering on its own thread after the export
-    that handed it over was answered), so the parent counts as lost with the child only what it held."""
-    said = 0
+    """Every second: end the process when it is an orphan; say it is alive while it works; and, between
+    requests, say what the sink holds undelivered while it holds any, and once more when that is back
+    to none (an SDK delivering on its own thread after the export that handed it over was answered),
+    so the parent counts as lost with the child only what it still held."""
+    said = False
     while True:
         time.sleep(1.0)
         if os.getppid() != parent:
@@ -159,10 +193,11 @@ def _heartbeat(channel: _Channel, parent: int, told: _Told) -> None:
         try:
             if channel.busy:
                 channel.beat()
-            held = holding(told.sink) if told.sink is not None else 0
-            if held or said:
-                told.report_holding()
-                said = held
+                continue
+            holds = holding(channel.sink) > 0
+            if holds or said:
+                told.holding()
+            said = holds
         except OSError:
             os._exit(0)
 
@@ -190,16 +225,16 @@ def serve(sock: socket.socket, parent: int) -> int:
     deadline: list[float | None] = [None]
     sink.bind(SinkContext(dropped=told.dropped, problem=told.problem, recovered=told.recovered,
                           deadline=lambda: deadline[0]))
-    told.sink = sink
+    channel.sink = sink
     channel.send(ALIVE)  # its sink is built: from here on, an end is a crash to restart, not a setup that fails
     threading.Thread(target=_heartbeat, args=(channel, parent, told), name="vital-sink-heartbeat",
                      daemon=True).start()
-    channel.busy = True
+    channel.begin()
     try:
         sink.prepare()
     except Exception:
         logger.exception("vital-callbacks: sink %r failed to prepare; its first export tries again", setup.sink)
-    channel.busy = False
+    channel.end()
     while True:
         received = channel.receive()
         if received is None:  # the parent closed the socket without a shutdown request, or died
@@ -209,7 +244,7 @@ def serve(sock: socket.socket, parent: int) -> int:
         seq, seconds, body = parse_request(payload)
         deadline[0] = None if seconds is None else time.monotonic() + seconds
         told.seq = seq
-        channel.busy = True
+        channel.begin()
         ok = False
         try:
             if kind == EXPORT:
@@ -221,9 +256,8 @@ def serve(sock: socket.socket, parent: int) -> int:
                 ok = True
         except Exception:
             logger.exception("vital-callbacks: sink %r raised in its process", setup.sink)
-        channel.busy = False
         told.seq = 0
-        channel.send(RESULT, _encode(Result(seq, ok, holding(sink))))
+        channel.end(seq, ok)
         if kind == QUIT:
             return 0
 

@@ -12,8 +12,8 @@ writes it), ``F`` force a flush, ``Q`` shut the sink down and end.
 From the child: ``H`` it is alive (once its sink is built, then every second while it works: a
 migration may take long, a hung child is one that says nothing); ``T`` what the sink told its context
 or logged (JSON :class:`Told`), sent the moment it happens, from any thread, with the request it
-happened in (from the sink's own threads, and every second while the sink holds events undelivered,
-with how many it holds); ``R`` the :class:`Result` of one request, by its sequence number.
+happened in, and, between requests, how many events the sink holds undelivered (see
+:attr:`Told.in_flight`); ``R`` the :class:`Result` of one request, by its sequence number.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ class Told(msgspec.Struct):
     """The sink's ``problem`` reports, in order (``None``: solved)."""
     logs: list[tuple[int, str]] = []
     in_flight: int | None = None
-    """What the sink holds undelivered as this report is sent (with every report from the sink's own
-    threads, and every second while it holds any); ``None``: not said."""
+    """What the sink holds undelivered, read as this report was sent, between requests only (with the
+    reports of the sink's own threads, and from the heartbeat each second while it holds any, and once
+    when that is back to none); ``None``: not said (a request runs, and the batch in hand is not counted)."""
 
 
 class Result(msgspec.Struct, frozen=True):

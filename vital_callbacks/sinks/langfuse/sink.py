@@ -270,8 +270,8 @@ class LangfuseSink(Sink):
             self.delivered += delivered
             self.undelivered += lost
         if lost:
+            self._record_dropped(lost)  # first: counted before anything else is said about it
             logger.warning("vital-callbacks: Langfuse did not accept %d observations", lost)
-            self._record_dropped(lost)
 
     def _record_dropped(self, count: int, reason: str = "rejected by Langfuse") -> None:
         """Count undeliverable events where ``handler.stats()`` and Prometheus read them."""
