@@ -395,24 +395,31 @@ def test_what_the_child_prints_at_start_never_reaches_the_answers(tmp_path: Path
     assert count(db, "graph_runs") == 3
 
 
+def written_down_by_the_child(tmp_path: Path, out: Path, expression: str) -> Path:
+    """A folder with a ``sitecustomize`` that has a sink's process, as it ends, write ``expression`` (evaluated
+    there, with ``sys`` imported) to ``out``; put it on the path before the child starts."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(textwrap.dedent(f"""
+        import atexit, sys
+
+        def write_down():
+            spec = getattr(sys.modules["__main__"], "__spec__", None)
+            if spec is not None and spec.name == "vital_callbacks.runtime.sink_child":
+                open({str(out)!r}, "w").write({expression})
+
+        atexit.register(write_down)
+    """))
+    return site
+
+
 def test_the_sinks_process_imports_neither_langchain_nor_the_price_catalog(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """The child writes rows; what the hooks and the pricing need (LangChain, LangGraph, genai-prices)
     is this process's, and would only take the child's memory. A ``sitecustomize`` on the path has
     the child write down, as it ends, the modules it imported."""
     out = tmp_path / "modules"
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(textwrap.dedent(f"""
-        import atexit, sys
-
-        def write_down():
-            spec = getattr(sys.modules["__main__"], "__spec__", None)
-            if spec is not None and spec.name == "vital_callbacks.runtime.sink_child":
-                open({str(out)!r}, "w").write("\\n".join(sys.modules))
-
-        atexit.register(write_down)
-    """))
-    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.syspath_prepend(str(written_down_by_the_child(tmp_path, out, '"\\n".join(sys.modules)')))
     db = tmp_path / "lean.db"
     handler = VitalCallbackHandler(Settings(), sinks=[sql_sink(db)])
     for _ in range(3):
@@ -429,17 +436,7 @@ def test_the_sinks_process_runs_with_the_applications_interpreter_options(tmp_pa
     """An application started as ``python -O -X faulthandler``: its sink's process runs with the same
     options (a ``sitecustomize`` on the path has the child write down the ones it has)."""
     out = tmp_path / "flags"
-    (tmp_path / "site").mkdir()
-    (tmp_path / "site" / "sitecustomize.py").write_text(textwrap.dedent(f"""
-        import atexit, sys
-
-        def write_down():
-            spec = getattr(sys.modules["__main__"], "__spec__", None)
-            if spec is not None and spec.name == "vital_callbacks.runtime.sink_child":
-                open({str(out)!r}, "w").write(f"{{sys.flags.optimize}} {{sorted(sys._xoptions)}}")
-
-        atexit.register(write_down)
-    """))
+    site = written_down_by_the_child(tmp_path, out, 'f"{sys.flags.optimize} {sorted(sys._xoptions)}"')
     script = textwrap.dedent(f"""
         from tests.graphs import INPUT, build_graph
         from vital_callbacks import Settings, VitalCallbackHandler
@@ -453,7 +450,7 @@ def test_the_sinks_process_runs_with_the_applications_interpreter_options(tmp_pa
         if not (handler.flush(60) and handler.shutdown()):
             raise SystemExit("not delivered")
     """)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(ROOT)])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
     done = subprocess.run([sys.executable, "-O", "-X", "faulthandler", "-c", script], env=env, cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -597,15 +594,20 @@ def test_langfuse_in_its_own_process_sends_and_counts_as_here(mode: Literal["ok"
 
 def test_what_a_killed_childs_sdk_still_held_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     """Langfuse slow to answer, the sink's process killed after its export returned: the 14 observations
-    its SDK still held are counted as lost with the process, not silently gone."""
+    its SDK still held are counted as lost with the process, not silently gone; and while the worker
+    has nothing to ask the child, ``stats()`` says so before any flush or further export."""
     with LangfuseReceiver(mode="sleep", sleep_s=30) as receiver:
         handler = langfuse_in_its_process(monkeypatch, receiver.url)
         sink = handler.pipeline.sinks[0]
         build_graph().invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
         assert wait_until(lambda: handler.stats()["exported"].get("langfuse") == 14)
         os.kill(child_pid(sink), signal.SIGKILL)
+        noticed = wait_until(lambda: handler.stats()["dropped"].get("langfuse") == 14)
+        idle = handler.stats()
         handler.runtime.shutdown(3)
         stats = handler.stats()
+    assert noticed, idle
+    assert "stopped: it ended" in idle["problems"]["langfuse"], idle["problems"]
     assert stats["dropped_reasons"] == {"langfuse": {DropReason.PROCESS_ENDED: 14}}, stats
     assert stats["exported"] == {"langfuse": 0}
 
@@ -622,23 +624,6 @@ def test_what_the_childs_sdk_loses_while_nothing_is_asked_shows_without_a_flush(
         stats = handler.stats()
         handler.runtime.shutdown(10)
     assert shown, stats
-
-
-def test_a_child_that_dies_while_idle_is_noticed_with_what_it_held(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The sink's process killed while the worker has nothing to ask it: ``stats()`` says so, and counts
-    the 14 observations its SDK held, before any flush or further export."""
-    with LangfuseReceiver(mode="sleep", sleep_s=30) as receiver:
-        handler = langfuse_in_its_process(monkeypatch, receiver.url)
-        sink = handler.pipeline.sinks[0]
-        build_graph().invoke(INPUT, config={"callbacks": [handler], "metadata": METADATA})
-        assert wait_until(lambda: handler.stats()["exported"].get("langfuse") == 14)
-        os.kill(child_pid(sink), signal.SIGKILL)
-        noticed = wait_until(lambda: handler.stats()["dropped"].get("langfuse") == 14)
-        stats = handler.stats()
-        handler.runtime.shutdown(3)
-    assert noticed, stats
-    assert stats["dropped_reasons"] == {"langfuse": {DropReason.PROCESS_ENDED: 14}}
-    assert "stopped: it ended" in stats["problems"]["langfuse"], stats["problems"]
 
 
 def test_what_the_childs_sdk_delivered_late_is_not_counted_lost_with_it(monkeypatch: pytest.MonkeyPatch) -> None:
