@@ -1,14 +1,15 @@
 """The application's end of a sink's child process: starting it, and requests and answers over a socket.
 
-The child is started on the sink's worker (never on the caller's thread), with this interpreter, its options and
-its ``sys.path``, in a session of its own. When no Python can be started (a frozen application, an
-embedding server whose ``sys.executable`` is not Python), or the child ends before its sink is built,
-the sink runs in this process from then on, and says so once. A child that dies, or says nothing for
+The child is started on the sink's worker (never on the caller's thread), with this interpreter, its
+options and its ``sys.path``, in a session of its own. When no Python can be started (a frozen
+application, an embedding server whose ``sys.executable`` is not Python), or the child ends before its
+sink is built, the sink runs in this process from then on, and says so once. A child that dies, or says nothing for
 :data:`HUNG_S` while it works, is stopped: the request in hand fails (and is retried), ``stats()`` says
 why, and another starts after a backoff. A wait that a shutdown deadline or a flush's timeout cuts
 short leaves the child running: its late answer is recognised by its sequence number and set aside.
 It ends at the end of its socket: at the sink's shutdown, or when this process dies. A forked child of
-the application starts its own, and leaves its parent's alone. The frames are
+the application starts its own, and leaves its parent's alone. Between requests, what the child said
+meanwhile is read on the worker's quiet intervals (:meth:`ChildProcess.hear`). The frames are
 :mod:`vital_callbacks.runtime.sink_wire`'s.
 """
 
