@@ -137,9 +137,10 @@ def user_metadata(metadata: Mapping[str, Any] | None, allowed: frozenset[str] | 
     if allowed is not None:
         found = {k: metadata[k] for k in allowed if k in metadata}
         return found or None
-    rest = metadata.keys() - _KNOWN_NOT_OURS
-    if not rest:
+    keys = metadata.keys()
+    if keys <= _KNOWN_NOT_OURS:  # the common case, decided in C without building a set
         return None
+    rest = keys - _KNOWN_NOT_OURS
     found = {k: v for k, v in metadata.items() if k in rest and isinstance(k, str)
              and not k.startswith(_FRAMEWORK_PREFIXES)}
     return found or None

@@ -162,6 +162,12 @@ def _usd(amount: Decimal) -> float:
     return float(amount)
 
 
+def _count(counts: dict[Any, float]) -> None:
+    """Add each counter child's amount to it (what :meth:`PrometheusSink._record` gathered)."""
+    for child, amount in counts.items():
+        child.inc(amount)
+
+
 class PrometheusSink(Sink):
     """Counters and histograms for LLM calls, tools, retrievers, nodes and graph runs."""
 
@@ -202,38 +208,52 @@ class PrometheusSink(Sink):
 
     # -- export ------------------------------------------------------------------------------------
     def export(self, batch: Sequence[Event]) -> ExportResult:
-        for event in taking_turns(batch):
-            try:
-                self.record(event)
-            except Exception:  # one odd event must not cost the rest of the batch
-                logger.exception("vital-callbacks: prometheus sink skipped %s %s", event.kind, event.run_id)
+        counts: dict[Any, float] = {}
+        try:
+            for event in taking_turns(batch):
+                try:
+                    self._record(event, counts)
+                except Exception:  # one odd event must not cost the rest of the batch
+                    logger.exception("vital-callbacks: prometheus sink skipped %s %s", event.kind, event.run_id)
+        finally:
+            _count(counts)
         if self._state.multiprocess:
             self._sync_pipeline_stats()
         return ExportResult.SUCCESS
 
     def record(self, event: Event) -> None:
         """Record one event (public so that a benchmark or a custom pipeline can call it directly)."""
+        counts: dict[Any, float] = {}
+        try:
+            self._record(event, counts)
+        finally:
+            _count(counts)
+
+    def _record(self, event: Event, counts: dict[Any, float]) -> None:
+        """Observe an event's histograms; add what its counters count to ``counts`` (counter child ->
+        amount), which the caller adds to the counters once per batch: a counter's ``inc`` takes its lock
+        and checks its arguments in Python, and a batch's events share a handful of children."""
         key: tuple[str, ...]
         if isinstance(event, LLMCall):
-            self._llm(event)
+            self._llm(event, counts)
         elif isinstance(event, NodeRun):
             key = ("node", event.graph or UNKNOWN, event.subgraph or "", event.node or UNKNOWN, event.status)
             children = self._children.get(key) or self._bind(key, self.metrics.node_executions.labels(*key[1:]),
                                                               self.metrics.node_duration.labels(*key[1:4]))
-            children[0].inc()
+            counts[children[0]] = counts.get(children[0], 0) + 1
             children[1].observe(event.duration_s)
         elif isinstance(event, ToolCall):
             key = ("tool", event.name or UNKNOWN, event.status)
             children = self._children.get(key) or self._bind(key, self.metrics.tool_calls.labels(*key[1:]),
                                                               self.metrics.tool_duration.labels(key[1]))
-            children[0].inc()
+            counts[children[0]] = counts.get(children[0], 0) + 1
             children[1].observe(event.duration_s)
         elif isinstance(event, RetrieverCall):
             key = ("retriever", event.name or UNKNOWN, event.status)
             children = self._children.get(key) or self._bind(
                 key, self.metrics.retriever_calls.labels(*key[1:]), self.metrics.retriever_duration.labels(key[1]),
                 self.metrics.retriever_documents.labels(key[1]))
-            children[0].inc()
+            counts[children[0]] = counts.get(children[0], 0) + 1
             children[1].observe(event.duration_s)
             if event.status == "success":
                 children[2].observe(event.documents)
@@ -241,7 +261,7 @@ class PrometheusSink(Sink):
             key = ("graph", event.name or event.graph or UNKNOWN, event.status)
             children = self._children.get(key) or self._bind(key, self.metrics.graph_runs.labels(*key[1:]),
                                                               self.metrics.graph_duration.labels(key[1]))
-            children[0].inc()
+            counts[children[0]] = counts.get(children[0], 0) + 1
             children[1].observe(event.duration_s)
             if event.cost_usd is not None:
                 self.metrics.graph_cost.labels(key[1]).observe(_usd(event.cost_usd))
@@ -262,37 +282,38 @@ class PrometheusSink(Sink):
         tenant = self._state.tenant(event.tenant_id)
         return (tenant, self._state.user(event.user_id)) if self.user_label else (tenant,)
 
-    def _llm(self, event: LLMCall) -> None:
+    def _llm(self, event: LLMCall, counts: dict[Any, float]) -> None:
         provider, model = event.provider or UNKNOWN, event.model or UNKNOWN
         who = self._who(event)
         key = (provider, model, event.status, who)
         series = self._llm_series.get(key)
         if series is None:
             series = self._llm_series[key] = _LLMSeries(self.metrics, provider, model, event.status, who)
-        series.requests.inc()
+        counts[series.requests] = counts.get(series.requests, 0) + 1
         for child, count in zip(series.tokens, split_tokens(event.usage), strict=True):
             if count:
-                child.inc(count)
+                counts[child] = counts.get(child, 0) + count
         cost = event.cost
         if cost is not None:
             usd = _usd(cost.total)
             if series.cost is None:
                 series.cost = self.metrics.llm_cost.labels(provider, model, *who)
-            series.cost.inc(usd)
+            counts[series.cost] = counts.get(series.cost, 0) + usd
             node: tuple[str, ...] = ("node cost", event.graph or UNKNOWN, event.subgraph or "", event.node or UNKNOWN)
-            (self._children.get(node) or self._bind(node, self.metrics.node_cost.labels(*node[1:])))[0].inc(usd)
+            node_cost = (self._children.get(node) or self._bind(node, self.metrics.node_cost.labels(*node[1:])))[0]
+            counts[node_cost] = counts.get(node_cost, 0) + usd
         elif event.token_source != "none":
             if series.unpriced is None:
                 series.unpriced = self.metrics.unpriced_calls.labels(provider, model, *who)
-            series.unpriced.inc()
+            counts[series.unpriced] = counts.get(series.unpriced, 0) + 1
         if event.cache_hit:
-            series.hits.inc()
+            counts[series.hits] = counts.get(series.hits, 0) + 1
             if event.saved_cost is not None:
                 if series.saved is None:
                     series.saved = self.metrics.llm_cost_saved.labels(provider, model, *who)
-                series.saved.inc(_usd(event.saved_cost))
+                counts[series.saved] = counts.get(series.saved, 0) + _usd(event.saved_cost)
         else:
-            series.misses.inc()
+            counts[series.misses] = counts.get(series.misses, 0) + 1
             series.duration.observe(event.duration_s)
         if event.time_to_first_token_s is not None:
             series.ttft.observe(event.time_to_first_token_s)
