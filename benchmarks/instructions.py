@@ -1,20 +1,22 @@
-"""What a handler costs per graph invoke in instructions, by thread: a count that machine noise does not move.
+"""What a handler costs per graph invoke in instructions, by thread: a count that machine noise barely moves.
 
     python -m benchmarks.instructions [--invokes 200] [--jobs 2] [--no-langfuse] [--quick]
 
 ``benchmarks.cost_per_invoke`` measures time, and on a shared two-core machine its figures move more
 between runs than the changes it should judge. Valgrind's callgrind counts the instructions each
-thread executes instead: the same program and input give the same count whatever else the machine
-is doing. Each configuration runs in a process of its own under ``valgrind --tool=callgrind
---separate-threads=yes``, twice: warm-up invokes and a flush, then a short block or a long one
-(``--invokes`` more), then a flush. The difference between the two runs, per extra invoke, is what an
-invoke costs on each thread, with start-up, imports and warm-up gone. Same workload as
-``benchmarks.cost_per_invoke`` (the ``linear`` graph: retriever -> chat model -> tool).
+thread executes instead. The caller's count is all but fixed for a given program and input; the
+background threads' counts still depend on timing (how many records each wake-up finds, how often
+a loop takes a turn), by a few percent from run to run. Each configuration runs in a process of its
+own under ``valgrind --tool=callgrind --separate-threads=yes``, twice: warm-up invokes and a flush,
+then a short block or a long one (``--invokes`` more), then a flush. The difference between the two
+runs, per extra invoke, is what an invoke costs on each thread, with start-up, imports and warm-up
+gone. Same workload as ``benchmarks.cost_per_invoke`` (the ``linear`` graph: retriever -> chat model
+-> tool).
 
 What it does not count: time spent waiting (the GIL, I/O, the kernel), the caller running slower
 while other threads run (caches, hand-offs: ``cost_per_invoke`` sees that), and a sink's own process
-(callgrind follows no child). Langfuse's handler exports to ``tests.langfuse_receiver`` in a process
-that is not counted, as a real server would not be.
+(callgrind follows no ``exec``; only the measured process's own files are read). Langfuse's handler
+exports to ``tests.langfuse_receiver`` in a process that is not counted, as a real server would not be.
 """
 
 from __future__ import annotations
@@ -114,7 +116,8 @@ def _invoke(config: str, invokes: int, receiver_url: str | None, started: list[t
         # A thread that ended before the last one started left its number free for reuse: then
         # only the totals (the caller, everything else) are certain.
         ended_early = any(not t.is_alive() for t in started[:-1])
-        names_file.write_text(json.dumps({"names": [t.name for t in started], "reused": ended_early}))
+        names_file.write_text(json.dumps({"pid": os.getpid(), "names": [t.name for t in started],
+                                          "reused": ended_early}))
         for handler in callbacks:
             if hasattr(handler, "shutdown"):
                 handler.shutdown(60)
@@ -150,15 +153,18 @@ def read_run(out: Path, names_file: Path) -> Run:
     ``01``, the others numbered in the order they started), named from what the child wrote down."""
     described = json.loads(names_file.read_text())
     names: list[str] = described["names"]
+    files = list(out.glob(f"cg.{described['pid']}-*" if "pid" in described else "cg.*"))
+    # More files than threads started through ``threading``: one started otherwise shifts the numbers.
+    certain = not described["reused"] and len(files) <= len(names) + 1
     threads: dict[str, int] = {}
-    for path in out.glob("cg.*"):
+    for path in files:
         match = _TOTALS.search(path.read_bytes())
         if match is None:
             continue
         number = int(path.name.rsplit("-", 1)[1]) if "-" in path.name else 1
         if number == 1:
             name = "caller"
-        elif not described["reused"] and number - 2 < len(names):
+        elif certain and number - 2 < len(names):
             name = names[number - 2]
         else:
             name = f"thread {number}"
@@ -199,8 +205,8 @@ def report(results: dict[str, dict[str, float]]) -> None:
                      by_thread or "none"])
     print(f"\nBare invoke: {bare / 1e6:.3f} M instructions"
           + (f"; Langfuse's handler adds {langfuse_added / 1e6:.3f} M" if langfuse_added else "") + "\n")
-    print(markdown_table(["config", "caller (M)", "caller added", "other threads (M)", "added in all (M)", "x bare",
-                          "x Langfuse's", "other threads by name (M)"], rows))
+    print(markdown_table(["config", "caller (M)", "caller added", "other threads (M)", "added in all (M)",
+                          "added x bare", "added x Langfuse's", "other threads by name (M)"], rows))
 
 
 def main() -> None:

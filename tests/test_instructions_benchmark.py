@@ -6,6 +6,7 @@ Its child part runs here without valgrind, to show which names it writes down fo
 from __future__ import annotations
 
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -25,7 +26,9 @@ def test_threads_are_named_in_the_order_they_started_and_the_extra_invokes_count
         write(out, "cg.41", "# callgrind format\nevents: Ir\n")  # the process's own file, no totals
         for number, total in enumerate(totals, 1):
             write(out, f"cg.41-{number:02d}", f"# callgrind format\nevents: Ir\nfn=x\n1 {total}\nsummary: {total}\n")
-        (out / "names.json").write_text(json.dumps({"names": ["vital-dispatch", "vital-sink-sql"], "reused": False}))
+        write(out, "cg.99-01", "summary: 5000\n")  # a forked child's: not the measured process
+        (out / "names.json").write_text(json.dumps({"pid": 41, "names": ["vital-dispatch", "vital-sink-sql"],
+                                                    "reused": False}))
         runs.append(instructions.read_run(out, out / "names.json"))
     assert instructions.per_invoke(runs[0], runs[1], 200) == {"caller": 5.0, "vital-dispatch": 1.0,
                                                               "vital-sink-sql": 2.0}
@@ -34,8 +37,17 @@ def test_threads_are_named_in_the_order_they_started_and_the_extra_invokes_count
 def test_a_reused_thread_number_is_not_given_a_name(tmp_path: Path) -> None:
     write(tmp_path, "cg.7-01", "totals: 10\n")
     write(tmp_path, "cg.7-02", "totals: 3\n")
-    (tmp_path / "names.json").write_text(json.dumps({"names": ["short-lived", "vital-dispatch"], "reused": True}))
+    (tmp_path / "names.json").write_text(json.dumps({"pid": 7, "names": ["short-lived", "vital-dispatch"],
+                                                     "reused": True}))
     assert instructions.read_run(tmp_path, tmp_path / "names.json").threads == {"caller": 10, "thread 2": 3}
+
+
+def test_a_thread_started_outside_threading_leaves_the_numbers_unnamed(tmp_path: Path) -> None:
+    for number in (1, 2, 3):
+        write(tmp_path, f"cg.7-{number:02d}", f"totals: {number}\n")
+    (tmp_path / "names.json").write_text(json.dumps({"pid": 7, "names": ["vital-dispatch"], "reused": False}))
+    assert instructions.read_run(tmp_path, tmp_path / "names.json").threads == {"caller": 1, "thread 2": 2,
+                                                                                 "thread 3": 3}
 
 
 def test_the_child_writes_down_our_threads_in_the_order_they_start(tmp_path: Path) -> None:
@@ -43,5 +55,6 @@ def test_the_child_writes_down_our_threads_in_the_order_they_start(tmp_path: Pat
     start = threading.Thread.start
     instructions.child(OURS, 1, None, names)
     assert threading.Thread.start is start  # put back as it was
-    assert json.loads(names.read_text()) == {"names": ["vital-dispatch", "vital-sink-sql", "vital-sink-prometheus"],
+    assert json.loads(names.read_text()) == {"pid": os.getpid(),
+                                             "names": ["vital-dispatch", "vital-sink-sql", "vital-sink-prometheus"],
                                              "reused": False}

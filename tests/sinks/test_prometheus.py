@@ -246,6 +246,33 @@ def test_a_model_without_a_price_has_no_cost_series(registry: CollectorRegistry)
     assert family_sum(registry, "vital_llm_cost_usd_total", model="known") == pytest.approx(0.003)
 
 
+def test_a_batch_counts_what_its_events_count_one_by_one(caplog: pytest.LogCaptureFixture) -> None:
+    """Counters are added once per batch: the totals are those of recording each event alone, and an
+    event with a negative cost fails alone (logged), not by lowering its batch's total."""
+    from vital_callbacks.core.events import Cost
+
+    def call(run_id: str, total: str, output: int = 10) -> LLMCall:
+        amount = Decimal(total)
+        return LLMCall(run_id=run_id, parent_run_id=None, trace_id=run_id, provider="p", model="m",
+                       usage=TokenUsage(input=100, output=output, total=100 + output),
+                       cost=Cost(amount / 2, amount / 2, amount), cache_hit=run_id == "hit", saved_cost=amount)
+
+    calls = [call("a", "0.25"), call("hit", "0.5", 0), call("b", "0.125", 7)]
+    one_by_one, batched = CollectorRegistry(), CollectorRegistry()
+    single = PrometheusSink(registry=one_by_one)
+    for event in calls:
+        single.record(event)
+    with pytest.raises(ValueError):  # what it counted before its cost stays counted, as in a batch
+        single.record(call("bad", "-1"))
+    assert PrometheusSink(registry=batched).export([calls[0], call("bad", "-1"), *calls[1:]]) is ExportResult.SUCCESS
+    assert "prometheus sink skipped llm_call bad" in caplog.text
+    for name in ("vital_llm_requests_total", "vital_llm_tokens_total", "vital_llm_cost_usd_total",
+                 "vital_node_cost_usd_total", "vital_llm_cache_requests_total", "vital_llm_cost_saved_usd_total"):
+        assert family_sum(batched, name) == family_sum(one_by_one, name), name
+    assert family_sum(batched, "vital_llm_cost_usd_total") == 0.875
+    assert family_sum(batched, "vital_llm_requests_total") == 4
+
+
 def test_a_node_is_its_graph_subgraph_and_name(registry: CollectorRegistry) -> None:
     """Two nodes named alike, one in the graph and one in a subgraph of it, are two series for
     executions, latency and cost (as they are two in the SQL store): the subgraph's is not hidden."""

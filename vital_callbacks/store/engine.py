@@ -72,11 +72,12 @@ def bind_none_directly() -> None:
 
     sqlite3 binds ``int``, ``float``, ``str`` and ``bytearray`` of their exact type as they are; any other
     value, ``None`` included, first goes through its adapter lookup, which for ``None`` fails by way of
-    two attribute lookups whose errors are formatted and thrown away: most of the binding of a row
-    with empty columns (see ``benchmarks/RESULTS.md``). Registered for ``None``, the lookup finds an
-    adapter, a C method that gives ``None`` back, and NULL is bound as before. The registry is
-    process-wide: only ``None`` is added, it binds as it always did, and an adapter for ``None`` that
-    the application registered itself is left in place."""
+    attribute lookups, one of which formats an error only to throw it away: most of the binding of a
+    row with empty columns (see ``benchmarks/RESULTS.md``). Registered for ``None``, the lookup finds
+    an adapter, a C method that gives ``None`` back, and NULL is bound as before. The registry is
+    process-wide: only ``None`` is added, it binds as it always did (``sqlite3.adapt(None)`` now gives
+    ``None`` back instead of raising), and an adapter for ``None`` that the application registered
+    itself is left in place."""
     if (type(None), sqlite3.PrepareProtocol) not in sqlite3.adapters:
         sqlite3.register_adapter(type(None), _NOTHING.get)
 

@@ -165,7 +165,18 @@ def _usd(amount: Decimal) -> float:
 def _count(counts: dict[Any, float]) -> None:
     """Add each counter child's amount to it (what :meth:`PrometheusSink._record` gathered)."""
     for child, amount in counts.items():
-        child.inc(amount)
+        try:
+            child.inc(amount)
+        except Exception:  # refused by the client: the other counters still count
+            logger.exception("vital-callbacks: prometheus sink could not add %r to a counter", amount)
+
+
+def _amount(value: float) -> float:
+    """An event's amount for a counter, refused as the counter would refuse it: a negative one must not
+    be summed into its batch's total, it fails its own event."""
+    if value < 0:
+        raise ValueError(f"counters only go up, not by {value!r}")
+    return value
 
 
 class PrometheusSink(Sink):
@@ -292,10 +303,10 @@ class PrometheusSink(Sink):
         counts[series.requests] = counts.get(series.requests, 0) + 1
         for child, count in zip(series.tokens, split_tokens(event.usage), strict=True):
             if count:
-                counts[child] = counts.get(child, 0) + count
+                counts[child] = counts.get(child, 0) + _amount(count)
         cost = event.cost
         if cost is not None:
-            usd = _usd(cost.total)
+            usd = _amount(_usd(cost.total))
             if series.cost is None:
                 series.cost = self.metrics.llm_cost.labels(provider, model, *who)
             counts[series.cost] = counts.get(series.cost, 0) + usd
@@ -311,7 +322,7 @@ class PrometheusSink(Sink):
             if event.saved_cost is not None:
                 if series.saved is None:
                     series.saved = self.metrics.llm_cost_saved.labels(provider, model, *who)
-                counts[series.saved] = counts.get(series.saved, 0) + _usd(event.saved_cost)
+                counts[series.saved] = counts.get(series.saved, 0) + _amount(_usd(event.saved_cost))
         else:
             counts[series.misses] = counts.get(series.misses, 0) + 1
             series.duration.observe(event.duration_s)
