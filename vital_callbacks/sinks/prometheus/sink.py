@@ -15,6 +15,7 @@ import logging
 import platform
 import threading
 import weakref
+from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from decimal import Decimal
 from importlib.metadata import PackageNotFoundError, version
@@ -162,7 +163,7 @@ def _usd(amount: Decimal) -> float:
     return float(amount)
 
 
-def _count(counts: dict[Any, float]) -> None:
+def _count(counts: Mapping[Any, float]) -> None:
     """Add each counter child's amount to it (what :meth:`PrometheusSink._record` gathered)."""
     for child, amount in counts.items():
         try:
@@ -219,7 +220,7 @@ class PrometheusSink(Sink):
 
     # -- export ------------------------------------------------------------------------------------
     def export(self, batch: Sequence[Event]) -> ExportResult:
-        counts: dict[Any, float] = {}
+        counts: defaultdict[Any, float] = defaultdict(float)
         try:
             for event in taking_turns(batch):
                 try:
@@ -234,13 +235,13 @@ class PrometheusSink(Sink):
 
     def record(self, event: Event) -> None:
         """Record one event (public so that a benchmark or a custom pipeline can call it directly)."""
-        counts: dict[Any, float] = {}
+        counts: defaultdict[Any, float] = defaultdict(float)
         try:
             self._record(event, counts)
         finally:
             _count(counts)
 
-    def _record(self, event: Event, counts: dict[Any, float]) -> None:
+    def _record(self, event: Event, counts: defaultdict[Any, float]) -> None:
         """Observe an event's histograms; add what its counters count to ``counts`` (counter child ->
         amount), which the caller adds to the counters once per batch: a counter's ``inc`` takes its lock
         and checks its arguments in Python, and a batch's events share a handful of children."""
@@ -251,20 +252,20 @@ class PrometheusSink(Sink):
             key = ("node", event.graph or UNKNOWN, event.subgraph or "", event.node or UNKNOWN, event.status)
             children = self._children.get(key) or self._bind(key, self.metrics.node_executions.labels(*key[1:]),
                                                               self.metrics.node_duration.labels(*key[1:4]))
-            counts[children[0]] = counts.get(children[0], 0) + 1
+            counts[children[0]] += 1
             children[1].observe(event.duration_s)
         elif isinstance(event, ToolCall):
             key = ("tool", event.name or UNKNOWN, event.status)
             children = self._children.get(key) or self._bind(key, self.metrics.tool_calls.labels(*key[1:]),
                                                               self.metrics.tool_duration.labels(key[1]))
-            counts[children[0]] = counts.get(children[0], 0) + 1
+            counts[children[0]] += 1
             children[1].observe(event.duration_s)
         elif isinstance(event, RetrieverCall):
             key = ("retriever", event.name or UNKNOWN, event.status)
             children = self._children.get(key) or self._bind(
                 key, self.metrics.retriever_calls.labels(*key[1:]), self.metrics.retriever_duration.labels(key[1]),
                 self.metrics.retriever_documents.labels(key[1]))
-            counts[children[0]] = counts.get(children[0], 0) + 1
+            counts[children[0]] += 1
             children[1].observe(event.duration_s)
             if event.status == "success":
                 children[2].observe(event.documents)
@@ -272,7 +273,7 @@ class PrometheusSink(Sink):
             key = ("graph", event.name or event.graph or UNKNOWN, event.status)
             children = self._children.get(key) or self._bind(key, self.metrics.graph_runs.labels(*key[1:]),
                                                               self.metrics.graph_duration.labels(key[1]))
-            counts[children[0]] = counts.get(children[0], 0) + 1
+            counts[children[0]] += 1
             children[1].observe(event.duration_s)
             if event.cost_usd is not None:
                 self.metrics.graph_cost.labels(key[1]).observe(_usd(event.cost_usd))
@@ -293,38 +294,38 @@ class PrometheusSink(Sink):
         tenant = self._state.tenant(event.tenant_id)
         return (tenant, self._state.user(event.user_id)) if self.user_label else (tenant,)
 
-    def _llm(self, event: LLMCall, counts: dict[Any, float]) -> None:
+    def _llm(self, event: LLMCall, counts: defaultdict[Any, float]) -> None:
         provider, model = event.provider or UNKNOWN, event.model or UNKNOWN
         who = self._who(event)
         key = (provider, model, event.status, who)
         series = self._llm_series.get(key)
         if series is None:
             series = self._llm_series[key] = _LLMSeries(self.metrics, provider, model, event.status, who)
-        counts[series.requests] = counts.get(series.requests, 0) + 1
+        counts[series.requests] += 1
         for child, count in zip(series.tokens, split_tokens(event.usage), strict=True):
             if count:
-                counts[child] = counts.get(child, 0) + _amount(count)
+                counts[child] += _amount(count)
         cost = event.cost
         if cost is not None:
             usd = _amount(_usd(cost.total))
             if series.cost is None:
                 series.cost = self.metrics.llm_cost.labels(provider, model, *who)
-            counts[series.cost] = counts.get(series.cost, 0) + usd
+            counts[series.cost] += usd
             node: tuple[str, ...] = ("node cost", event.graph or UNKNOWN, event.subgraph or "", event.node or UNKNOWN)
             node_cost = (self._children.get(node) or self._bind(node, self.metrics.node_cost.labels(*node[1:])))[0]
-            counts[node_cost] = counts.get(node_cost, 0) + usd
+            counts[node_cost] += usd
         elif event.token_source != "none":
             if series.unpriced is None:
                 series.unpriced = self.metrics.unpriced_calls.labels(provider, model, *who)
-            counts[series.unpriced] = counts.get(series.unpriced, 0) + 1
+            counts[series.unpriced] += 1
         if event.cache_hit:
-            counts[series.hits] = counts.get(series.hits, 0) + 1
+            counts[series.hits] += 1
             if event.saved_cost is not None:
                 if series.saved is None:
                     series.saved = self.metrics.llm_cost_saved.labels(provider, model, *who)
-                counts[series.saved] = counts.get(series.saved, 0) + _amount(_usd(event.saved_cost))
+                counts[series.saved] += _amount(_usd(event.saved_cost))
         else:
-            counts[series.misses] = counts.get(series.misses, 0) + 1
+            counts[series.misses] += 1
             series.duration.observe(event.duration_s)
         if event.time_to_first_token_s is not None:
             series.ttft.observe(event.time_to_first_token_s)
