@@ -252,3 +252,17 @@ def test_a_model_given_the_handler_at_construction_inside_a_node_keeps_the_reque
     assert (call.tenant_id, call.user_id, call.node) == ("acme", "u1", "agent")
     assert call.trace_id == call.run_id and call.parent_run_id is None
     assert not memory_sink.of(GraphRun)
+
+
+def test_run_ids_are_the_uuids_text(handler: VitalCallbackHandler, memory_sink: InMemorySink) -> None:
+    """What LangChain's UUIDs become in events and rows: their canonical text, as ``str`` writes it."""
+    root, tool_run = uuid.uuid4(), uuid.UUID("00000000-0000-4000-8000-00000000000a")
+    handler.on_chain_start({}, {}, run_id=root, name="graph")
+    handler.on_tool_start({}, "2 + 2", run_id=tool_run, parent_run_id=root, name="calculator")
+    handler.on_tool_end("4", run_id=tool_run)
+    handler.on_chain_end({}, run_id=root)
+    handler.flush()
+    (tool,) = memory_sink.of(ToolCall)
+    (graph,) = memory_sink.of(GraphRun)
+    assert (tool.run_id, tool.parent_run_id, tool.trace_id) == (str(tool_run), str(root), str(root))
+    assert tool.run_id == "00000000-0000-4000-8000-00000000000a" and graph.run_id == str(root)
