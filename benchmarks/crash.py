@@ -85,7 +85,11 @@ def one(url: str, count: str, n: int, idle_ms: int, journal: bool, tmp: Path) ->
     replay = subprocess.run([sys.executable, "-c", _CHILD, "replay"], env=env, cwd=ROOT, capture_output=True,
                             text=True, timeout=600)
     if "flushed True" not in replay.stdout:
-        raise SystemExit(f"the next start did not flush:\n{replay.stderr[-3000:]}")
+        # A kill can cut the journal's last write short: the next start counts those events lost, with
+        # the reason, and its flush says so. That is a loss this benchmark measures, not a failure.
+        if replay.returncode != 0 or "flushed False" not in replay.stdout or "not delivered" not in replay.stderr:
+            raise SystemExit(f"the next start did not flush:\n{replay.stderr[-3000:]}")
+        print(f"the next start counted events lost: {replay.stderr.strip().splitlines()[-1]}", file=sys.stderr)
     stored = _count_sqlite(url) if count == "sqlite" else _pg(url, "SELECT COUNT(DISTINCT run_id) FROM llm_calls")
     return n + 1 - stored, rate
 

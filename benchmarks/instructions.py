@@ -13,10 +13,11 @@ runs, per extra invoke, is what an invoke costs on each thread, with start-up, i
 gone. Same workload as ``benchmarks.cost_per_invoke`` (the ``linear`` graph: retriever -> chat model
 -> tool).
 
-What it does not count: time spent waiting (the GIL, I/O, the kernel), the caller running slower
-while other threads run (caches, hand-offs: ``cost_per_invoke`` sees that), and a sink's own process
-(callgrind follows no ``exec``; only the measured process's own files are read). Langfuse's handler
-exports to ``tests.langfuse_receiver`` in a process that is not counted, as a real server would not be.
+What it does not count: time spent waiting (the GIL, I/O, the kernel) and the caller running slower
+while other threads run (caches, hand-offs: ``cost_per_invoke`` sees that). A process the measured
+one starts (a sink's own, ``VITAL_SINK_PROCESSES``) is followed (``--trace-children``) and counted as
+one figure; Langfuse's handler exports to ``tests.langfuse_receiver`` in a process that is not
+counted, as a real server would not be.
 """
 
 from __future__ import annotations
@@ -38,13 +39,15 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import describe_machine, langfuse_receiver, markdown_table
-from benchmarks.overhead import EMPTY, LANGFUSE, NONE, OURS, USAGE
+from benchmarks.overhead import EMPTY, LANGFUSE, NONE, OURS, OURS_PROCESS, USAGE
 
 PROMETHEUS = "vital: prometheus"
 SQL = "vital: sql"
-CONFIGS = (NONE, EMPTY, USAGE, LANGFUSE, OURS, SQL, PROMETHEUS)
+CONFIGS = (NONE, EMPTY, USAGE, LANGFUSE, OURS, OURS_PROCESS, SQL, PROMETHEUS)
 WARMUP = 20
 SHORT = 10
+OTHER_PROCESSES = "other processes"
+"""Every thread of the processes the measured one started (a sink's own process), summed."""
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,9 +74,14 @@ def _callbacks(config: str, tmp: Path, receiver_url: str | None) -> tuple[list[A
     from vital_callbacks.sinks.sql import SQLSink
 
     sinks: list[Any] = []
+    if config == OURS_PROCESS:  # built as the settings build it: the SQL sink in a process of its own
+        from vital_callbacks.runtime.factory import build_sinks
+
+        sinks += build_sinks(Settings(sinks=["sql"], sink_processes=["sql"],
+                                      database_url=f"sqlite:///{tmp / 'instructions.db'}"))
     if config in (OURS, SQL):
         sinks.append(SQLSink(f"sqlite:///{tmp / 'instructions.db'}"))
-    if config in (OURS, PROMETHEUS):
+    if config in (OURS, OURS_PROCESS, PROMETHEUS):
         sinks.append(PrometheusSink(registry=CollectorRegistry()))
     handler = VitalCallbackHandler(Settings(), sinks=sinks)
     return [handler], lambda: handler.flush(600)
@@ -137,7 +145,8 @@ def run_once(config: str, invokes: int, receiver_url: str | None, work: Path) ->
     out = work / f"{abs(hash(config))}-{invokes}"
     out.mkdir()
     names_file = out / "names.json"
-    command = ["valgrind", "--tool=callgrind", "--separate-threads=yes", f"--callgrind-out-file={out}/cg.%p",
+    command = ["valgrind", "--tool=callgrind", "--separate-threads=yes", "--trace-children=yes",
+               f"--callgrind-out-file={out}/cg.%p",
                sys.executable, "-m", "benchmarks.instructions", "--child", config, "--invokes", str(invokes),
                "--names-file", str(names_file)]
     if receiver_url is not None:
@@ -153,10 +162,13 @@ def read_run(out: Path, names_file: Path) -> Run:
     ``01``, the others numbered in the order they started), named from what the child wrote down."""
     described = json.loads(names_file.read_text())
     names: list[str] = described["names"]
-    files = list(out.glob(f"cg.{described['pid']}-*" if "pid" in described else "cg.*"))
+    files = list(out.glob(f"cg.{described['pid']}-*"))
     # More files than threads started through ``threading``: one started otherwise shifts the numbers.
     certain = not described["reused"] and len(files) <= len(names) + 1
     threads: dict[str, int] = {}
+    for path in out.glob("cg.*-*"):  # a sink's process (valgrind follows it), counted as one
+        if path not in files and (match := _TOTALS.search(path.read_bytes())) is not None:
+            threads[OTHER_PROCESSES] = threads.get(OTHER_PROCESSES, 0) + int(match.group(1))
     for path in files:
         match = _TOTALS.search(path.read_bytes())
         if match is None:
@@ -213,7 +225,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--invokes", type=int, default=200, help="extra invokes of the long run")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="runs under valgrind at once")
-    parser.add_argument("--configs", help="comma-separated subset of: " + ", ".join(CONFIGS))
+    parser.add_argument("--configs", help="a subset, separated by ';', of: " + "; ".join(CONFIGS))
     parser.add_argument("--no-langfuse", action="store_true", help="leave out Langfuse's handler")
     parser.add_argument("--quick", action="store_true", help="smallest sizes (smoke test); figures meaningless")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -223,7 +235,10 @@ def main() -> None:
     if args.child is not None:
         child(args.child, args.invokes, args.receiver, args.names_file)
         return
-    configs = [c.strip() for c in args.configs.split(",")] if args.configs else list(CONFIGS)
+    configs = [c.strip() for c in args.configs.split(";")] if args.configs else list(CONFIGS)
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown:
+        parser.error(f"unknown configs {unknown}; known: {'; '.join(CONFIGS)}")
     if args.no_langfuse and LANGFUSE in configs:
         configs.remove(LANGFUSE)
     if args.quick:

@@ -26,12 +26,13 @@ def test_threads_are_named_in_the_order_they_started_and_the_extra_invokes_count
         write(out, "cg.41", "# callgrind format\nevents: Ir\n")  # the process's own file, no totals
         for number, total in enumerate(totals, 1):
             write(out, f"cg.41-{number:02d}", f"# callgrind format\nevents: Ir\nfn=x\n1 {total}\nsummary: {total}\n")
-        write(out, "cg.99-01", "summary: 5000\n")  # a forked child's: not the measured process
+        write(out, "cg.99-01", f"summary: {5 * invokes}\n")  # a sink's process: its threads summed
+        write(out, "cg.99-02", "summary: 1\n")
         (out / "names.json").write_text(json.dumps({"pid": 41, "names": ["vital-dispatch", "vital-sink-sql"],
                                                     "reused": False}))
         runs.append(instructions.read_run(out, out / "names.json"))
     assert instructions.per_invoke(runs[0], runs[1], 200) == {"caller": 5.0, "vital-dispatch": 1.0,
-                                                              "vital-sink-sql": 2.0}
+                                                              "vital-sink-sql": 2.0, "other processes": 5.0}
 
 
 def test_a_reused_thread_number_is_not_given_a_name(tmp_path: Path) -> None:
