@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import shutil
@@ -106,6 +107,20 @@ def child(config: str, invokes: int, receiver_url: str | None, names_file: Path)
 
 def _invoke(config: str, invokes: int, receiver_url: str | None, started: list[threading.Thread],
             names_file: Path) -> None:
+    # What our handler logged as an error (a sink's process restarted or given up, events lost): the
+    # counts would then hold work that a healthy run does not do, or miss some.
+    problems: list[str] = []
+    seen = logging.Handler(logging.ERROR)
+    seen.emit = lambda record: problems.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("vital_callbacks").addHandler(seen)
+    try:
+        _invoke_logged(config, invokes, receiver_url, started, names_file, problems)
+    finally:
+        logging.getLogger("vital_callbacks").removeHandler(seen)
+
+
+def _invoke_logged(config: str, invokes: int, receiver_url: str | None, started: list[threading.Thread],
+                   names_file: Path, problems: list[str]) -> None:
     from benchmarks.overhead import build_linear_graph
     from tests.graphs import INPUT, METADATA
 
@@ -115,17 +130,17 @@ def _invoke(config: str, invokes: int, receiver_url: str | None, started: list[t
         run_config = {"metadata": METADATA, "callbacks": callbacks}
         for _ in range(WARMUP):
             graph.invoke(INPUT, config=run_config)
-        if flush is not None:
-            flush()
+        if flush is not None and flush() is False:
+            problems.append("the flush after the warm-up failed")
         for _ in range(invokes):
             graph.invoke(INPUT, config=run_config)
-        if flush is not None:
-            flush()
+        if flush is not None and flush() is False:
+            problems.append("the last flush failed")
         # A thread that ended before the last one started left its number free for reuse: then
         # only the totals (the caller, everything else) are certain.
         ended_early = any(not t.is_alive() for t in started[:-1])
         names_file.write_text(json.dumps({"pid": os.getpid(), "names": [t.name for t in started],
-                                          "reused": ended_early}))
+                                          "reused": ended_early, "problems": problems}))
         for handler in callbacks:
             if hasattr(handler, "shutdown"):
                 handler.shutdown(60)
@@ -154,6 +169,9 @@ def run_once(config: str, invokes: int, receiver_url: str | None, work: Path) ->
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     if done.returncode != 0 or not names_file.exists():
         raise RuntimeError(f"{config}: the run under callgrind failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    problems = json.loads(names_file.read_text()).get("problems")
+    if problems:
+        raise RuntimeError(f"{config}: the run under callgrind was not a healthy one: {problems}")
     return read_run(out, names_file)
 
 
@@ -217,8 +235,8 @@ def report(results: dict[str, dict[str, float]]) -> None:
                      by_thread or "none"])
     print(f"\nBare invoke: {bare / 1e6:.3f} M instructions"
           + (f"; Langfuse's handler adds {langfuse_added / 1e6:.3f} M" if langfuse_added else "") + "\n")
-    print(markdown_table(["config", "caller (M)", "caller added", "other threads (M)", "added in all (M)",
-                          "added x bare", "added x Langfuse's", "other threads by name (M)"], rows))
+    print(markdown_table(["config", "caller (M)", "caller added", "other threads, processes (M)", "added in all (M)",
+                          "added x bare", "added x Langfuse's", "by name (M)"], rows))
 
 
 def main() -> None:

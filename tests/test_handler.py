@@ -261,7 +261,7 @@ def test_run_ids_are_the_uuids_text(handler: VitalCallbackHandler, memory_sink: 
     handler.on_tool_start({}, "2 + 2", run_id=tool_run, parent_run_id=root, name="calculator")
     handler.on_tool_end("4", run_id=tool_run)
     handler.on_chain_end({}, run_id=root)
-    handler.flush()
+    assert handler.flush()
     (tool,) = memory_sink.of(ToolCall)
     (graph,) = memory_sink.of(GraphRun)
     assert (tool.run_id, tool.parent_run_id, tool.trace_id) == (str(tool_run), str(root), str(root))

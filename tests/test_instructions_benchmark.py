@@ -6,6 +6,7 @@ Its child part runs here without valgrind, to show which names it writes down fo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from pathlib import Path
@@ -53,9 +54,10 @@ def test_a_thread_started_outside_threading_leaves_the_numbers_unnamed(tmp_path:
 
 def test_the_child_writes_down_our_threads_in_the_order_they_start(tmp_path: Path) -> None:
     names = tmp_path / "names.json"
-    start = threading.Thread.start
+    start, handlers = threading.Thread.start, list(logging.getLogger("vital_callbacks").handlers)
     instructions.child(OURS, 1, None, names)
-    assert threading.Thread.start is start  # put back as it was
+    assert threading.Thread.start is start  # put back as it was, and the logger too
+    assert logging.getLogger("vital_callbacks").handlers == handlers
     assert json.loads(names.read_text()) == {"pid": os.getpid(),
                                              "names": ["vital-dispatch", "vital-sink-sql", "vital-sink-prometheus"],
-                                             "reused": False}
+                                             "reused": False, "problems": []}
