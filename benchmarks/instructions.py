@@ -107,6 +107,9 @@ def child(config: str, invokes: int, receiver_url: str | None, names_file: Path)
 
 def _invoke(config: str, invokes: int, receiver_url: str | None, started: list[threading.Thread],
             names_file: Path) -> None:
+    from benchmarks.overhead import build_linear_graph
+    from tests.graphs import INPUT, METADATA
+
     # What our handler logged as an error (a sink's process restarted or given up, events lost): the
     # counts would then hold work that a healthy run does not do, or miss some.
     problems: list[str] = []
@@ -114,36 +117,28 @@ def _invoke(config: str, invokes: int, receiver_url: str | None, started: list[t
     seen.emit = lambda record: problems.append(record.getMessage())  # type: ignore[method-assign]
     logging.getLogger("vital_callbacks").addHandler(seen)
     try:
-        _invoke_logged(config, invokes, receiver_url, started, names_file, problems)
+        with tempfile.TemporaryDirectory() as tmp:
+            callbacks, flush = _callbacks(config, Path(tmp), receiver_url)
+            graph = build_linear_graph()
+            run_config = {"metadata": METADATA, "callbacks": callbacks}
+            for _ in range(WARMUP):
+                graph.invoke(INPUT, config=run_config)
+            if flush is not None and flush() is False:
+                problems.append("the flush after the warm-up failed")
+            for _ in range(invokes):
+                graph.invoke(INPUT, config=run_config)
+            if flush is not None and flush() is False:
+                problems.append("the last flush failed")
+            # A thread that ended before the last one started left its number free for reuse: then
+            # only the totals (the caller, everything else) are certain.
+            ended_early = any(not t.is_alive() for t in started[:-1])
+            names_file.write_text(json.dumps({"pid": os.getpid(), "names": [t.name for t in started],
+                                              "reused": ended_early, "problems": problems}))
+            for handler in callbacks:
+                if hasattr(handler, "shutdown"):
+                    handler.shutdown(60)
     finally:
         logging.getLogger("vital_callbacks").removeHandler(seen)
-
-
-def _invoke_logged(config: str, invokes: int, receiver_url: str | None, started: list[threading.Thread],
-                   names_file: Path, problems: list[str]) -> None:
-    from benchmarks.overhead import build_linear_graph
-    from tests.graphs import INPUT, METADATA
-
-    with tempfile.TemporaryDirectory() as tmp:
-        callbacks, flush = _callbacks(config, Path(tmp), receiver_url)
-        graph = build_linear_graph()
-        run_config = {"metadata": METADATA, "callbacks": callbacks}
-        for _ in range(WARMUP):
-            graph.invoke(INPUT, config=run_config)
-        if flush is not None and flush() is False:
-            problems.append("the flush after the warm-up failed")
-        for _ in range(invokes):
-            graph.invoke(INPUT, config=run_config)
-        if flush is not None and flush() is False:
-            problems.append("the last flush failed")
-        # A thread that ended before the last one started left its number free for reuse: then
-        # only the totals (the caller, everything else) are certain.
-        ended_early = any(not t.is_alive() for t in started[:-1])
-        names_file.write_text(json.dumps({"pid": os.getpid(), "names": [t.name for t in started],
-                                          "reused": ended_early, "problems": problems}))
-        for handler in callbacks:
-            if hasattr(handler, "shutdown"):
-                handler.shutdown(60)
 
 
 @dataclass
@@ -191,7 +186,7 @@ def read_run(out: Path, names_file: Path) -> Run:
         match = _TOTALS.search(path.read_bytes())
         if match is None:
             continue
-        number = int(path.name.rsplit("-", 1)[1]) if "-" in path.name else 1
+        number = int(path.name.rsplit("-", 1)[1])
         if number == 1:
             name = "caller"
         elif certain and number - 2 < len(names):
